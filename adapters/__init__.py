@@ -1,0 +1,1 @@
+"""Built-in partner adapters, each registered through the ``mta.adapters`` entry point."""

@@ -1,0 +1,162 @@
+"""A simulated partner for the demo, tests and benchmarks: configurable acceptance and delivery.
+
+Stateless by design, so any reporter process can answer Report for any message: the partner
+message id carries the submission time and the message's fate. Every decision is a hash of
+(seed, number, text), so a run is deterministic for a given ``seed`` whatever the order or the
+process that sends; messages with the same number and text share their fate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from mta.adapter import AdapterMeta, OptionSpec, SendPattern
+from mta.contract import (
+    ApiStatus,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
+)
+from mta.text import segment_count
+
+_SCALE = float(1 << 64)
+
+
+def _draw(seed: str, key: str) -> float:
+    """A deterministic number in [0, 1) for (seed, key)."""
+    digest = hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
+class SimulatorAdapter:
+    """Accepts ``accept_ratio`` of messages; ``deliver_ratio`` of those end DELIVERED."""
+
+    meta: ClassVar[AdapterMeta] = AdapterMeta(
+        name="simulator",
+        description="Simulated partner: latency, acceptance and delivery ratios, receipt delay.",
+        options=(
+            OptionSpec("accept_ratio", float, default=1.0, description="share Send accepts (OK)"),
+            OptionSpec(
+                "deliver_ratio", float, default=0.95, description="share of accepted DELIVERED"
+            ),
+            OptionSpec("report_delay_s", float, default=2.0, description="when the final is known"),
+            OptionSpec("latency_ms", float, default=0.0, description="added to each call"),
+            OptionSpec("seed", str, default="", description="fixes every decision; '' = random"),
+        ),
+        pattern=SendPattern.BATCH,
+        max_batch=1000,
+        max_concurrency=16,
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.accept_ratio = float(options.get("accept_ratio", 1.0))
+        self.deliver_ratio = float(options.get("deliver_ratio", 0.95))
+        self.report_delay_s = float(options.get("report_delay_s", 2.0))
+        self.latency_s = float(options.get("latency_ms", 0.0)) / 1000.0
+        for name in ("accept_ratio", "deliver_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"simulator option {name} must be within 0..1")
+        seed = str(options.get("seed") or "")
+        self.seed = seed or os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._run = os.urandom(4).hex()  # partner ids stay unique across processes
+        self.logged_in = False
+
+    async def login(self, secret_key: str) -> bool:
+        # A secret key of "nok" answers NOK, so tests can exercise a refused login.
+        self.logged_in = secret_key != "nok"
+        return self.logged_in
+
+    async def _latency(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        await self._latency()
+        now_ms = int(time.time() * 1000)
+        results = []
+        seed, accept = self.seed, self.accept_ratio
+        for message in request.messages:
+            key = f"{message.mobileNumber}|{message.text}"
+            if accept >= 1.0 or _draw(seed, "accept|" + key) < accept:
+                fate = "d" if _draw(seed, "deliver|" + key) < self.deliver_ratio else "f"
+                results.append(
+                    SmsResult(
+                        partnerMessageId=f"sim-{self._run}-{next(self._ids):x}-{fate}-{now_ms:x}",
+                        partnerStatus="ACCEPTED",
+                        apiStatus=ApiStatus.OK,
+                        smsMessageCount=segment_count(message.text),
+                    )
+                )
+            else:
+                results.append(
+                    SmsResult(
+                        partnerStatus="REJECTED",
+                        partnerDetail="simulator: rejected by accept_ratio",
+                        apiStatus=ApiStatus.FAIL,
+                    )
+                )
+        return SmsResponse(partnerPacketId="", results=results)
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        await self._latency()
+        now_ms = time.time() * 1000
+        delay_ms = self.report_delay_s * 1000
+        results = []
+        for pid in request.messages:
+            parts = pid.split("-")
+            try:
+                submitted_ms, fate = int(parts[4], 16), parts[3]
+            except (IndexError, ValueError):
+                fate = ""
+            if parts[0] != "sim" or fate not in ("d", "f"):
+                results.append(
+                    SmsResult(
+                        partnerMessageId=pid,
+                        partnerStatus="UNKNOWN",
+                        partnerDetail="simulator: unknown message id",
+                        apiStatus=ApiStatus.FAIL,
+                    )
+                )
+                continue
+            if now_ms < submitted_ms + delay_ms:
+                results.append(
+                    SmsResult(
+                        partnerMessageId=pid, partnerStatus="ENROUTE", apiStatus=ApiStatus.WAITING
+                    )
+                )
+            elif fate == "d":
+                results.append(
+                    SmsResult(
+                        partnerMessageId=pid, partnerStatus="DELIVRD", apiStatus=ApiStatus.DELIVERED
+                    )
+                )
+            else:
+                results.append(
+                    SmsResult(
+                        partnerMessageId=pid,
+                        partnerStatus="UNDELIV",
+                        partnerDetail="simulator: undeliverable by deliver_ratio",
+                        apiStatus=ApiStatus.FAIL,
+                    )
+                )
+        return SmsResponse(partnerPacketId="", results=results)
+
+    async def destroy(self) -> None:
+        self.logged_in = False
+
+    async def test_connection(self) -> bool:
+        return True
+
+    async def test_credentials(self) -> bool:
+        return True
+
+    async def test_proxy(self) -> bool:
+        return True

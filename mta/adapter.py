@@ -1,0 +1,114 @@
+"""The partner adapter interface: the protocol, its metadata, option specs and error kinds."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from mta.contract import SmsReportRequest, SmsResponse, SmsSendRequest
+
+
+class SendPattern(enum.StrEnum):
+    """How the worker calls Send: whole batches, or one message per call in a bounded loop."""
+
+    BATCH = "batch"
+    LOOP = "loop"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One account option an adapter reads from ``[account.options]``."""
+
+    name: str
+    type: type = str
+    required: bool = False
+    secret: bool = False
+    default: Any = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterMeta:
+    """What an adapter declares about itself; ``mta adapters`` prints it."""
+
+    name: str
+    description: str
+    options: tuple[OptionSpec, ...] = ()
+    default_url: str = ""
+    pattern: SendPattern = SendPattern.BATCH
+    max_batch: int = 100
+    max_concurrency: int = 8
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str) -> OptionSpec | None:
+        for spec in self.options:
+            if spec.name == name:
+                return spec
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "default_url": self.default_url,
+            "pattern": self.pattern.value,
+            "max_batch": self.max_batch,
+            "max_concurrency": self.max_concurrency,
+            "options": [
+                {
+                    "name": o.name,
+                    "type": o.type.__name__,
+                    "required": o.required,
+                    "secret": o.secret,
+                    "default": o.default,
+                    "description": o.description,
+                }
+                for o in self.options
+            ],
+        }
+
+
+class AdapterError(Exception):
+    """Base of the errors an adapter raises; each kind tells the core what to do."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class TransientError(AdapterError):
+    """The partner may succeed later (network, 5xx, timeout): retry with backoff."""
+
+
+class ThrottledError(TransientError):
+    """The partner asks us to slow down: retry this account's messages after ``retry_after``."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class PermanentError(AdapterError):
+    """Retrying cannot help: FAIL the messages of the call with the partner's detail."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A partner adapter. One instance per configured account, built from the account's options.
+
+    The constructor takes the account's resolved options (``Mapping[str, Any]``, already
+    checked against ``meta.options``). ``login`` is called before anything else; ``False`` means
+    NOK and nothing else is called. ``send`` answers ``results[i]`` for ``messages[i]``.
+    """
+
+    meta: ClassVar[AdapterMeta]
+
+    async def login(self, secret_key: str) -> bool: ...
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse: ...
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse: ...
+
+    async def destroy(self) -> None: ...

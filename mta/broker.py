@@ -1,0 +1,110 @@
+"""The RabbitMQ connection, declared topology and publishing with confirms (retried on outages)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from mta.topology import Topology
+
+log = logging.getLogger(__name__)
+
+#: Errors after which a publish is worth retrying (the robust connection reconnects meanwhile).
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    ConnectionError,
+    asyncio.TimeoutError,
+    RuntimeError,  # aio-pika raises it for a closed channel while it reconnects
+)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Outages and nacks are retried; an unroutable (returned) message is not."""
+    if isinstance(exc, aiormq.exceptions.PublishError):
+        return False
+    return isinstance(exc, (*PUBLISH_ERRORS, aiormq.exceptions.DeliveryError))
+
+
+class Broker:
+    """One robust connection, a confirming publish channel, and the declared exchanges."""
+
+    def __init__(self, url: str, topology: Topology) -> None:
+        self.url = url
+        self.topology = topology
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.exchanges: dict[str, AbstractExchange] = {}
+        self.publish_timeout_s = 30.0
+        self.retry_for_s = 120.0
+
+    async def connect(self, name: str = "mta") -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": name}
+        )
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self.exchanges = await self.topology.declare(self.channel)
+        self.exchanges[""] = self.channel.default_exchange
+
+    async def consumer_channel(self, prefetch: int) -> AbstractChannel:
+        assert self.connection is not None, "connect() first"
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm; retry through outages."""
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers) if headers else None,
+            message_id=message_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            wait=wait_exponential_jitter(initial=0.1, max=5),
+            stop=stop_after_delay(self.retry_for_s),
+            reraise=True,
+        ):
+            with attempt:
+                target = self.exchanges[exchange]
+                await target.publish(
+                    message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
+                )
+                if attempt.retry_state.attempt_number > 1:
+                    log.info("publish to %r succeeded after a retry", exchange)
+
+    async def publish_reports(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Publish report bodies (routing key, body) to the report exchange, confirms in flight."""
+        exchange = self.topology.reports_exchange
+        await asyncio.gather(
+            *(self.publish(exchange, key, body, mandatory=False) for key, body in messages)
+        )

@@ -1,0 +1,373 @@
+"""The ``mta`` command: run the roles, publish batches, tail reports, list adapters and accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from mta.config import MASK, ConfigError, InFlightPolicy, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: (flag, variable, Settings field, type, help)
+_SETTINGS: list[tuple[str, str, str, Any, str]] = [
+    ("--amqp-url", "MTA_AMQP_URL", "amqp_url", str, "RabbitMQ URL."),
+    ("--redis-url", "MTA_REDIS_URL", "redis_url", str, "Redis URL."),
+    ("--prefix", "MTA_PREFIX", "prefix", str,
+     "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...)."),
+    ("--accounts", "MTA_ACCOUNTS", "accounts", str, "Accounts file (TOML)."),
+    ("--timezone", "MTA_TIMEZONE", "timezone", str,
+     "Zone of startTime/expireTime/sendAt (yyyyMMddHHmm)."),
+    ("--poll-first-s", "MTA_POLL_FIRST_S", "poll_first_s", float,
+     "First Report poll after submission, seconds."),
+    ("--poll-max-s", "MTA_POLL_MAX_S", "poll_max_s", float, "Longest pause between polls."),
+    ("--max-wait-s", "MTA_MAX_WAIT_S", "max_wait_s", float,
+     "TIMEOUT after this long without a final state (unless expireTime comes first)."),
+    ("--strict-numbers/--no-strict-numbers", "MTA_STRICT_NUMBERS", "strict_numbers", bool,
+     "Check numbers against numbering plans (phonenumbers)."),
+    ("--max-batch", "MTA_MAX_BATCH", "max_batch", int,
+     "Messages per batch; those beyond FAIL with a detail."),
+    ("--inflight-policy", "MTA_INFLIGHT_POLICY", "inflight_policy",
+     click.Choice(InFlightPolicy.ALL),
+     "A redelivered message whose Send was in flight when its worker died: send it again "
+     "(resubmit) or FAIL it as unknown (fail)."),
+    ("--max-attempts", "MTA_MAX_ATTEMPTS", "max_attempts", int,
+     "Send attempts through the delayed-retry queues before FAIL."),
+    ("--bulk-concurrency", "MTA_BULK_CONCURRENCY", "bulk_concurrency", int,
+     "Bulk batches handled at once per worker."),
+    ("--priority-concurrency", "MTA_PRIORITY_CONCURRENCY", "priority_concurrency", int,
+     "Priority batches handled at once per worker."),
+    ("--report-batch", "MTA_REPORT_BATCH", "report_batch", int,
+     "Messages a reporter claims per round."),
+    ("--report-concurrency", "MTA_REPORT_CONCURRENCY", "report_concurrency", int,
+     "Report rounds in flight per reporter."),
+    ("--lease-s", "MTA_LEASE_S", "lease_s", float,
+     "A claim's lease; a dead reporter's claims come back after it."),
+    ("--shutdown-grace-s", "MTA_SHUTDOWN_GRACE_S", "shutdown_grace_s", float,
+     "On SIGTERM, how long in-flight work may take before it is returned."),
+]
+
+
+def settings_options(func: F) -> F:
+    """Add every setting as a flag with its MTA_* variable; pass ``settings=Settings(...)``."""
+    defaults = Settings()
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for _, _, name, _, _ in _SETTINGS}
+        try:
+            kwargs["settings"] = Settings(**values)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return func(*args, **kwargs)
+
+    for flag, env, name, kind, text in reversed(_SETTINGS):
+        wrapper = click.option(
+            flag, name, envvar=env, show_envvar=True, default=getattr(defaults, name),
+            show_default=True, type=None if kind is bool else kind, help=text,
+        )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="sms-mta")
+def main() -> None:
+    """sms-mta: an SMS message transfer agent.
+
+    Send batches arrive on RabbitMQ, go to the partner adapter of their account, and every
+    outcome is published on the report exchange. Settings come from MTA_* variables or flags.
+    """
+
+
+def _serve(settings: Settings, roles: tuple[str, ...], verbose: bool) -> None:
+    from mta.service import build_registry, serve
+
+    _logging(verbose)
+    try:
+        registry = build_registry(settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    _run(serve(settings, roles, registry))
+
+
+@main.command()
+@settings_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run(settings: Settings, verbose: bool) -> None:
+    """Run a worker and a reporter in one process."""
+    _serve(settings, ("worker", "reporter"), verbose)
+
+
+@main.command()
+@settings_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def worker(settings: Settings, verbose: bool) -> None:
+    """Consume send batches and hand them to the adapters."""
+    _serve(settings, ("worker",), verbose)
+
+
+@main.command()
+@settings_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def reporter(settings: Settings, verbose: bool) -> None:
+    """Poll partners for due messages and publish their finals."""
+    _serve(settings, ("reporter",), verbose)
+
+
+def _csv_messages(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        for n, row in enumerate(csv.reader(handle), start=1):
+            if not row or row[0].startswith("#"):
+                continue
+            if n == 1 and not row[0].lstrip("+").isdigit():
+                continue  # a header line
+            if len(row) < 2:
+                raise click.ClickException(f"{path}:{n}: expected number,text[,sender]")
+            message: dict[str, Any] = {"mobileNumber": row[0].strip(), "text": row[1]}
+            if len(row) > 2 and row[2]:
+                message["sender"] = row[2]
+            yield message
+
+
+@main.command()
+@settings_options
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", default=100, show_default=True, help="Messages per batch (CSV).")
+@click.option("--priority", is_flag=True, help="Publish on the priority lane.")
+@click.option("--account-id", type=int, default=None, help="Set accountId on CSV messages.")
+def publish(
+    settings: Settings, file: Path, batch_size: int, priority: bool, account_id: int | None
+) -> None:
+    """Publish FILE: a JSON batch ({"messages": [...]}) or CSV number,text[,sender]."""
+    if file.suffix.lower() == ".csv":
+        messages = list(_csv_messages(file))
+        if account_id is not None:
+            for message in messages:
+                message["accountId"] = account_id
+        bodies = [
+            orjson.dumps({"messages": messages[i : i + batch_size]})
+            for i in range(0, len(messages), batch_size)
+        ]
+        total = len(messages)
+    else:
+        body = file.read_bytes()
+        try:
+            doc = orjson.loads(body)
+            total = len(doc["messages"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise click.ClickException(f"{file}: not a JSON batch with a 'messages' list") from None
+        bodies = [body]
+    _run(_publish(settings, bodies, total, priority))
+
+
+async def _publish(settings: Settings, bodies: list[bytes], total: int, priority: bool) -> None:
+    from mta.broker import Broker
+    from mta.topology import LANE_BULK, LANE_PRIORITY, Topology
+
+    broker = Broker(settings.amqp_url, Topology(settings.prefix))
+    await broker.connect(name="mta publish")
+    lane = LANE_PRIORITY if priority else LANE_BULK
+    try:
+        with click.progressbar(length=total, label="publishing", file=sys.stderr) as bar:
+            window = 64
+            for i in range(0, len(bodies), window):
+                chunk = bodies[i : i + window]
+                ids = [uuid.uuid4().hex for _ in chunk]
+                await asyncio.gather(*(
+                    broker.publish(broker.topology.send_exchange, lane, body, message_id=mid)
+                    for body, mid in zip(chunk, ids, strict=True)
+                ))
+                for body in chunk:
+                    bar.update(len(orjson.loads(body)["messages"]))
+                for mid in ids:
+                    click.echo(mid)
+    finally:
+        await broker.close()
+    click.echo(f"published {total} message(s) in {len(bodies)} batch(es) to "
+               f"{broker.topology.send_queue(lane)}", err=True)
+
+
+_COLUMNS = ("messageId", "accountId", "mobileNumber", "apiStatus", "partnerMessageId",
+            "partnerStatus", "partnerDetail")
+
+
+@main.command()
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON result per line.")
+@click.option("--bind", "keys", multiple=True, default=["#"], show_default=True,
+              help="Routing keys to follow, e.g. '12.*' or '*.FAIL' (repeatable).")
+@click.option("--count", type=int, default=0, help="Stop after this many results (0 = never).")
+@click.option("--finals", is_flag=True, help="Count only final results (not OK) for --count.")
+@click.option("--idle-timeout", type=float, default=0.0,
+              help="Stop when no result came for this many seconds (0 = never).")
+def reports(
+    settings: Settings, as_json: bool, keys: tuple[str, ...], count: int, finals: bool,
+    idle_timeout: float,
+) -> None:
+    """Tail the report exchange: a readable table, or --json lines."""
+    _run(_reports(settings, as_json, keys, count, finals, idle_timeout))
+
+
+async def _reports(
+    settings: Settings, as_json: bool, keys: tuple[str, ...], count: int, finals: bool,
+    idle_timeout: float,
+) -> None:
+    import aio_pika
+
+    from mta.topology import Topology
+
+    topology = Topology(settings.prefix)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    seen = 0
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.reports_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in keys:
+            await queue.bind(exchange, routing_key=key)
+        if not as_json:
+            click.echo("  ".join(f"{c:<14}" for c in _COLUMNS))
+        async with queue.iterator() as messages:
+            while True:
+                try:
+                    message = await asyncio.wait_for(
+                        messages.__anext__(), timeout=idle_timeout or None
+                    )
+                except (TimeoutError, StopAsyncIteration):
+                    break
+                async with message.process():
+                    doc = orjson.loads(message.body)
+                for result in doc.get("results", []):
+                    if as_json:
+                        click.echo(orjson.dumps(result).decode())
+                    else:
+                        click.echo("  ".join(f"{str(result.get(c, '')):<14}" for c in _COLUMNS))
+                    if not finals or result.get("apiStatus") != "OK":
+                        seen += 1
+                if count and seen >= count:
+                    break
+    finally:
+        await connection.close()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable metadata.")
+def adapters(as_json: bool) -> None:
+    """List the installed adapters (entry-point group mta.adapters) and their options."""
+    from mta.registry import discover
+
+    found = discover()
+    if as_json:
+        click.echo(orjson.dumps([c.meta.as_dict() for c in found.values()],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    for name, cls in sorted(found.items()):
+        meta = cls.meta
+        click.echo(f"{name}: {meta.description}")
+        click.echo(f"  pattern={meta.pattern.value} max_batch={meta.max_batch} "
+                   f"max_concurrency={meta.max_concurrency}"
+                   + (f" url={meta.default_url}" if meta.default_url else ""))
+        for o in meta.options:
+            flags = ", ".join(f for f, on in (("required", o.required), ("secret", o.secret)) if on)
+            default = "" if o.required else f" (default {o.default!r})"
+            click.echo(f"  - {o.name}: {o.type.__name__}{default}"
+                       + (f" [{flags}]" if flags else "") + f"  {o.description}")
+
+
+@main.group()
+def accounts() -> None:
+    """Inspect the accounts file."""
+
+
+@accounts.command("list")
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, secrets masked.")
+def accounts_list(settings: Settings, as_json: bool) -> None:
+    """List the configured accounts; secrets are masked."""
+    from mta.config import load_accounts
+    from mta.registry import discover
+
+    try:
+        found = load_accounts(settings.accounts, {n: c.meta for n, c in discover().items()})
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    rows = [
+        {
+            "id": a.id, "name": a.name, "adapter": a.adapter, "default": a.default,
+            "active": a.active, "secret_key": MASK if a.secret_key else "",
+            "concurrency": a.concurrency, "options": a.masked_options(),
+        }
+        for a in found
+    ]
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for row in rows:
+        flags = " ".join(f for f, on in (("default", row["default"]),
+                                         ("inactive", not row["active"])) if on)
+        options = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        click.echo(f"{row['id']:>5}  {row['name']:<16} {row['adapter']:<12} {flags:<16} {options}")
+
+
+@main.command()
+@settings_options
+@click.option("-n", "--messages", "total", default=100_000, show_default=True,
+              help="Messages to publish.")
+@click.option("-b", "--batch", "batch", default=100, show_default=True,
+              help="Messages per batch.")
+@click.option("--report-delay-s", default=1.0, show_default=True,
+              help="Simulator: when the final state is known.")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--reporters", default=1, show_default=True, help="Reporter processes.")
+def bench(
+    settings: Settings, total: int, batch: int, report_delay_s: float, workers: int,
+    reporters: int,
+) -> None:
+    """Measure the pipeline: publish N messages through worker and reporter processes.
+
+    Starts its own worker(s) and reporter(s) on a fresh prefix with the simulator (latency 0),
+    prints publish rate, messages/s into the adapter, finals/s, latencies, CPU per 1,000
+    messages and Redis bytes per pending message, then cleans up. A benchmark, not a test.
+    """
+    from mta.bench import BenchConfig, run_bench
+
+    _logging(False)
+    config = BenchConfig(total=total, batch=batch, report_delay_s=report_delay_s,
+                         workers=workers, reporters=reporters)
+    report = _run(run_bench(settings, config))
+    click.echo(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

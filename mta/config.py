@@ -1,0 +1,240 @@
+"""Settings from the environment and the accounts file (TOML), checked before anything starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mta.adapter import AdapterMeta
+
+MASK = "****"
+
+
+class ConfigError(ValueError):
+    """A setting or the accounts file is wrong; the message names the account and the field."""
+
+
+class InFlightPolicy:
+    """What a redelivered batch does with a message whose Send was in flight when a worker died.
+
+    ``resubmit`` (default): send it again. Nothing is lost; the handset may get it twice if the
+    first Send reached the partner. ``fail``: publish FAIL with a detail saying the outcome is
+    unknown, so the upstream decides; the handset never gets it twice.
+    """
+
+    RESUBMIT = "resubmit"
+    FAIL = "fail"
+    ALL = (RESUBMIT, FAIL)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process settings; each field has an ``MTA_*`` variable and a flag (see ``mta --help``)."""
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "mta"
+    accounts: str = "accounts.toml"
+    timezone: str = "UTC"
+    poll_first_s: float = 10.0
+    poll_max_s: float = 300.0
+    max_wait_s: float = 86400.0
+    strict_numbers: bool = False
+    max_batch: int = 1000
+    inflight_policy: str = InFlightPolicy.RESUBMIT
+    max_attempts: int = 8
+    bulk_concurrency: int = 16
+    priority_concurrency: int = 8
+    report_batch: int = 500
+    report_concurrency: int = 4
+    lease_s: float = 60.0
+    shutdown_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", self.prefix):
+            raise ConfigError(f"MTA_PREFIX: {self.prefix!r} must be letters, digits, '-', '_', '.'")
+        if self.inflight_policy not in InFlightPolicy.ALL:
+            raise ConfigError(
+                f"MTA_INFLIGHT_POLICY: {self.inflight_policy!r}, expected one of "
+                f"{', '.join(InFlightPolicy.ALL)}"
+            )
+        for name in ("poll_first_s", "poll_max_s", "max_wait_s", "lease_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"MTA_{name.upper()}: must be positive")
+        if self.poll_max_s < self.poll_first_s:
+            raise ConfigError("MTA_POLL_MAX_S: must not be below MTA_POLL_FIRST_S")
+        self.tz  # noqa: B018 - fail early on an unknown zone
+
+    @property
+    def tz(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"MTA_TIMEZONE: unknown time zone {self.timezone!r}") from None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ACCOUNT_KEYS = frozenset(
+    {"id", "name", "adapter", "default", "active", "secret_key", "options", "concurrency"}
+)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One partner account of the accounts file; secrets are masked in ``repr``."""
+
+    id: int
+    name: str
+    adapter: str
+    default: bool = False
+    active: bool = True
+    secret_key: str = field(default="", repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    secret_options: frozenset[str] = frozenset()
+    concurrency: int = 0
+
+    def masked_options(self) -> dict[str, Any]:
+        return {k: (MASK if k in self.secret_options else v) for k, v in self.options.items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"Account(id={self.id}, name={self.name!r}, adapter={self.adapter!r}, "
+            f"default={self.default}, active={self.active}, options={self.masked_options()})"
+        )
+
+
+def _resolve_env(value: Any, where: str) -> Any:
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(sub, value)
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}") from None
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def build_options(
+    raw: Mapping[str, Any], meta: AdapterMeta, where: str
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Check an account's options against the adapter's specs; resolve ``${ENV}`` references."""
+    unknown = sorted(set(raw) - {o.name for o in meta.options})
+    if unknown:
+        known = ", ".join(o.name for o in meta.options) or "none"
+        raise ConfigError(
+            f"{where}.options: unknown option(s) {', '.join(unknown)} for adapter "
+            f"{meta.name!r} (it takes: {known})"
+        )
+    options: dict[str, Any] = {}
+    for spec in meta.options:
+        field_where = f"{where}.options.{spec.name}"
+        if spec.name in raw:
+            value = _coerce(_resolve_env(raw[spec.name], field_where), spec.type, field_where)
+        elif spec.required:
+            raise ConfigError(f"{field_where}: required by adapter {meta.name!r}")
+        else:
+            value = spec.default
+        options[spec.name] = value
+    return options, frozenset(o.name for o in meta.options if o.secret)
+
+
+def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Account]:
+    """Read and check the accounts file; raise :class:`ConfigError` naming account and field."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"MTA_ACCOUNTS: accounts file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    extra = sorted(set(doc) - {"account"})
+    if extra:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(extra)}; expected [[account]]")
+    entries = doc.get("account", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no [[account]] entries")
+    accounts: list[Account] = []
+    seen_ids: dict[int, str] = {}
+    seen_names: set[str] = set()
+    default: str | None = None
+    for n, entry in enumerate(entries):
+        name = entry.get("name")
+        where = f"{path}: account {name!r}" if isinstance(name, str) else f"{path}: account #{n}"
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise ConfigError(f"{where}: name: required, letters, digits, '-', '_', '.'")
+        unknown = sorted(set(entry) - _ACCOUNT_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        account_id = entry.get("id")
+        if not isinstance(account_id, int) or isinstance(account_id, bool) or account_id < 0:
+            raise ConfigError(f"{where}: id: required, a non-negative integer")
+        if account_id in seen_ids:
+            raise ConfigError(f"{where}: id: {account_id} is also account {seen_ids[account_id]!r}")
+        if name in seen_names:
+            raise ConfigError(f"{where}: name: used by two accounts")
+        adapter = entry.get("adapter")
+        if adapter not in metas:
+            raise ConfigError(
+                f"{where}: adapter: unknown adapter {adapter!r}; installed: "
+                f"{', '.join(sorted(metas)) or 'none'}"
+            )
+        meta = metas[adapter]
+        flags = {}
+        for key, fallback in (("default", False), ("active", True)):
+            value = entry.get(key, fallback)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key}: expected true or false")
+            flags[key] = value
+        if flags["default"]:
+            if default is not None:
+                raise ConfigError(f"{where}: default: account {default!r} is the default already")
+            default = name
+        secret_key = _resolve_env(entry.get("secret_key", ""), f"{where}: secret_key")
+        if not isinstance(secret_key, str):
+            raise ConfigError(f"{where}: secret_key: expected a string")
+        raw_options = entry.get("options", {})
+        if not isinstance(raw_options, dict):
+            raise ConfigError(f"{where}: options: expected a table [account.options]")
+        options, secrets = build_options(raw_options, meta, where)
+        concurrency = entry.get("concurrency", meta.max_concurrency)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigError(f"{where}: concurrency: expected a positive integer")
+        seen_ids[account_id] = name
+        seen_names.add(name)
+        accounts.append(
+            Account(
+                id=account_id,
+                name=name,
+                adapter=adapter,
+                default=flags["default"],
+                active=flags["active"],
+                secret_key=secret_key,
+                options=options,
+                secret_options=secrets,
+                concurrency=concurrency,
+            )
+        )
+    return accounts

@@ -1,0 +1,330 @@
+"""The MMP wire contract: send batches in, per-message results and reports out, and their checks.
+
+Field names are exactly those of the MMP SMS interface, so the dataclasses below are encoded by
+orjson as they are (no per-message renaming). Each message of a batch is validated on its own:
+an invalid one becomes a FAIL result whose ``partnerDetail`` names the field and the problem,
+and the rest of its batch goes on. Only a body that is not a batch at all is rejected whole
+(:class:`BatchError`), and the worker sends it to ``<prefix>.dead`` with the reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+import orjson
+
+from mta import text as smstext
+
+
+class ApiStatus(enum.StrEnum):
+    """``apiStatus`` values: OK/FAIL from Send; DELIVERED/FAIL/TIMEOUT/WAITING from Report."""
+
+    OK = "OK"
+    FAIL = "FAIL"
+    DELIVERED = "DELIVERED"
+    TIMEOUT = "TIMEOUT"
+    WAITING = "WAITING"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({ApiStatus.FAIL, ApiStatus.DELIVERED, ApiStatus.TIMEOUT})
+
+
+class SmsType(enum.StrEnum):
+    """The kinds of ``smsType``; the field may carry ``|correlation`` after the kind."""
+
+    BULK = "BULK"
+    OTP = "OTP"
+    TCKN = "TCKN"
+    TAXNO = "TAXNO"
+
+
+@dataclass(slots=True)
+class SmsMessage:
+    """One message of a send batch, validated and normalised (number digits only)."""
+
+    mobileNumber: str
+    text: str
+    sender: str = ""
+    startTime: str = ""
+    expireTime: str = ""
+    priority: str = ""
+    smsType: str = "BULK"
+    brandCode: str = ""
+    recipientType: str = ""
+    messageType: str = ""
+    accountId: int = 0
+    senderId: int = 0
+
+
+@dataclass(slots=True)
+class SmsSendRequest:
+    """What an adapter's Send receives: ``results[i]`` of its answer belongs to ``messages[i]``."""
+
+    messages: list[SmsMessage]
+
+
+@dataclass(slots=True)
+class SmsReportRequest:
+    """What an adapter's Report receives: the partner message ids to report on."""
+
+    partnerPacketId: str
+    messages: list[str]
+
+
+@dataclass(slots=True)
+class SmsResult:
+    """One message's outcome as an adapter gives it (the MMP result shape)."""
+
+    partnerMessageId: str = ""
+    partnerStatus: str = ""
+    partnerDetail: str = ""
+    apiStatus: ApiStatus = ApiStatus.FAIL
+    sendAt: str = ""
+    smsOperator: str = ""
+    smsMessageCount: int = 0
+
+
+@dataclass(slots=True)
+class SmsResponse:
+    """An adapter's answer to Send or Report."""
+
+    partnerPacketId: str = ""
+    results: list[SmsResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReportResult:
+    """A result on the report exchange: the MMP result plus the upstream's correlation fields."""
+
+    messageId: str
+    mobileNumber: str
+    accountId: int
+    senderId: int
+    smsType: str
+    apiStatus: ApiStatus
+    partnerMessageId: str = ""
+    partnerStatus: str = ""
+    partnerDetail: str = ""
+    sendAt: str = ""
+    smsOperator: str = ""
+    smsMessageCount: int = 0
+
+
+def encode_report(partner_packet_id: str, results: list[ReportResult]) -> bytes:
+    """Encode one report-exchange body (all results of one accountId and one apiStatus)."""
+    return orjson.dumps({"partnerPacketId": partner_packet_id, "results": results})
+
+
+class BatchError(ValueError):
+    """The body is not a send batch at all; the whole AMQP message goes to ``<prefix>.dead``."""
+
+
+def decode_batch(body: bytes) -> list[Any]:
+    """Decode a send batch body into its raw message list, or raise :class:`BatchError`."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BatchError(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BatchError(f"body is JSON {type(doc).__name__}, expected an object with 'messages'")
+    messages = doc.get("messages")
+    if not isinstance(messages, list):
+        raise BatchError("body has no 'messages' list")
+    return messages
+
+
+class Invalid(ValueError):
+    """One message is invalid; ``str(exc)`` is the ``partnerDetail`` (field and problem)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Contract settings: the zone of MMP times, number checks, and size limits."""
+
+    tz: tzinfo
+    strict_numbers: bool = False
+    max_batch: int = 1000
+    max_text: int = 1600
+
+
+_STR_FIELDS = ("sender", "startTime", "expireTime", "brandCode", "recipientType", "messageType")
+_NUMBER_JUNK = str.maketrans("", "", " -().")
+_SMS_TYPES = frozenset(t.value for t in SmsType)
+
+
+def _as_str(raw: dict[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise Invalid(f"{name}: expected a string, got {type(value).__name__}")
+
+
+def _as_int(raw: dict[str, Any], name: str) -> int:
+    value = raw.get(name)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise Invalid(f"{name}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise Invalid(f"{name}: must not be negative, got {value}")
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise Invalid(f"{name}: expected a non-negative integer, got {value!r}")
+
+
+def normalise_number(value: Any, strict: bool) -> str:
+    """International number as digits only (``+``, spaces, dashes, dots, brackets removed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise Invalid("mobileNumber: required, a string of digits in international format")
+    digits = value.translate(_NUMBER_JUNK)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    if not digits.isdigit() or not digits.isascii():
+        raise Invalid(
+            f"mobileNumber: {value!r} is not a number (digits only, international format)"
+        )
+    if digits[0] == "0":
+        raise Invalid(
+            f"mobileNumber: {value!r} is national, not international (country code first)"
+        )
+    if not 7 <= len(digits) <= 15:
+        raise Invalid(f"mobileNumber: {value!r} has {len(digits)} digits, E.164 allows 7 to 15")
+    if strict:
+        _check_numbering_plan(value, digits)
+    return digits
+
+
+def _check_numbering_plan(value: str, digits: str) -> None:
+    import phonenumbers  # imported lazily: its metadata costs memory and start-up time
+
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException as exc:
+        raise Invalid(f"mobileNumber: {value!r} cannot be parsed: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise Invalid(f"mobileNumber: {value!r} is not valid in its country's numbering plan")
+
+
+def _check_sender(sender: str) -> None:
+    if not sender:
+        return
+    if sender.isdigit():
+        if len(sender) > 16:
+            raise Invalid(f"sender: numeric sender {sender!r} is longer than 16 digits")
+    elif len(sender) > 11:
+        raise Invalid(f"sender: alphanumeric sender {sender!r} is longer than 11 characters")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_time(value: str, tz: tzinfo) -> float:
+    """``yyyyMMddHHmm`` in ``tz`` → epoch seconds; raises :class:`ValueError` when malformed."""
+    if len(value) != 12 or not value.isdigit() or not value.isascii():
+        raise ValueError("expected yyyyMMddHHmm (12 digits)")
+    moment = datetime(
+        int(value[0:4]),
+        int(value[4:6]),
+        int(value[6:8]),
+        int(value[8:10]),
+        int(value[10:12]),
+        tzinfo=tz,
+    )
+    return moment.timestamp()
+
+
+def format_time(epoch_s: float, tz: tzinfo) -> str:
+    """Epoch seconds → ``yyyyMMddHHmm`` in ``tz`` (the MMP ``sendAt`` form)."""
+    return datetime.fromtimestamp(epoch_s, tz).strftime("%Y%m%d%H%M")
+
+
+def _time(raw: dict[str, Any], name: str, tz: tzinfo) -> tuple[str, float | None]:
+    value = _as_str(raw, name)
+    if not value:
+        return "", None
+    try:
+        return value, parse_time(value, tz)
+    except ValueError as exc:
+        raise Invalid(f"{name}: {value!r} is not a time: {exc}") from None
+
+
+@dataclass(slots=True)
+class Checked:
+    """A valid message with what the worker derives from it once."""
+
+    message: SmsMessage
+    start_at: float | None
+    expire_at: float | None
+    segments: int
+
+
+def check_message(raw: Any, rules: Rules) -> Checked:
+    """Validate one raw message of a batch; raises :class:`Invalid` naming field and problem."""
+    if not isinstance(raw, dict):
+        raise Invalid(f"message: expected an object, got {type(raw).__name__}")
+    number = normalise_number(raw.get("mobileNumber"), rules.strict_numbers)
+    body = raw.get("text")
+    if not isinstance(body, str) or not body:
+        raise Invalid("text: required, a non-empty string")
+    if len(body) > rules.max_text:
+        raise Invalid(f"text: {len(body)} characters, the limit is {rules.max_text}")
+    strs = [_as_str(raw, name) for name in _STR_FIELDS]
+    _check_sender(strs[0])
+    start_s, start_at = _time(raw, "startTime", rules.tz)
+    expire_s, expire_at = _time(raw, "expireTime", rules.tz)
+    sms_type = _as_str(raw, "smsType") or SmsType.BULK.value
+    kind = sms_type.split("|", 1)[0].upper()
+    if kind not in _SMS_TYPES:
+        raise Invalid(f"smsType: {sms_type!r}, expected one of BULK, OTP, TCKN, TAXNO")
+    priority = raw.get("priority")
+    if isinstance(priority, bool):
+        priority = "yes" if priority else "no"
+    elif priority is None:
+        priority = ""
+    elif not isinstance(priority, str):
+        raise Invalid(f"priority: expected 'yes' or 'no', got {priority!r}")
+    message = SmsMessage(
+        mobileNumber=number,
+        text=body,
+        sender=strs[0],
+        startTime=start_s,
+        expireTime=expire_s,
+        priority=priority,
+        smsType=sms_type,
+        brandCode=strs[3],
+        recipientType=strs[4],
+        messageType=strs[5],
+        accountId=_as_int(raw, "accountId"),
+        senderId=_as_int(raw, "senderId"),
+    )
+    return Checked(message, start_at, expire_at, smstext.segment_count(body))
+
+
+def raw_correlation(raw: Any) -> tuple[str, int, int, str]:
+    """Best-effort correlation fields of a message that failed validation, for its FAIL result."""
+    if not isinstance(raw, dict):
+        return "", 0, 0, ""
+    number = raw.get("mobileNumber")
+    account = raw.get("accountId")
+    sender = raw.get("senderId")
+    sms_type = raw.get("smsType")
+    return (
+        number if isinstance(number, str) else str(number) if isinstance(number, int) else "",
+        account if isinstance(account, int) and not isinstance(account, bool) else 0,
+        sender if isinstance(sender, int) and not isinstance(sender, bool) else 0,
+        sms_type if isinstance(sms_type, str) else "",
+    )

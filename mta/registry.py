@@ -1,0 +1,138 @@
+"""Adapter discovery by entry point, and the accounts → adapter instances they serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from mta.adapter import Adapter, AdapterError, AdapterMeta, TransientError
+from mta.config import Account, ConfigError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "mta.adapters"
+RELOGIN_AFTER_S = 30.0
+
+
+def discover() -> dict[str, type[Adapter]]:
+    """Every adapter installed under the ``mta.adapters`` entry-point group, by name."""
+    found: dict[str, type[Adapter]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            log.error("adapter %r (%s) failed to load: %s", ep.name, ep.value, exc)
+            continue
+        meta = getattr(cls, "meta", None)
+        if not isinstance(meta, AdapterMeta):
+            log.error("adapter %r (%s) has no AdapterMeta 'meta'; ignored", ep.name, ep.value)
+            continue
+        if meta.name != ep.name:
+            log.error("adapter entry point %r names meta %r; ignored", ep.name, meta.name)
+            continue
+        found[ep.name] = cls
+    return found
+
+
+class State:
+    """Login state of an account's adapter instance."""
+
+    NEW = "new"
+    READY = "ready"
+    NOK = "nok"
+    DOWN = "down"
+
+
+@dataclass(eq=False)
+class AccountRuntime:
+    """One account's adapter instance, its login state and its concurrency bound."""
+
+    account: Account
+    adapter: Adapter
+    state: str = State.NEW
+    detail: str = ""
+    retry_at: float = 0.0
+    semaphore: asyncio.Semaphore = field(init=False)
+    _login_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.account.concurrency)
+
+    @property
+    def meta(self) -> AdapterMeta:
+        return self.adapter.meta
+
+    async def ensure_login(self) -> str:
+        """Log in when needed; returns the state. NOK stays NOK; DOWN is retried after a pause."""
+        if self.state in (State.READY, State.NOK):
+            return self.state
+        if self.state == State.DOWN and time.monotonic() < self.retry_at:
+            return self.state
+        async with self._login_lock:
+            if self.state in (State.READY, State.NOK):
+                return self.state
+            try:
+                ok = await self.adapter.login(self.account.secret_key)
+            except AdapterError as exc:
+                kind = "transient" if isinstance(exc, TransientError) else "permanent"
+                self._down(f"login failed ({kind}): {exc.detail}")
+                if not isinstance(exc, TransientError):
+                    self.state = State.NOK
+                return self.state
+            except Exception as exc:
+                self._down(f"login raised {type(exc).__name__}: {exc}")
+                return self.state
+            if ok:
+                self.state, self.detail = State.READY, ""
+                log.info("account %r (id %d) logged in", self.account.name, self.account.id)
+            else:
+                self.state = State.NOK
+                self.detail = "login answered NOK (check the account's secret_key and credentials)"
+                log.error("account %r (id %d): %s", self.account.name, self.account.id, self.detail)
+            return self.state
+
+    def _down(self, detail: str) -> None:
+        self.state, self.detail = State.DOWN, detail
+        self.retry_at = time.monotonic() + RELOGIN_AFTER_S
+        log.warning("account %r (id %d): %s", self.account.name, self.account.id, detail)
+
+
+class Registry:
+    """Accounts by MMP ``accountId`` and by name, each with its adapter instance."""
+
+    def __init__(self, accounts: list[Account], classes: dict[str, type[Adapter]]) -> None:
+        self.by_name: dict[str, AccountRuntime] = {}
+        self.by_id: dict[int, AccountRuntime] = {}
+        self.default: AccountRuntime | None = None
+        for account in accounts:
+            cls = classes.get(account.adapter)
+            if cls is None:
+                raise ConfigError(f"account {account.name!r}: adapter {account.adapter!r} missing")
+            adapter: Any = cls(account.options)  # type: ignore[call-arg]
+            runtime = AccountRuntime(account, adapter)
+            self.by_name[account.name] = runtime
+            self.by_id[account.id] = runtime
+            if account.default:
+                self.default = runtime
+
+    def for_account_id(self, account_id: int) -> AccountRuntime | None:
+        """The account serving an MMP accountId: its own, else the default (0 = the default)."""
+        runtime = self.by_id.get(account_id)
+        if runtime is None and self.default is not None:
+            return self.default
+        return runtime
+
+    async def start(self) -> None:
+        """Log every active account in (concurrently); failures are logged, never raised."""
+        await asyncio.gather(*(r.ensure_login() for r in self.by_name.values() if r.account.active))
+
+    async def close(self) -> None:
+        for runtime in self.by_name.values():
+            try:
+                await runtime.adapter.destroy()
+            except Exception as exc:
+                log.warning("account %r: destroy failed: %s", runtime.account.name, exc)

@@ -1,0 +1,227 @@
+"""The reporter: polls partners for the messages that are due, and publishes each final once.
+
+Each round leases up to ``MTA_REPORT_BATCH`` due messages in one Lua call (expired leases of a
+dead reporter come back first), asks each account's adapter in batches, then commits in one
+Lua call that succeeds only while the lease is still ours: finals leave the pending set and
+their report bodies enter the outbox atomically, WAITING messages go back to the due index.
+Only then are the bodies published (confirms in flight together) and removed from the outbox.
+So N reporters never poll one message at once, and a final is published once per message id;
+only a reporter that dies between commit and confirm leaves a body that the outbox recovery
+publishes again (at-least-once in that window, never lost).
+
+Polling backoff needs no state: the next poll comes ``clamp(age, MTA_POLL_FIRST_S,
+MTA_POLL_MAX_S)`` after this one, so a message is polled at about 10 s, 20 s, 40 s, … then every
+5 min, and never later than its deadline (expireTime, or MTA_MAX_WAIT_S after submission),
+where it ends TIMEOUT unless the partner gives its final state in that last poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import defaultdict
+
+from mta import outbox
+from mta.adapter import SendPattern
+from mta.broker import Broker
+from mta.config import Settings
+from mta.contract import ApiStatus, ReportResult, SmsReportRequest, SmsResult, encode_report
+from mta.registry import AccountRuntime, Registry, State
+from mta.store import Claim, Pending, Store
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 0.2
+
+
+class Reporter:
+    """Follows every pending message to DELIVERED, FAIL or TIMEOUT."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: Store, broker: Broker
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.broker = broker
+        self.topology = broker.topology
+        self.stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self.stats: dict[str, int] = defaultdict(int)
+        self.first_ms = int(settings.poll_first_s * 1000)
+        self.max_ms = int(settings.poll_max_s * 1000)
+
+    async def start(self) -> None:
+        for n in range(max(1, self.settings.report_concurrency)):
+            self._loops.append(asyncio.create_task(self._loop(), name=f"reporter-{n}"))
+        self._loops.append(
+            asyncio.create_task(
+                outbox.recovery_loop(self.store, self.broker, self.stopping), name="outbox-recovery"
+            )
+        )
+        log.info(
+            "reporter polling %s with %d loop(s)",
+            self.store.k_due,
+            self.settings.report_concurrency,
+        )
+
+    async def stop(self) -> None:
+        """Finish the rounds in progress (each gives back what it cannot finish), then return."""
+        self.stopping.set()
+        _, late = await asyncio.wait(self._loops, timeout=self.settings.shutdown_grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("report round failed: %s; retrying", exc, exc_info=True)
+                busy = False
+                await asyncio.sleep(1.0)
+            if not busy:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=IDLE_S)
+
+    async def round(self) -> bool:
+        """One claim → Report → commit → publish round; False when nothing was due."""
+        claim = await self.store.claim(
+            self.settings.report_batch, int(self.settings.lease_s * 1000)
+        )
+        if claim.orphans:
+            await self.store.drop_orphans(claim.orphans)
+        if not claim.records:
+            return bool(claim.orphans)
+        try:
+            await self._process(claim)
+        except BaseException:
+            # Whatever went wrong, give the claims back now rather than after the lease.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release(claim.token, list(claim.records)))
+            raise
+        return True
+
+    async def _process(self, claim: Claim) -> None:
+        now = time.time()
+        now_ms = int(now * 1000)
+        records = {mid: Pending.unpack(raw) for mid, raw in claim.records.items()}
+        by_account: dict[str, list[str]] = defaultdict(list)
+        for mid, record in records.items():
+            by_account[record.account].append(mid)
+        answers: dict[str, SmsResult] = {}
+        await asyncio.gather(
+            *(
+                self._ask(name, [records[m].partner_id for m in mids], answers)
+                for name, mids in by_account.items()
+            )
+        )
+        finals: dict[str, ReportResult] = {}
+        waits: list[tuple[str, int]] = []
+        for mid, record in records.items():
+            answer = answers.get(f"{record.account}\x00{record.partner_id}")
+            status = answer.apiStatus if answer is not None else ApiStatus.WAITING
+            if status.final:
+                assert answer is not None
+                finals[mid] = self._final(mid, record, answer)
+            elif now_ms >= record.deadline_ms:
+                detail = "no final state from the partner by the deadline"
+                if answer is not None and answer.partnerDetail:
+                    detail += f" (last: {answer.partnerStatus} {answer.partnerDetail})".rstrip()
+                finals[mid] = self._final(
+                    mid,
+                    record,
+                    SmsResult(
+                        partnerMessageId=record.partner_id,
+                        partnerStatus=answer.partnerStatus if answer else "",
+                        partnerDetail=detail,
+                        apiStatus=ApiStatus.TIMEOUT,
+                    ),
+                )
+            else:
+                age = now_ms - record.submitted_ms
+                step = min(max(age, self.first_ms), self.max_ms)
+                waits.append((mid, min(now_ms + step, record.deadline_ms)))
+        while True:
+            entries = self._entries(list(finals.values()))
+            lost = await self.store.finish(claim.token, list(finals), waits, entries)
+            if not lost:
+                break
+            log.warning(
+                "%d claim(s) expired before their finals were committed; another "
+                "reporter owns them now",
+                len(lost),
+            )
+            for mid in lost:
+                finals.pop(mid, None)
+        await outbox.publish(self.store, self.broker, entries)
+        self.stats["finals"] += len(finals)
+        self.stats["waiting"] += len(waits)
+
+    async def _ask(self, name: str, partner_ids: list[str], answers: dict[str, SmsResult]) -> None:
+        """Ask one account's adapter about its messages; silence leaves them WAITING."""
+        runtime = self.registry.by_name.get(name)
+        if runtime is None:
+            log.error("pending messages of account %r, which is no longer configured", name)
+            return
+        if await runtime.ensure_login() != State.READY:
+            return
+        meta = runtime.meta
+        size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
+        chunks = [partner_ids[i : i + size] for i in range(0, len(partner_ids), size)]
+        await asyncio.gather(*(self._ask_chunk(runtime, chunk, answers) for chunk in chunks))
+
+    async def _ask_chunk(
+        self, runtime: AccountRuntime, partner_ids: list[str], answers: dict[str, SmsResult]
+    ) -> None:
+        try:
+            async with runtime.semaphore:
+                response = await runtime.adapter.report(SmsReportRequest("", partner_ids))
+        except Exception as exc:
+            log.warning(
+                "account %r: Report failed for %d message(s): %s",
+                runtime.account.name,
+                len(partner_ids),
+                getattr(exc, "detail", None) or repr(exc),
+            )
+            return
+        prefix = runtime.account.name + "\x00"
+        wanted = set(partner_ids)
+        for result in response.results:
+            if result.partnerMessageId in wanted:
+                answers[prefix + result.partnerMessageId] = result
+
+    @staticmethod
+    def _final(mid: str, record: Pending, answer: SmsResult) -> ReportResult:
+        return ReportResult(
+            messageId=mid,
+            mobileNumber=record.mobile,
+            accountId=record.account_id,
+            senderId=record.sender_id,
+            smsType=record.sms_type,
+            apiStatus=answer.apiStatus,
+            partnerMessageId=record.partner_id,
+            partnerStatus=answer.partnerStatus,
+            partnerDetail=answer.partnerDetail,
+            sendAt=answer.sendAt or record.send_at,
+            smsOperator=answer.smsOperator,
+            smsMessageCount=answer.smsMessageCount or record.count,
+        )
+
+    def _entries(self, finals: list[ReportResult]) -> dict[str, bytes]:
+        groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
+        for result in finals:
+            groups[(result.accountId, result.apiStatus)].append(result)
+        token = os.urandom(8).hex()
+        return {
+            f"r:{token}:{n}": outbox.entry(
+                self.topology.report_key(account_id, status), encode_report("", results)
+            )
+            for n, ((account_id, status), results) in enumerate(groups.items())
+        }

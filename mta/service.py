@@ -1,0 +1,85 @@
+"""Process wiring: settings → registry, store, broker and roles; run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from mta.broker import Broker
+from mta.config import Settings, load_accounts
+from mta.registry import Registry, discover
+from mta.reporter import Reporter
+from mta.store import Store
+from mta.topology import Topology
+from mta.worker import Worker
+
+log = logging.getLogger(__name__)
+
+ROLES = ("worker", "reporter")
+
+
+def build_registry(settings: Settings) -> Registry:
+    """Discover adapters, read and check the accounts file (raises ConfigError)."""
+    classes = discover()
+    accounts = load_accounts(settings.accounts, {name: c.meta for name, c in classes.items()})
+    return Registry(accounts, classes)
+
+
+@dataclass
+class Service:
+    """The roles of one process, sharing one Redis pool, one AMQP connection, one registry."""
+
+    settings: Settings
+    roles: tuple[str, ...]
+    registry: Registry
+    store: Store = field(init=False)
+    broker: Broker = field(init=False)
+    worker: Worker | None = None
+    reporter: Reporter | None = None
+
+    def __post_init__(self) -> None:
+        self.store = Store.connect(self.settings.redis_url, self.settings.prefix)
+        self.broker = Broker(self.settings.amqp_url, Topology(self.settings.prefix))
+
+    async def start(self) -> None:
+        await self.store.r.ping()
+        await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
+        await self.registry.start()
+        if "reporter" in self.roles:
+            self.reporter = Reporter(self.settings, self.registry, self.store, self.broker)
+            await self.reporter.start()
+        if "worker" in self.roles:
+            self.worker = Worker(self.settings, self.registry, self.store, self.broker)
+            await self.worker.start()
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.reporter is not None:
+            await self.reporter.stop()
+        await self.registry.close()
+        await self.broker.close()
+        await self.store.close()
+
+
+async def serve(settings: Settings, roles: tuple[str, ...], registry: Registry) -> None:
+    """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
+    service = Service(settings, roles, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        log.info("mta %s running (prefix %r)", "+".join(roles), settings.prefix)
+        await stop.wait()
+        log.info("stopping: no new work; finishing what is in flight")
+    finally:
+        with contextlib.suppress(Exception):
+            await service.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")

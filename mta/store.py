@@ -1,0 +1,376 @@
+"""Every Redis key and Lua script: batch markers, pending records, due index, leases, outbox.
+
+All keys of one prefix share the hash tag ``{<prefix>}``, so every script and MULTI touches one
+Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
+
+``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight, ``o`` outcome recorded,
+                            ``h`` held for its startTime, ``r`` handed to a delayed-retry queue.
+                            Expires ``dedup_ttl_s`` after the batch's last touch.
+``P:pending``       hash  messageId → packed record (:class:`Pending`) while a final is awaited.
+``P:due``           zset  messageId → next poll (epoch ms). Reporters claim from its head only,
+                            so polling cost grows with due messages, never with all pending.
+``P:lease``         zset  messageId → lease token (epoch µs of lease end, random low digits).
+                            Claimed messages live here; an expired lease goes back to ``due``.
+``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
+``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
+                            was published; ``P:outbox:due`` (zset) when a recovery may publish it
+                            if its writer died. Deleted once the broker confirmed it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+MARK_INFLIGHT = "i"
+MARK_DONE = "o"
+MARK_HELD = "h"
+MARK_RETRY = "r"
+
+OUTBOX_GRACE_MS = 30_000
+DEDUP_TTL_S = 3600
+
+# KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3..] indexes.
+# Marks every free index in flight and returns, per index, '' (taken) or the marker that stops it.
+_BEGIN = """
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local current = redis.call('HMGET', KEYS[1], unpack(fields))
+local out, take = {}, {}
+local accept = ARGV[2]
+for i, v in ipairs(current) do
+  if (not v) or (accept ~= '' and string.find(accept, v, 1, true)) then
+    out[i] = ''
+    take[#take + 1] = fields[i]
+    take[#take + 1] = 'i'
+  else
+    out[i] = v
+  end
+end
+if #take > 0 then redis.call('HSET', KEYS[1], unpack(take)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
+# KEYS due, lease, pending; ARGV now_ms, now_us, token, limit.
+# Returns expired leases to due, then moves up to `limit` due ids into the lease set.
+_CLAIM = """
+local limit = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit)
+if #expired > 0 then
+  local back = {}
+  for _, id in ipairs(expired) do back[#back + 1] = ARGV[1]; back[#back + 1] = id end
+  redis.call('ZADD', KEYS[1], unpack(back))
+  redis.call('ZREM', KEYS[2], unpack(expired))
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)
+if #ids == 0 then return {{}, {}} end
+redis.call('ZREM', KEYS[1], unpack(ids))
+local lease = {}
+for _, id in ipairs(ids) do lease[#lease + 1] = ARGV[3]; lease[#lease + 1] = id end
+redis.call('ZADD', KEYS[2], unpack(lease))
+return {ids, redis.call('HMGET', KEYS[3], unpack(ids))}
+"""
+
+# KEYS lease, due, pending, outbox, outbox_due; ARGV token, outbox_due_ms, nf, finals...,
+# nw, (id, due_ms)..., then (entry, payload) pairs. Commits only if every final is still ours;
+# otherwise changes nothing and returns the finals whose lease was lost.
+_FINISH = """
+local token = tonumber(ARGV[1])
+local nf = tonumber(ARGV[3])
+local lost = {}
+for i = 4, 3 + nf do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if (not s) or tonumber(s) ~= token then lost[#lost + 1] = ARGV[i] end
+end
+if #lost > 0 then return lost end
+if nf > 0 then
+  local finals = {}
+  for i = 4, 3 + nf do finals[#finals + 1] = ARGV[i] end
+  redis.call('ZREM', KEYS[1], unpack(finals))
+  redis.call('HDEL', KEYS[3], unpack(finals))
+end
+local base = 4 + nf
+local nw = tonumber(ARGV[base])
+for j = 0, nw - 1 do
+  local id = ARGV[base + 1 + 2 * j]
+  local s = redis.call('ZSCORE', KEYS[1], id)
+  if s and tonumber(s) == token then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], ARGV[base + 2 + 2 * j], id)
+  end
+end
+for k = base + 1 + 2 * nw, #ARGV, 2 do
+  redis.call('HSET', KEYS[4], ARGV[k], ARGV[k + 1])
+  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[k])
+end
+return {}
+"""
+
+# KEYS zset, hash; ARGV now_ms, new_score, limit. Takes due members for a lease.
+_TAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {{}, {}} end
+local again = {}
+for _, id in ipairs(ids) do again[#again + 1] = ARGV[2]; again[#again + 1] = id end
+redis.call('ZADD', KEYS[1], unpack(again))
+return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
+"""
+
+# KEYS lease, due; ARGV token, due_ms, ids... Gives back claims this reporter will not finish.
+_RELEASE = """
+local token = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == token then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
+  end
+end
+return 0
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the reporter needs of a submitted message; packed as a short JSON array."""
+
+    account: str
+    partner_id: str
+    mobile: str
+    account_id: int
+    sender_id: int
+    sms_type: str
+    deadline_ms: int
+    submitted_ms: int
+    count: int
+    send_at: str
+    packet_id: str
+    attempts: int
+
+    def pack(self) -> bytes:
+        return orjson.dumps(
+            [
+                self.account,
+                self.partner_id,
+                self.mobile,
+                self.account_id,
+                self.sender_id,
+                self.sms_type,
+                self.deadline_ms,
+                self.submitted_ms,
+                self.count,
+                self.send_at,
+                self.packet_id,
+                self.attempts,
+            ]
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Pending:
+        return cls(*orjson.loads(raw))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Everything one worker pass over a batch writes, in one MULTI/EXEC."""
+
+    markers: dict[str, dict[str, str]]  # batchId → index → marker
+    pending: dict[str, bytes]
+    due: dict[str, int]
+    held: dict[str, int]
+    held_data: dict[str, bytes]
+    outbox: dict[str, bytes]
+
+
+@dataclass(slots=True)
+class Claim:
+    """Messages a reporter leased, with the token that proves the lease is still its own."""
+
+    token: int
+    records: dict[str, bytes]
+    orphans: list[str]
+
+
+class Store:
+    """The Redis side of the MTA, under one prefix."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.r = client
+        tag = "{" + prefix + "}"
+        self.tag = tag
+        self.k_pending = f"{tag}:pending"
+        self.k_due = f"{tag}:due"
+        self.k_lease = f"{tag}:lease"
+        self.k_held = f"{tag}:held"
+        self.k_held_data = f"{tag}:held:data"
+        self.k_outbox = f"{tag}:outbox"
+        self.k_outbox_due = f"{tag}:outbox:due"
+        self._begin = client.register_script(_BEGIN)
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=20
+        )
+        return cls(aioredis.Redis(connection_pool=pool), prefix)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    def markers_key(self, batch_id: str) -> str:
+        return f"{self.tag}:m:{batch_id}"
+
+    # --- worker -------------------------------------------------------------------------
+    async def begin(
+        self, batch_id: str, indexes: Sequence[str], accept: str = "", ttl_s: int = DEDUP_TTL_S
+    ) -> list[str]:
+        """Mark free messages of a batch in flight; per index '' (ours) or the blocking marker."""
+        if not indexes:
+            return []
+        out = await self._begin(keys=[self.markers_key(batch_id)], args=[ttl_s, accept, *indexes])
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in out]
+
+    async def record(self, outcome: Outcome) -> None:
+        """Write a batch's outcomes atomically: markers, pending + due, held, outbox."""
+        pipe = self.r.pipeline(transaction=True)
+        for batch_id, markers in outcome.markers.items():
+            if markers:
+                pipe.hset(self.markers_key(batch_id), mapping=markers)  # type: ignore[arg-type]
+        if outcome.pending:
+            pipe.hset(self.k_pending, mapping=outcome.pending)  # type: ignore[arg-type]
+            pipe.zadd(self.k_due, outcome.due)
+        if outcome.held:
+            pipe.zadd(self.k_held, outcome.held)
+            pipe.hset(self.k_held_data, mapping=outcome.held_data)  # type: ignore[arg-type]
+        if outcome.outbox:
+            pipe.hset(self.k_outbox, mapping=outcome.outbox)  # type: ignore[arg-type]
+            grace = now_ms() + OUTBOX_GRACE_MS
+            pipe.zadd(self.k_outbox_due, dict.fromkeys(outcome.outbox, grace))
+        if len(pipe):
+            await pipe.execute()
+
+    async def unmark(self, batch_id: str, indexes: Iterable[str]) -> None:
+        """Forget in-flight markers of messages we give back unprocessed (graceful stop)."""
+        fields = list(indexes)
+        if fields:
+            await self.r.hdel(self.markers_key(batch_id), *fields)
+
+    async def take_held(self, limit: int, lease_ms: int) -> tuple[list[str], list[bytes | None]]:
+        """Lease held messages whose startTime has come; :meth:`drop_held` once republished."""
+        now = now_ms()
+        ids, vals = await self._take(
+            keys=[self.k_held, self.k_held_data], args=[now, now + lease_ms, limit]
+        )
+        return [i.decode() for i in ids], list(vals)
+
+    async def drop_held(self, ids: Sequence[str]) -> None:
+        if ids:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.zrem(self.k_held, *ids)
+            pipe.hdel(self.k_held_data, *ids)
+            await pipe.execute()
+
+    # --- outbox -------------------------------------------------------------------------
+    async def outbox_done(self, entries: Sequence[str]) -> None:
+        if entries:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(self.k_outbox, *entries)
+            pipe.zrem(self.k_outbox_due, *entries)
+            await pipe.execute()
+
+    async def take_outbox(self, limit: int = 100) -> list[tuple[str, bytes]]:
+        """Lease outbox entries whose writer did not delete them in time (it died)."""
+        now = now_ms()
+        ids, vals = await self._take(
+            keys=[self.k_outbox_due, self.k_outbox], args=[now, now + OUTBOX_GRACE_MS, limit]
+        )
+        out = [(i.decode(), v) for i, v in zip(ids, vals, strict=True) if v is not None]
+        gone = [i.decode() for i, v in zip(ids, vals, strict=True) if v is None]
+        if gone:
+            await self.r.zrem(self.k_outbox_due, *gone)
+        return out
+
+    # --- reporter -----------------------------------------------------------------------
+    async def claim(self, limit: int, lease_ms: int) -> Claim:
+        """Lease up to ``limit`` due messages (and return expired leases to ``due`` first)."""
+        now = time.time()
+        token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
+        ids, vals = await self._claim(
+            keys=[self.k_due, self.k_lease, self.k_pending],
+            args=[int(now * 1000), int(now * 1_000_000), token, limit],
+        )
+        records: dict[str, bytes] = {}
+        orphans: list[str] = []
+        for raw_id, val in zip(ids, vals, strict=True):
+            if val is None:
+                orphans.append(raw_id.decode())
+            else:
+                records[raw_id.decode()] = val
+        return Claim(token, records, orphans)
+
+    async def finish(
+        self,
+        token: int,
+        finals: Sequence[str],
+        waits: Sequence[tuple[str, int]],
+        outbox: dict[str, bytes],
+    ) -> list[str]:
+        """Commit a poll round; returns finals whose lease was lost (nothing changed then)."""
+        args: list[Any] = [token, now_ms() + OUTBOX_GRACE_MS, len(finals), *finals, len(waits)]
+        for message_id, due in waits:
+            args += (message_id, due)
+        for entry, payload in outbox.items():
+            args += (entry, payload)
+        lost = await self._finish(
+            keys=[self.k_lease, self.k_due, self.k_pending, self.k_outbox, self.k_outbox_due],
+            args=args,
+        )
+        return [x.decode() for x in lost]
+
+    async def release(self, token: int, ids: Sequence[str]) -> None:
+        """Give leased messages back to ``due`` now (graceful stop)."""
+        if ids:
+            await self._release(keys=[self.k_lease, self.k_due], args=[token, now_ms(), *ids])
+
+    async def drop_orphans(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.r.zrem(self.k_lease, *ids)
+
+    # --- inspection and clean-up --------------------------------------------------------
+    async def counts(self) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hlen(self.k_pending)
+        pipe.zcard(self.k_due)
+        pipe.zcard(self.k_lease)
+        pipe.zcard(self.k_held)
+        pipe.hlen(self.k_outbox)
+        pending, due, lease, held, outbox = await pipe.execute()
+        return {"pending": pending, "due": due, "leased": lease, "held": held, "outbox": outbox}
+
+    async def pending_bytes(self) -> int:
+        """Memory of the pending hash plus the due and lease indexes (for ``mta bench``)."""
+        total = 0
+        for key in (self.k_pending, self.k_due, self.k_lease):
+            total += int(await self.r.memory_usage(key, samples=0) or 0)
+        return total
+
+    async def delete_all(self) -> None:
+        """Remove every key of this prefix (tests and benchmarks clean up with it)."""
+        keys = [k async for k in self.r.scan_iter(match=f"{self.tag}:*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await self.r.delete(*keys[i : i + 500])

@@ -1,0 +1,655 @@
+"""The worker: consumes send batches, hands messages to their accounts' adapters, records results.
+
+One AMQP message is one batch, and the batch is the unit of every cost: one Lua call marks its
+messages in flight, one MULTI/EXEC records their outcomes (pending records, held messages,
+report bodies in the outbox), the report bodies are published with confirms in flight together,
+and only then is the batch acked. So a crash at any point loses nothing:
+
+* before the outcome is recorded, the batch comes back and its in-flight messages follow
+  ``MTA_INFLIGHT_POLICY`` (``resubmit`` by default, or ``fail``: see :class:`InFlightPolicy`);
+* after it, the batch comes back and every recorded message is skipped, while a report body
+  not yet confirmed is published by the outbox recovery of any process.
+
+Transient partner errors are retried a few times in place (tenacity, under a second or two),
+then the messages go to a delayed-retry queue (``<p>.retry.<lane>.<delay>s``) that dead-letters
+them back onto the send exchange: no consumer sleeps on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from mta import outbox
+from mta.adapter import AdapterError, PermanentError, SendPattern, ThrottledError, TransientError
+from mta.broker import PUBLISH_ERRORS, Broker
+from mta.config import InFlightPolicy, Settings
+from mta.contract import (
+    ApiStatus,
+    BatchError,
+    Checked,
+    Invalid,
+    ReportResult,
+    Rules,
+    SmsResult,
+    SmsSendRequest,
+    check_message,
+    decode_batch,
+    encode_report,
+    format_time,
+    raw_correlation,
+)
+from mta.registry import AccountRuntime, Registry, State
+from mta.store import (
+    MARK_DONE,
+    MARK_HELD,
+    MARK_INFLIGHT,
+    MARK_RETRY,
+    Outcome,
+    Pending,
+    Store,
+)
+from mta.topology import (
+    HEADER_ATTEMPT,
+    HEADER_DEAD_REASON,
+    HEADER_IDS,
+    HEADER_RELEASED,
+    LANE_BULK,
+    LANE_PRIORITY,
+    LANES,
+    RETRY_TIERS_S,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors of Redis or RabbitMQ: the step is retried until they come back (or we stop).
+INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, *PUBLISH_ERRORS)
+#: Tries of a partner call in place, before its messages go to a delayed-retry queue.
+SEND_TRIES = 3
+HELD_BATCH = 100
+
+
+def batch_id_of(message_id: str | None, body: bytes) -> str:
+    """The batch's stable id: its AMQP message_id, else a hash of its body."""
+    if message_id:
+        return message_id
+    return "h" + hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+@dataclass(slots=True)
+class Item:
+    """One message of a batch on its way through the worker."""
+
+    message_id: str
+    raw: Any
+    checked: Checked
+
+
+@dataclass(slots=True)
+class Pass:
+    """What one pass over a batch decided, before it is written and published."""
+
+    batch_id: str
+    lane: str
+    attempt: int
+    now: float
+    finals: list[ReportResult] = field(default_factory=list)
+    oks: list[ReportResult] = field(default_factory=list)
+    markers: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    pending: dict[str, bytes] = field(default_factory=dict)
+    due: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    held_data: dict[str, bytes] = field(default_factory=dict)
+    retry: list[Item] = field(default_factory=list)
+
+    def mark(self, message_id: str, marker: str) -> None:
+        batch, index = message_id.rsplit(":", 1)
+        self.markers[batch][index] = marker
+
+
+class Worker:
+    """Consumes ``<p>.send.bulk`` and ``<p>.send.priority``, each with its own concurrency."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: Store, broker: Broker
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.broker = broker
+        self.topology = broker.topology
+        self.rules = Rules(
+            tz=settings.tz, strict_numbers=settings.strict_numbers, max_batch=settings.max_batch
+        )
+        self.tz = settings.tz
+        self.stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self.stats: dict[str, int] = defaultdict(int)
+
+    # --- life cycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        concurrency = {
+            LANE_BULK: self.settings.bulk_concurrency,
+            LANE_PRIORITY: self.settings.priority_concurrency,
+        }
+        for lane in LANES:
+            channel = await self.broker.consumer_channel(prefetch=concurrency[lane])
+            queue = await channel.get_queue(self.topology.send_queue(lane), ensure=False)
+            tag = await queue.consume(self._consumer(lane))
+            self._consumers.append((queue, tag))
+        self._loops.append(asyncio.create_task(self._held_loop(), name="held-release"))
+        self._loops.append(
+            asyncio.create_task(
+                outbox.recovery_loop(self.store, self.broker, self.stopping), name="outbox-recovery"
+            )
+        )
+        log.info("worker consuming %s", ", ".join(self.topology.send_queue(x) for x in LANES))
+
+    async def stop(self) -> None:
+        """Stop taking batches, let in-flight ones finish within the grace period, then return
+        the rest to the broker unacked (the channel's close requeues them)."""
+        self.stopping.set()
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        if self._inflight:
+            log.info("worker stopping: %d batch(es) in flight", len(self._inflight))
+            _, late = await asyncio.wait(
+                set(self._inflight), timeout=self.settings.shutdown_grace_s
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+                log.warning(
+                    "worker stop: %d batch(es) returned to the broker unfinished", len(late)
+                )
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    def _consumer(self, lane: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            if self.stopping.is_set():
+                await message.nack(requeue=True)
+                return
+            self._inflight.add(task)
+            try:
+                await self.handle(lane, message)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                raise
+            finally:
+                self._inflight.discard(task)
+
+        return on_message
+
+    async def _infra(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis/RabbitMQ step, retrying outages with backoff until it works or we stop."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(INFRA_ERRORS)
+            & retry_if_exception(lambda _: not self.stopping.is_set()),
+            wait=wait_exponential_jitter(initial=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning(
+                        "%s: retrying after an outage (try %d)",
+                        what,
+                        attempt.retry_state.attempt_number,
+                    )
+                return await step()
+        raise AssertionError("unreachable")
+
+    # --- one batch ----------------------------------------------------------------------
+    async def handle(self, lane: str, message: AbstractIncomingMessage) -> None:
+        batch_id = batch_id_of(message.message_id, message.body)
+        try:
+            await self._handle(lane, message, batch_id)
+        except asyncio.CancelledError:
+            raise
+        except INFRA_ERRORS:
+            raise  # only while stopping: the batch stays unacked and comes back
+        except Exception as exc:  # a bug: park the batch with the reason, keep the process up
+            log.exception(
+                "batch %s: unexpected error; sent to %s", batch_id, self.topology.dead_queue
+            )
+            await self._dead(message, f"worker error: {type(exc).__name__}: {exc}")
+
+    async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
+        headers = dict(message.headers or {})
+        headers[HEADER_DEAD_REASON] = reason
+        headers.setdefault("x-mta-original-routing-key", message.routing_key or "")
+        await self._infra(
+            "dead-letter",
+            lambda: self.broker.publish(
+                self.topology.dead_exchange,
+                "",
+                message.body,
+                headers=headers,
+                message_id=message.message_id,
+            ),
+        )
+        await message.ack()
+        self.stats["dead"] += 1
+
+    async def _handle(self, lane: str, message: AbstractIncomingMessage, batch_id: str) -> None:
+        try:
+            raws = decode_batch(message.body)
+        except BatchError as exc:
+            log.warning(
+                "batch %s is not a send batch (%s); sent to %s",
+                batch_id,
+                exc,
+                self.topology.dead_queue,
+            )
+            await self._dead(message, str(exc))
+            return
+        headers = message.headers or {}
+        ids = self._message_ids(batch_id, raws, headers.get(HEADER_IDS))
+        if ids is None:
+            await self._dead(message, f"header {HEADER_IDS} does not match the messages")
+            return
+        raw_attempt = headers.get(HEADER_ATTEMPT, 0)
+        attempt = raw_attempt if isinstance(raw_attempt, int) else 0
+        accept = (MARK_HELD if headers.get(HEADER_RELEASED) else "") + (
+            MARK_RETRY if attempt else ""
+        )
+        states = await self._infra("begin", lambda: self._begin(ids, accept))
+        work = Pass(batch_id, lane, attempt, time.time())
+        groups = self._classify(work, raws, ids, states)
+        if groups:
+            await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
+        await self._finish(work, message)
+
+    @staticmethod
+    def _message_ids(batch_id: str, raws: list[Any], header: Any) -> list[str] | None:
+        if header is None:
+            return [f"{batch_id}:{i}" for i in range(len(raws))]
+        if (
+            not isinstance(header, list)
+            or len(header) != len(raws)
+            or not all(isinstance(x, str) and ":" in x for x in header)
+        ):
+            return None
+        return [x.decode() if isinstance(x, bytes) else x for x in header]
+
+    async def _begin(self, ids: list[str], accept: str) -> list[str]:
+        """Mark messages in flight (one Lua call per originating batch, usually one)."""
+        by_batch: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for n, message_id in enumerate(ids):
+            batch, index = message_id.rsplit(":", 1)
+            by_batch[batch].append((n, index))
+        states = [""] * len(ids)
+        for batch, members in by_batch.items():
+            got = await self.store.begin(batch, [index for _, index in members], accept)
+            for (n, _), state in zip(members, got, strict=True):
+                states[n] = state
+        return states
+
+    def _classify(
+        self, work: Pass, raws: list[Any], ids: list[str], states: list[str]
+    ) -> dict[AccountRuntime, list[Item]]:
+        groups: dict[AccountRuntime, list[Item]] = defaultdict(list)
+        policy_fail = self.settings.inflight_policy == InFlightPolicy.FAIL
+        limit = self.rules.max_batch
+        for n, (raw, message_id, state) in enumerate(zip(raws, ids, states, strict=True)):
+            if state == MARK_INFLIGHT:
+                if policy_fail:
+                    self._fail_raw(
+                        work,
+                        message_id,
+                        raw,
+                        (
+                            "outcome unknown: a worker stopped while this message's Send was in "
+                            "flight; not resubmitted (MTA_INFLIGHT_POLICY=fail)"
+                        ),
+                        "UNKNOWN",
+                    )
+                    continue
+                self.stats["resubmitted"] += 1
+            elif state:
+                self.stats["skipped"] += 1
+                continue
+            if n >= limit:
+                self._fail_raw(
+                    work,
+                    message_id,
+                    raw,
+                    (
+                        f"batch: {len(raws)} messages, more than the limit of {limit} "
+                        "(MTA_MAX_BATCH); split the batch"
+                    ),
+                )
+                continue
+            try:
+                checked = check_message(raw, self.rules)
+            except Invalid as exc:
+                self._fail_raw(work, message_id, raw, str(exc), "INVALID")
+                continue
+            item = Item(message_id, raw, checked)
+            msg = checked.message
+            if checked.expire_at is not None and checked.expire_at <= work.now:
+                self._fail(
+                    work, item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED"
+                )
+            elif checked.start_at is not None and checked.start_at > work.now:
+                work.held[message_id] = int(checked.start_at * 1000)
+                work.held_data[message_id] = orjson.dumps([work.lane, work.attempt, raw])
+                work.mark(message_id, MARK_HELD)
+            else:
+                runtime = self.registry.for_account_id(msg.accountId)
+                if runtime is None:
+                    self._fail(
+                        work,
+                        item,
+                        (
+                            f"accountId: no account serves {msg.accountId} and no default account "
+                            "is configured (MTA_ACCOUNTS)"
+                        ),
+                        "NO_ACCOUNT",
+                    )
+                elif not runtime.account.active:
+                    self._fail(
+                        work,
+                        item,
+                        (
+                            f"accountId: account {runtime.account.name!r} serving {msg.accountId} "
+                            "is inactive"
+                        ),
+                        "INACTIVE",
+                    )
+                else:
+                    groups[runtime].append(item)
+        return groups
+
+    def _fail_raw(
+        self, work: Pass, message_id: str, raw: Any, detail: str, status: str = "INVALID"
+    ) -> None:
+        number, account_id, sender_id, sms_type = raw_correlation(raw)
+        work.finals.append(
+            ReportResult(
+                messageId=message_id,
+                mobileNumber=number,
+                accountId=account_id,
+                senderId=sender_id,
+                smsType=sms_type,
+                apiStatus=ApiStatus.FAIL,
+                partnerStatus=status,
+                partnerDetail=detail,
+            )
+        )
+        work.mark(message_id, MARK_DONE)
+
+    def _fail(self, work: Pass, item: Item, detail: str, status: str = "") -> None:
+        self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail))
+
+    def _result(self, work: Pass, item: Item, result: SmsResult, account: str = "") -> None:
+        msg = item.checked.message
+        status = result.apiStatus
+        report = ReportResult(
+            messageId=item.message_id,
+            mobileNumber=msg.mobileNumber,
+            accountId=msg.accountId,
+            senderId=msg.senderId,
+            smsType=msg.smsType,
+            apiStatus=status,
+            partnerMessageId=result.partnerMessageId,
+            partnerStatus=result.partnerStatus,
+            partnerDetail=result.partnerDetail,
+            sendAt=result.sendAt,
+            smsOperator=result.smsOperator,
+            smsMessageCount=result.smsMessageCount or item.checked.segments,
+        )
+        work.mark(item.message_id, MARK_DONE)
+        if status.final:
+            work.finals.append(report)
+            return
+        # OK (or WAITING): a final will follow, found by the reporter from the pending record.
+        report.apiStatus = ApiStatus.OK
+        report.sendAt = report.sendAt or format_time(work.now, self.tz)
+        work.oks.append(report)
+        now_ms = int(work.now * 1000)
+        deadline = now_ms + int(self.settings.max_wait_s * 1000)
+        if item.checked.expire_at is not None:
+            deadline = min(deadline, int(item.checked.expire_at * 1000))
+        work.pending[item.message_id] = Pending(
+            account,
+            report.partnerMessageId,
+            msg.mobileNumber,
+            msg.accountId,
+            msg.senderId,
+            msg.smsType,
+            deadline,
+            now_ms,
+            report.smsMessageCount,
+            report.sendAt,
+            "",
+            work.attempt + 1,
+        ).pack()
+        work.due[item.message_id] = min(now_ms + int(self.settings.poll_first_s * 1000), deadline)
+
+    # --- partner calls ------------------------------------------------------------------
+    async def _submit(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
+        state = await runtime.ensure_login()
+        if state == State.NOK:
+            for item in items:
+                self._fail(
+                    work, item, f"account {runtime.account.name!r}: {runtime.detail}", "LOGIN_NOK"
+                )
+            return
+        if state != State.READY:
+            self._retry(work, items, runtime.detail)
+            return
+        meta = runtime.meta
+        size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        await asyncio.gather(*(self._send_chunk(work, runtime, chunk) for chunk in chunks))
+
+    async def _send_chunk(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
+        request = SmsSendRequest([item.checked.message for item in items])
+        name = runtime.account.name
+        try:
+            async with runtime.semaphore:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(_retry_in_place),
+                    wait=wait_exponential_jitter(initial=0.1, max=1.0),
+                    stop=stop_after_attempt(SEND_TRIES),
+                    reraise=False,
+                ):
+                    with attempt:
+                        response = await runtime.adapter.send(request)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            detail = cause.detail if isinstance(cause, AdapterError) else repr(cause)
+            log.warning(
+                "account %r: Send failed %d times (%s); %d message(s) to delayed retry",
+                name,
+                SEND_TRIES,
+                detail,
+                len(items),
+            )
+            self._retry(work, items, detail)
+            return
+        except ThrottledError as exc:
+            self._retry(work, items, f"throttled: {exc.detail}")
+            return
+        except PermanentError as exc:
+            for item in items:
+                self._fail(work, item, exc.detail, "PERMANENT")
+            return
+        except Exception as exc:  # an adapter bug: the messages retry later, loudly
+            log.exception("account %r: Send raised %s", name, type(exc).__name__)
+            self._retry(work, items, f"adapter error: {type(exc).__name__}: {exc}")
+            return
+        if len(response.results) != len(items):
+            detail = (
+                f"adapter {runtime.account.adapter!r} answered {len(response.results)} "
+                f"results for {len(items)} messages; outcome unknown"
+            )
+            log.error("account %r: %s", name, detail)
+            for item in items:
+                self._fail(work, item, detail, "ADAPTER_ERROR")
+            return
+        for item, result in zip(items, response.results, strict=True):
+            if (
+                result.apiStatus in (ApiStatus.OK, ApiStatus.WAITING)
+                and not result.partnerMessageId
+            ):
+                self._fail(
+                    work,
+                    item,
+                    f"adapter {runtime.account.adapter!r} accepted the "
+                    "message without a partnerMessageId; it cannot be followed",
+                    "ADAPTER_ERROR",
+                )
+                continue
+            self._result(work, item, result, name)
+        self.stats["sent"] += len(items)
+
+    def _retry(self, work: Pass, items: list[Item], detail: str) -> None:
+        if work.attempt + 1 >= self.settings.max_attempts:
+            for item in items:
+                self._fail(
+                    work,
+                    item,
+                    f"gave up after {work.attempt + 1} attempts: {detail}",
+                    "RETRIES_EXHAUSTED",
+                )
+            return
+        work.retry.extend(items)
+        for item in items:
+            work.mark(item.message_id, MARK_RETRY)
+
+    # --- recording and publishing -------------------------------------------------------
+    async def _finish(self, work: Pass, message: AbstractIncomingMessage) -> None:
+        if work.retry:
+            delay = RETRY_TIERS_S[min(work.attempt, len(RETRY_TIERS_S) - 1)]
+            body = orjson.dumps({"messages": [item.raw for item in work.retry]})
+            headers = {
+                HEADER_IDS: [item.message_id for item in work.retry],
+                HEADER_ATTEMPT: work.attempt + 1,
+            }
+            queue = self.topology.retry_queue(work.lane, delay)
+            await self._infra(
+                "retry publish",
+                lambda: self.broker.publish(
+                    "", queue, body, headers=headers, message_id=work.batch_id
+                ),
+            )
+            self.stats["retried"] += len(work.retry)
+        reports = self._reports(work)
+        token = os.urandom(8).hex()
+        entries = {
+            f"w:{token}:{n}": outbox.entry(key, body) for n, (key, body) in enumerate(reports)
+        }
+        outcome = Outcome(
+            markers=work.markers,
+            pending=work.pending,
+            due=work.due,
+            held=work.held,
+            held_data=work.held_data,
+            outbox=entries,
+        )
+        await self._infra("record", lambda: self.store.record(outcome))
+        if entries:
+            await self._infra(
+                "report publish", lambda: outbox.publish(self.store, self.broker, entries)
+            )
+        await message.ack()
+        self.stats["batches"] += 1
+        self.stats["oks"] += len(work.oks)
+        self.stats["finals"] += len(work.finals)
+
+    def _reports(self, work: Pass) -> list[tuple[str, bytes]]:
+        """Group results by (accountId, apiStatus): one report message per group."""
+        groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
+        for result in work.oks:
+            groups[(result.accountId, result.apiStatus)].append(result)
+        for result in work.finals:
+            groups[(result.accountId, result.apiStatus)].append(result)
+        return [
+            (self.topology.report_key(account_id, status), encode_report("", results))
+            for (account_id, status), results in groups.items()
+        ]
+
+    # --- held messages ------------------------------------------------------------------
+    async def _held_loop(self) -> None:
+        """Republish held messages whose startTime has come, as internal batches."""
+        while not self.stopping.is_set():
+            try:
+                released = await self.release_held()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("held-message release failed: %s; retrying", exc)
+                released = 0
+            if not released:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+
+    async def release_held(self) -> int:
+        lease_ms = int(self.settings.lease_s * 1000)
+        ids, vals = await self.store.take_held(HELD_BATCH, lease_ms)
+        if not ids:
+            return 0
+        lanes: dict[tuple[str, int], list[tuple[str, Any]]] = defaultdict(list)
+        gone: list[str] = []
+        for message_id, val in zip(ids, vals, strict=True):
+            if val is None:
+                gone.append(message_id)
+                continue
+            lane, attempt, raw = orjson.loads(val)
+            lanes[(lane, attempt)].append((message_id, raw))
+        for (lane, attempt), members in lanes.items():
+            body = orjson.dumps({"messages": [raw for _, raw in members]})
+            headers = {
+                HEADER_IDS: [m for m, _ in members],
+                HEADER_RELEASED: 1,
+                HEADER_ATTEMPT: attempt,
+            }
+            digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+            await self.broker.publish(
+                self.topology.send_exchange,
+                lane,
+                body,
+                headers=headers,
+                message_id="held-" + digest,
+            )
+        await self.store.drop_held(ids)
+        return len(ids)
+
+
+def _retry_in_place(exc: BaseException) -> bool:
+    """Transient errors are retried in place, except throttling that asks for a long pause."""
+    if isinstance(exc, ThrottledError):
+        return exc.retry_after is not None and exc.retry_after <= 1.0
+    return isinstance(exc, TransientError)
