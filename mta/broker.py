@@ -90,7 +90,7 @@ class Broker:
         )
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(initial=0.1, max=5),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
             stop=stop_after_delay(self.retry_for_s),
             reraise=True,
         ):

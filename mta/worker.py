@@ -115,6 +115,7 @@ class Pass:
     lane: str
     attempt: int
     now: float
+    released: bool = False  # held messages whose startTime came: never held again
     finals: list[ReportResult] = field(default_factory=list)
     oks: list[ReportResult] = field(default_factory=list)
     markers: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
@@ -216,7 +217,7 @@ class Worker:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(INFRA_ERRORS)
             & retry_if_exception(lambda _: not self.stopping.is_set()),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5),
             reraise=True,
         ):
             with attempt:
@@ -280,11 +281,12 @@ class Worker:
             return
         raw_attempt = headers.get(HEADER_ATTEMPT, 0)
         attempt = raw_attempt if isinstance(raw_attempt, int) else 0
-        accept = (MARK_HELD if headers.get(HEADER_RELEASED) else "") + (
+        released = bool(headers.get(HEADER_RELEASED))
+        accept = (MARK_HELD if released else "") + (
             MARK_RETRY if attempt else ""
         )
         states = await self._infra("begin", lambda: self._begin(ids, accept))
-        work = Pass(batch_id, lane, attempt, time.time())
+        work = Pass(batch_id, lane, attempt, time.time(), released)
         groups = self._classify(work, raws, ids, states)
         if groups:
             await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
@@ -361,7 +363,9 @@ class Worker:
                 self._fail(
                     work, item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED"
                 )
-            elif checked.start_at is not None and checked.start_at > work.now:
+            elif (
+                checked.start_at is not None and checked.start_at > work.now and not work.released
+            ):
                 work.held[message_id] = int(checked.start_at * 1000)
                 work.held_data[message_id] = orjson.dumps([work.lane, work.attempt, raw])
                 work.mark(message_id, MARK_HELD)
@@ -481,7 +485,7 @@ class Worker:
             async with runtime.semaphore:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception(_retry_in_place),
-                    wait=wait_exponential_jitter(initial=0.1, max=1.0),
+                    wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
                     stop=stop_after_attempt(SEND_TRIES),
                     reraise=False,
                 ):
