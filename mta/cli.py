@@ -272,7 +272,7 @@ async def _reports(
                     if as_json:
                         click.echo(orjson.dumps(result).decode())
                     else:
-                        click.echo("  ".join(f"{str(result.get(c, '')):<14}" for c in _COLUMNS))
+                        click.echo("  ".join(f"{result.get(c, '')!s:<14}" for c in _COLUMNS))
                     if not finals or result.get("apiStatus") != "OK":
                         seen += 1
                 if count and seen >= count:
@@ -322,7 +322,7 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
         found = load_accounts(settings.accounts, {n: c.meta for n, c in discover().items()})
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": a.id, "name": a.name, "adapter": a.adapter, "default": a.default,
             "active": a.active, "secret_key": MASK if a.secret_key else "",

@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import aio_pika
 import orjson
 
 from mta.adapter import AdapterMeta, OptionSpec, SendPattern, TransientError

@@ -1,0 +1,268 @@
+"""``mta bench``: N messages through real worker and reporter processes; prints the figures.
+
+It starts its own ``mta worker`` and ``mta reporter`` subprocesses on a fresh prefix with the
+simulator (latency 0), publishes N messages in batches of B with confirms in flight, follows
+the report exchange, and prints: publish rate, messages/s into the adapter (OK results),
+finals/s, p50/p99 publish→OK and publish→final, CPU seconds per 1,000 messages (of the MTA
+processes, and of the whole machine incl. RabbitMQ and Redis), the processes' memory over the
+run, and Redis bytes per pending message. Everything it made is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aio_pika
+import orjson
+
+from mta.broker import Broker
+from mta.config import Settings
+from mta.store import Store
+from mta.topology import LANE_BULK, Topology
+
+ACCOUNTS = """[[account]]
+id = 0
+name = "bench"
+adapter = "simulator"
+default = true
+concurrency = 32
+[account.options]
+accept_ratio = 1.0
+deliver_ratio = 0.95
+report_delay_s = {delay}
+latency_ms = 0
+seed = "bench"
+"""
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    total: int = 100_000
+    batch: int = 100
+    report_delay_s: float = 1.0
+    workers: int = 1
+    reporters: int = 1
+    window: int = 64
+    stall_s: float = 60.0
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * _PAGE / 2**20
+
+
+def _machine_cpu() -> float:
+    with open("/proc/stat") as handle:
+        parts = handle.readline().split()[1:]
+    values = [int(x) for x in parts]
+    busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+    return busy / _TICK
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class _Follow:
+    sent_at: dict[str, float]
+    ok_lat: list[float] = field(default_factory=list)
+    final_lat: list[float] = field(default_factory=list)
+    first_ok: float = 0.0
+    last_ok: float = 0.0
+    first_final: float = 0.0
+    last_final: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    total: int = 0
+
+    def on_body(self, body: bytes) -> None:
+        now = time.monotonic()
+        results = orjson.loads(body)["results"]
+        if not results:
+            return
+        first = results[0]
+        is_ok = first["apiStatus"] == "OK"
+        lat = self.ok_lat if is_ok else self.final_lat
+        for result in results:
+            sent = self.sent_at.get(result["messageId"].rsplit(":", 1)[0])
+            if sent is not None:
+                lat.append(now - sent)
+        if is_ok:
+            self.first_ok = self.first_ok or now
+            self.last_ok = now
+        else:
+            self.first_final = self.first_final or now
+            self.last_final = now
+            if len(self.final_lat) >= self.total:
+                self.done.set()
+
+
+async def run_bench(settings: Settings, config: BenchConfig) -> str:
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    tmp = Path(tempfile.mkdtemp(prefix="mta-bench-"))
+    accounts = tmp / "accounts.toml"
+    accounts.write_text(ACCOUNTS.format(delay=config.report_delay_s), encoding="utf-8")
+    settings = replace(settings, prefix=prefix, accounts=str(accounts))
+    topology = Topology(prefix)
+    broker = Broker(settings.amqp_url, topology)
+    await broker.connect(name="mta bench")
+    store = Store.connect(settings.redis_url, prefix)
+    env = dict(os.environ, MTA_PREFIX=prefix, MTA_ACCOUNTS=str(accounts),
+               MTA_AMQP_URL=settings.amqp_url, MTA_REDIS_URL=settings.redis_url,
+               MTA_POLL_FIRST_S=str(max(0.2, config.report_delay_s)), MTA_POLL_MAX_S="2")
+    procs: list[asyncio.subprocess.Process] = []
+    log = (tmp / "processes.log").open("wb")
+    try:
+        for role, n in (("worker", config.workers), ("reporter", config.reporters)):
+            for _ in range(n):
+                procs.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "mta.cli", role, env=env, stdout=log, stderr=log,
+                ))
+        await _wait_ready(tmp / "processes.log", len(procs))
+        return await _measure(settings, config, broker, store, procs)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 30)
+            if proc.returncode is None:
+                proc.kill()
+        log.close()
+        assert broker.channel is not None
+        with contextlib.suppress(Exception):
+            await topology.delete(broker.channel)
+        await broker.close()
+        await store.delete_all()
+        await store.close()
+
+
+async def _wait_ready(log: Path, roles: int) -> None:
+    """Wait until every process logged that it runs (quorum queues' DeclareOk counts no
+    consumers on RabbitMQ 3.x, so the processes' own word is the reliable signal)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.read_bytes().count(b" running (prefix ") >= roles:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the MTA processes did not start within 60 s; see {log}")
+
+
+async def _measure(
+    settings: Settings, config: BenchConfig, broker: Broker, store: Store,
+    procs: list[asyncio.subprocess.Process],
+) -> str:
+    total = config.total - config.total % config.batch or config.batch
+    follow = _Follow(sent_at={}, total=total)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=1000)
+    reports = await channel.get_exchange(broker.topology.reports_exchange)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(reports, routing_key="#")
+
+    async def on_report(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        follow.on_body(message.body)
+
+    await queue.consume(on_report, no_ack=True)
+    cpu0 = {p.pid: _proc_cpu(p.pid) for p in procs}
+    machine0 = _machine_cpu()
+    rss: dict[int, list[float]] = {p.pid: [_proc_rss_mb(p.pid)] for p in procs}
+    pending_samples: list[tuple[int, int]] = []
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for p in procs:
+                with contextlib.suppress(OSError):
+                    rss[p.pid].append(_proc_rss_mb(p.pid))
+            count = int(await store.r.hlen(store.k_pending))
+            if count > 1000:
+                pending_samples.append((count, await store.pending_bytes()))
+
+    sampler = asyncio.create_task(sample())
+    started = time.monotonic()
+    sent = 0
+    n = 0
+    while sent < total:
+        bodies = []
+        for _ in range(config.window):
+            if sent >= total:
+                break
+            messages = [{"mobileNumber": f"9053{(sent + i) % 10**8:08d}", "text": "bench message"}
+                        for i in range(config.batch)]
+            bodies.append((f"b{n}", orjson.dumps({"messages": messages})))
+            sent += config.batch
+            n += 1
+        for bid, _ in bodies:
+            follow.sent_at[bid] = time.monotonic()
+        await asyncio.gather(*(broker.publish(broker.topology.send_exchange, LANE_BULK, body,
+                                              message_id=bid) for bid, body in bodies))
+    published = time.monotonic()
+    last_progress, last_count = time.monotonic(), 0
+    while not follow.done.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow.done.wait(), 1.0)
+        count = len(follow.final_lat)
+        if count != last_count:
+            last_progress, last_count = time.monotonic(), count
+        elif time.monotonic() - last_progress > config.stall_s:
+            break
+    ended = time.monotonic()
+    sampler.cancel()
+    cpu = sum(_proc_cpu(p.pid) - cpu0[p.pid] for p in procs)
+    machine = _machine_cpu() - machine0
+    await connection.close()
+    oks, finals = len(follow.ok_lat), len(follow.final_lat)
+    per_pending = max((b / c for c, b in pending_samples), default=float("nan"))
+    peak_pending = max((c for c, _ in pending_samples), default=0)
+    lines = [
+        f"mta bench: {total:,} messages in batches of {config.batch}, "
+        f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
+        f"report delay {config.report_delay_s:g} s",
+        f"  publish (confirms)       {total / (published - started):>10,.0f} msg/s",
+        f"  into the adapter (OK)    {oks / max(1e-9, follow.last_ok - started):>10,.0f} msg/s"
+        f"   ({oks:,} OK)",
+        f"  finals out               {finals / max(1e-9, follow.last_final - started):>10,.0f}"
+        f" msg/s   ({finals:,} finals{'' if finals >= total else ', INCOMPLETE'})",
+        f"  finals, steady window    "
+        f"{finals / max(1e-9, follow.last_final - follow.first_final):>10,.0f} msg/s",
+        f"  publish→OK      p50 {_pct(follow.ok_lat, .5) * 1000:8.1f} ms"
+        f"   p99 {_pct(follow.ok_lat, .99) * 1000:8.1f} ms",
+        f"  publish→final   p50 {_pct(follow.final_lat, .5) * 1000:8.1f} ms"
+        f"   p99 {_pct(follow.final_lat, .99) * 1000:8.1f} ms"
+        f"   (includes the {config.report_delay_s:g} s report delay)",
+        f"  CPU, MTA processes       {cpu / max(1, finals) * 1000:>10.3f} s per 1,000 messages",
+        f"  CPU, whole machine       {machine / max(1, finals) * 1000:>10.3f} s per 1,000 messages"
+        " (incl. RabbitMQ, Redis, this client)",
+        f"  Redis per pending msg    {per_pending:>10.0f} bytes (pending hash + due + lease, "
+        f"at up to {peak_pending:,} pending)",
+        f"  wall time                {ended - started:>10.1f} s",
+    ]
+    for p in procs:
+        series = rss[p.pid]
+        lines.append(f"  RSS pid {p.pid:<8}        start {series[0]:6.1f} MB  "
+                     f"max {max(series):6.1f} MB  end {series[-1]:6.1f} MB")
+    return "\n".join(lines)
