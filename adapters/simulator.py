@@ -24,7 +24,6 @@ from mta.contract import (
     SmsResult,
     SmsSendRequest,
 )
-from mta.text import segment_count
 
 _SCALE = float(1 << 64)
 
@@ -85,14 +84,13 @@ class SimulatorAdapter:
         seed, accept = self.seed, self.accept_ratio
         for message in request.messages:
             key = f"{message.mobileNumber}|{message.text}"
-            if accept >= 1.0 or _draw(seed, "accept|" + key) < accept:
-                fate = "d" if _draw(seed, "deliver|" + key) < self.deliver_ratio else "f"
+            if accept >= 1.0 or (accept > 0.0 and _draw(seed, "accept|" + key) < accept):
+                fate = "d" if self._fate(key) else "f"
                 results.append(
                     SmsResult(
                         partnerMessageId=f"sim-{self._run}-{next(self._ids):x}-{fate}-{now_ms:x}",
                         partnerStatus="ACCEPTED",
                         apiStatus=ApiStatus.OK,
-                        smsMessageCount=segment_count(message.text),
                     )
                 )
             else:
@@ -104,6 +102,11 @@ class SimulatorAdapter:
                     )
                 )
         return SmsResponse(partnerPacketId="", results=results)
+
+    def _fate(self, key: str) -> bool:
+        """True when the message will end DELIVERED."""
+        ratio = self.deliver_ratio
+        return ratio >= 1.0 or (ratio > 0.0 and _draw(self.seed, "deliver|" + key) < ratio)
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
         await self._latency()

@@ -132,6 +132,7 @@ async def run_bench(settings: Settings, config: BenchConfig) -> str:
                MTA_AMQP_URL=settings.amqp_url, MTA_REDIS_URL=settings.redis_url,
                MTA_POLL_FIRST_S=str(max(0.2, config.report_delay_s)), MTA_POLL_MAX_S="2")
     procs: list[asyncio.subprocess.Process] = []
+    roles: list[str] = []
     log = (tmp / "processes.log").open("wb")
     try:
         for role, n in (("worker", config.workers), ("reporter", config.reporters)):
@@ -139,8 +140,9 @@ async def run_bench(settings: Settings, config: BenchConfig) -> str:
                 procs.append(await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "mta.cli", role, env=env, stdout=log, stderr=log,
                 ))
+                roles.append(role)
         await _wait_ready(tmp / "processes.log", len(procs))
-        return await _measure(settings, config, broker, store, procs)
+        return await _measure(settings, config, broker, store, procs, roles)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -164,7 +166,8 @@ async def _wait_ready(log: Path, roles: int) -> None:
     consumers on RabbitMQ 3.x, so the processes' own word is the reliable signal)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if log.read_bytes().count(b" running (prefix ") >= roles:
+        text = await asyncio.to_thread(log.read_bytes)
+        if text.count(b" running (prefix ") >= roles:
             return
         await asyncio.sleep(0.2)
     raise RuntimeError(f"the MTA processes did not start within 60 s; see {log}")
@@ -172,7 +175,7 @@ async def _wait_ready(log: Path, roles: int) -> None:
 
 async def _measure(
     settings: Settings, config: BenchConfig, broker: Broker, store: Store,
-    procs: list[asyncio.subprocess.Process],
+    procs: list[asyncio.subprocess.Process], roles: list[str],
 ) -> str:
     total = config.total - config.total % config.batch or config.batch
     follow = _Follow(sent_at={}, total=total)
@@ -232,7 +235,8 @@ async def _measure(
             break
     ended = time.monotonic()
     sampler.cancel()
-    cpu = sum(_proc_cpu(p.pid) - cpu0[p.pid] for p in procs)
+    cpu_each = {p.pid: _proc_cpu(p.pid) - cpu0[p.pid] for p in procs}
+    cpu = sum(cpu_each.values())
     machine = _machine_cpu() - machine0
     await connection.close()
     oks, finals = len(follow.ok_lat), len(follow.final_lat)
@@ -261,8 +265,9 @@ async def _measure(
         f"at up to {peak_pending:,} pending)",
         f"  wall time                {ended - started:>10.1f} s",
     ]
-    for p in procs:
+    for p, role in zip(procs, roles, strict=True):
         series = rss[p.pid]
-        lines.append(f"  RSS pid {p.pid:<8}        start {series[0]:6.1f} MB  "
-                     f"max {max(series):6.1f} MB  end {series[-1]:6.1f} MB")
+        lines.append(f"  {role:<8} pid {p.pid:<7} CPU {cpu_each[p.pid]:6.1f} s  "
+                     f"RSS start {series[0]:6.1f} MB  max {max(series):6.1f} MB  "
+                     f"end {series[-1]:6.1f} MB")
     return "\n".join(lines)

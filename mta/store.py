@@ -21,12 +21,21 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+
+_pack: Callable[..., bytes] | None
+try:
+    import hiredis
+
+    _pack = hiredis.pack_command
+except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
+    _pack = None
 
 MARK_INFLIGHT = "i"
 MARK_DONE = "o"
@@ -137,6 +146,24 @@ return 0
 """
 
 
+class PackingConnection(Connection):
+    """A connection that packs commands with hiredis (C) instead of redis-py's Python packer.
+
+    redis-py's asyncio packer joins bytes per argument; for one HSET of a hundred records that
+    is ~150 µs against ~20 µs in hiredis, and a worker sends such commands for every batch.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _pack is None:
+            return super().pack_command(*args)
+        first = args[0]
+        if isinstance(first, str | bytes) and (
+            " " in first if isinstance(first, str) else b" " in first
+        ):
+            args = (*first.split(), *args[1:])
+        return [_pack(args)]
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -225,7 +252,7 @@ class Store:
     @classmethod
     def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=20
+            url, max_connections=max_connections, timeout=20, connection_class=PackingConnection
         )
         return cls(aioredis.Redis(connection_pool=pool), prefix)
 

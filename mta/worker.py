@@ -115,6 +115,7 @@ class Pass:
     lane: str
     attempt: int
     now: float
+    send_at: str
     released: bool = False  # held messages whose startTime came: never held again
     finals: list[ReportResult] = field(default_factory=list)
     oks: list[ReportResult] = field(default_factory=list)
@@ -286,7 +287,8 @@ class Worker:
             MARK_RETRY if attempt else ""
         )
         states = await self._infra("begin", lambda: self._begin(ids, accept))
-        work = Pass(batch_id, lane, attempt, time.time(), released)
+        now = time.time()
+        work = Pass(batch_id, lane, attempt, now, format_time(now, self.tz), released)
         groups = self._classify(work, raws, ids, states)
         if groups:
             await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
@@ -439,7 +441,7 @@ class Worker:
             return
         # OK (or WAITING): a final will follow, found by the reporter from the pending record.
         report.apiStatus = ApiStatus.OK
-        report.sendAt = report.sendAt or format_time(work.now, self.tz)
+        report.sendAt = report.sendAt or work.send_at
         work.oks.append(report)
         now_ms = int(work.now * 1000)
         deadline = now_ms + int(self.settings.max_wait_s * 1000)
