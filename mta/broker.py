@@ -88,6 +88,16 @@ class Broker:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
+        target = self.exchanges[exchange]
+        try:  # the common case, without the retry machinery's cost
+            await target.publish(
+                message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
+            )
+            return
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            log.warning("publish to %r failed (%s); retrying", exchange, exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
@@ -95,16 +105,19 @@ class Broker:
             reraise=True,
         ):
             with attempt:
-                target = self.exchanges[exchange]
                 await target.publish(
                     message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
                 )
-                if attempt.retry_state.attempt_number > 1:
-                    log.info("publish to %r succeeded after a retry", exchange)
+        log.info("publish to %r succeeded after a retry", exchange)
 
     async def publish_reports(self, messages: Iterable[tuple[str, bytes]]) -> None:
         """Publish report bodies (routing key, body) to the report exchange, confirms in flight."""
         exchange = self.topology.reports_exchange
+        messages = list(messages)
+        if len(messages) == 1:
+            [(key, body)] = messages
+            await self.publish(exchange, key, body, mandatory=False)
+            return
         await asyncio.gather(
             *(self.publish(exchange, key, body, mandatory=False) for key, body in messages)
         )

@@ -282,7 +282,7 @@ def check_message(raw: Any, rules: Rules) -> Checked:
         raise Invalid("text: required, a non-empty string")
     if len(body) > rules.max_text:
         raise Invalid(f"text: {len(body)} characters, the limit is {rules.max_text}")
-    strs = [_as_str(raw, name) for name in _STR_FIELDS]
+    strs = [_as_str(raw, name) if name in raw else "" for name in _STR_FIELDS]
     _check_sender(strs[0])
     start_s, start_at = _time(raw, "startTime", rules.tz)
     expire_s, expire_at = _time(raw, "expireTime", rules.tz)

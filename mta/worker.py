@@ -51,6 +51,7 @@ from mta.contract import (
     Invalid,
     ReportResult,
     Rules,
+    SmsResponse,
     SmsResult,
     SmsSendRequest,
     check_message,
@@ -215,6 +216,12 @@ class Worker:
 
     async def _infra(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run a Redis/RabbitMQ step, retrying outages with backoff until it works or we stop."""
+        try:
+            return await step()  # the common case, without the retry machinery's cost
+        except INFRA_ERRORS as exc:
+            if self.stopping.is_set():
+                raise
+            log.warning("%s failed (%s); retrying until Redis/RabbitMQ answer", what, exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(INFRA_ERRORS)
             & retry_if_exception(lambda _: not self.stopping.is_set()),
@@ -290,7 +297,10 @@ class Worker:
         now = time.time()
         work = Pass(batch_id, lane, attempt, now, format_time(now, self.tz), released)
         groups = self._classify(work, raws, ids, states)
-        if groups:
+        if len(groups) == 1:
+            [(runtime, items)] = groups.items()
+            await self._submit(work, runtime, items)
+        elif groups:
             await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
         await self._finish(work, message)
 
@@ -478,21 +488,22 @@ class Worker:
         meta = runtime.meta
         size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        await asyncio.gather(*(self._send_chunk(work, runtime, chunk) for chunk in chunks))
+        if len(chunks) == 1:
+            await self._send_chunk(work, runtime, chunks[0])
+        else:
+            await asyncio.gather(*(self._send_chunk(work, runtime, c) for c in chunks))
 
     async def _send_chunk(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
         request = SmsSendRequest([item.checked.message for item in items])
         name = runtime.account.name
         try:
             async with runtime.semaphore:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception(_retry_in_place),
-                    wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
-                    stop=stop_after_attempt(SEND_TRIES),
-                    reraise=False,
-                ):
-                    with attempt:
-                        response = await runtime.adapter.send(request)
+                try:
+                    response = await runtime.adapter.send(request)
+                except Exception as exc:
+                    if not _retry_in_place(exc):
+                        raise
+                    response = await _send_again(runtime, request)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             detail = cause.detail if isinstance(cause, AdapterError) else repr(cause)
@@ -652,6 +663,19 @@ class Worker:
             )
         await self.store.drop_held(ids)
         return len(ids)
+
+
+async def _send_again(runtime: AccountRuntime, request: SmsSendRequest) -> SmsResponse:
+    """The tries after a first transient failure, with jittered backoff (tenacity)."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_retry_in_place),
+        wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
+        stop=stop_after_attempt(SEND_TRIES - 1),
+        reraise=False,
+    ):
+        with attempt:
+            return await runtime.adapter.send(request)
+    raise AssertionError("unreachable")
 
 
 def _retry_in_place(exc: BaseException) -> bool:
