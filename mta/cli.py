@@ -216,8 +216,17 @@ async def _publish(settings: Settings, bodies: list[bytes], total: int, priority
                f"{broker.topology.send_queue(lane)}", err=True)
 
 
-_COLUMNS = ("messageId", "accountId", "mobileNumber", "apiStatus", "partnerMessageId",
-            "partnerStatus", "partnerDetail")
+_TABLE = (
+    "{apiStatus:<9} {accountId:>7} {mobileNumber:<15} {messageId:<36} {partnerStatus:<9} {detail}"
+)
+_HEADER = {"apiStatus": "STATUS", "accountId": "ACCOUNT", "mobileNumber": "NUMBER",
+           "messageId": "MESSAGE ID", "partnerStatus": "PARTNER", "detail": "DETAIL / PARTNER ID"}
+
+
+def _row(result: dict[str, Any]) -> str:
+    values = {k: result.get(k, "") for k in _HEADER}
+    values["detail"] = result.get("partnerDetail") or result.get("partnerMessageId", "")
+    return _TABLE.format(**values)
 
 
 @main.command()
@@ -257,7 +266,7 @@ async def _reports(
         for key in keys:
             await queue.bind(exchange, routing_key=key)
         if not as_json:
-            click.echo("  ".join(f"{c:<14}" for c in _COLUMNS))
+            click.echo(_TABLE.format(**_HEADER))
         async with queue.iterator() as messages:
             while True:
                 try:
@@ -272,7 +281,7 @@ async def _reports(
                     if as_json:
                         click.echo(orjson.dumps(result).decode())
                     else:
-                        click.echo("  ".join(f"{result.get(c, '')!s:<14}" for c in _COLUMNS))
+                        click.echo(_row(result))
                     if not finals or result.get("apiStatus") != "OK":
                         seen += 1
                 if count and seen >= count:

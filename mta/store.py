@@ -389,12 +389,15 @@ class Store:
         pending, due, lease, held, outbox = await pipe.execute()
         return {"pending": pending, "due": due, "leased": lease, "held": held, "outbox": outbox}
 
-    async def pending_bytes(self) -> int:
-        """Memory of the pending hash plus the due and lease indexes (for ``mta bench``)."""
-        total = 0
+    async def pending_footprint(self) -> tuple[int, int]:
+        """(pending messages, bytes of the pending hash + due and lease indexes), read in one
+        MULTI so both describe the same moment (for ``mta bench``)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hlen(self.k_pending)
         for key in (self.k_pending, self.k_due, self.k_lease):
-            total += int(await self.r.memory_usage(key, samples=0) or 0)
-        return total
+            pipe.memory_usage(key, samples=0)
+        count, *sizes = await pipe.execute()
+        return int(count), sum(int(x or 0) for x in sizes)
 
     async def delete_all(self) -> None:
         """Remove every key of this prefix (tests and benchmarks clean up with it)."""

@@ -1,0 +1,42 @@
+# sms-mta: `make demo` and `make test` work on a fresh Debian/Ubuntu machine.
+# Both create .venv, install the project, and make sure RabbitMQ and Redis answer at
+# MTA_AMQP_URL / MTA_REDIS_URL (starting local ones when they do not).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck services bench clean
+
+$(STAMP): pyproject.toml
+	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
+	@echo "installing sms-mta and its dev tools into $(VENV) (log: $(VENV)/pip.log)"
+	@$(PY) -m pip install --upgrade pip >$(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@$(PY) -m pip install -e '.[dev]' >>$(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@touch $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mta adapters tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy mta adapters
+
+# pytest exits 5 when it collected no test; make fails on any non-zero exit, so does CI.
+test: $(STAMP) services lint typecheck
+	$(PY) -m pytest
+
+demo: $(STAMP) services
+	@scripts/demo.sh
+
+# A benchmark, not a test: prints figures and fails nobody's CI.
+BENCH_N ?= 200000
+BENCH_B ?= 100
+bench: $(STAMP) services
+	$(VENV)/bin/mta bench -n $(BENCH_N) -b $(BENCH_B)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,396 @@
+"""The ``mta`` command as users run it: help, adapters, accounts, publish and reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from mta.cli import main
+from mta.config import MASK, Settings
+from tests.conftest import Env, mta_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RESULT_KEYS = {
+    "messageId",
+    "mobileNumber",
+    "accountId",
+    "senderId",
+    "smsType",
+    "apiStatus",
+    "partnerMessageId",
+    "partnerStatus",
+    "partnerDetail",
+    "sendAt",
+    "smsOperator",
+    "smsMessageCount",
+}
+SIM_OPTIONS = {
+    "accept_ratio": ("float", 1.0),
+    "deliver_ratio": ("float", 0.95),
+    "report_delay_s": ("float", 2.0),
+    "latency_ms": ("float", 0.0),
+    "seed": ("str", ""),
+}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    """Run the command in-process (only for commands that never start an event loop)."""
+    clean = {k: None for k in os.environ if k.startswith("MTA_")}
+    result = CliRunner().invoke(main, list(args), env={**clean, **(env or {})})
+    return result
+
+
+def process_env(env: Env, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
+    base.update(
+        MTA_PREFIX=env.prefix,
+        MTA_ACCOUNTS=env.settings.accounts,
+        MTA_AMQP_URL=env.settings.amqp_url,
+        MTA_REDIS_URL=env.settings.redis_url,
+    )
+    base.update(extra)
+    return base
+
+
+async def run_mta(env: Env, *args: str, timeout: float = 20.0) -> tuple[int, str, str]:
+    """Run ``mta ARGS`` as a subprocess on this test's prefix; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *mta_command(*args),
+        env=process_env(env),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+# --- help -----------------------------------------------------------------------------------
+
+LISTED = [
+    "MTA_AMQP_URL",
+    "MTA_REDIS_URL",
+    "MTA_PREFIX",
+    "MTA_ACCOUNTS",
+    "MTA_TIMEZONE",
+    "MTA_POLL_FIRST_S",
+    "MTA_POLL_MAX_S",
+    "MTA_MAX_WAIT_S",
+]
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "reporter"])
+def test_help_lists_every_setting_variable(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    for name in LISTED:
+        assert name in result.output, f"{name} missing from mta {command} --help"
+    # Every Settings field has its MTA_* variable, as Settings' docstring promises.
+    for f in dataclasses.fields(Settings):
+        assert f"MTA_{f.name.upper()}" in result.output, f"MTA_{f.name.upper()} missing"
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    for command in ("run", "worker", "reporter", "publish", "reports", "accounts", "adapters"):
+        assert f"  {command} " in result.output, command
+    assert "MTA_" in result.output
+
+
+def test_settings_come_from_variables_and_bad_ones_are_usage_errors(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[[account]]\nid = 0\nname = "s"\nadapter = "simulator"\n')
+    result = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path)})
+    assert result.exit_code == 0, result.output
+    assert " s " in result.output and "simulator" in result.output
+    bad = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path), "MTA_TIMEZONE": "Mars/Base"})
+    assert bad.exit_code == 2 and "MTA_TIMEZONE" in bad.output
+
+
+# --- adapters ---------------------------------------------------------------------------------
+
+
+def test_adapters_lists_the_simulator_with_its_options() -> None:
+    result = cli("adapters")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("simulator: ") for line in lines), result.output
+    for name, (kind, default) in SIM_OPTIONS.items():
+        assert any(
+            line.strip().startswith(f"- {name}: {kind} (default {default!r})") for line in lines
+        ), f"option {name} not listed:\n{result.output}"
+
+
+def test_adapters_json_describes_the_simulator() -> None:
+    result = cli("adapters", "--json")
+    assert result.exit_code == 0, result.output
+    adapters = {a["name"]: a for a in orjson.loads(result.output)}
+    sim = adapters["simulator"]
+    assert sim["pattern"] == "batch" and sim["max_batch"] >= 1 and sim["max_concurrency"] >= 1
+    options = {o["name"]: o for o in sim["options"]}
+    assert set(options) == set(SIM_OPTIONS)
+    for name, (kind, default) in SIM_OPTIONS.items():
+        assert options[name]["type"] == kind and options[name]["default"] == default
+        assert options[name]["required"] is False and options[name]["secret"] is False
+        assert options[name]["description"]
+
+
+# --- accounts list ----------------------------------------------------------------------------
+
+SECRET = "Zq9-very-secret-VALUE-4242"
+
+
+def test_accounts_list_masks_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[[account]]\nid = 7\nname = "sim-main"\nadapter = "simulator"\ndefault = true\n'
+        'secret_key = "${SOME_SECRET}"\n[account.options]\nlatency_ms = 5\n'
+        '[[account]]\nid = 8\nname = "sim-off"\nadapter = "simulator"\nactive = false\n',
+        encoding="utf-8",
+    )
+    env = {"MTA_ACCOUNTS": str(path), "SOME_SECRET": SECRET}
+    text = cli("accounts", "list", env=env)
+    assert text.exit_code == 0, text.output
+    assert SECRET not in text.output and "Zq9" not in text.output
+    assert "sim-main" in text.output and "sim-off" in text.output
+    assert "inactive" in text.output and "default" in text.output
+    as_json = cli("accounts", "list", "--json", env=env)
+    assert as_json.exit_code == 0, as_json.output
+    assert SECRET not in as_json.output and "Zq9" not in as_json.output
+    rows = {r["name"]: r for r in orjson.loads(as_json.output)}
+    assert rows["sim-main"]["secret_key"] == MASK
+    assert rows["sim-off"]["secret_key"] == ""  # no secret: nothing to mask
+    assert rows["sim-main"]["id"] == 7 and rows["sim-main"]["default"] is True
+    assert rows["sim-off"]["active"] is False
+    assert rows["sim-main"]["options"]["latency_ms"] == 5.0
+
+
+def test_accounts_list_config_error_names_account_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[[account]]\nid = 1\nname = "broken"\nadapter = "simulator"\n'
+        '[account.options]\ndeliver_ratio = "most"\n'
+    )
+    result = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path)})
+    assert result.exit_code == 1
+    assert "'broken'" in result.output and "deliver_ratio" in result.output
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+
+def test_publish_rejects_a_file_that_is_not_a_batch(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text('{"msgs": []}')
+    result = cli("publish", str(path))
+    assert result.exit_code == 1 and "'messages'" in result.output
+    bad_csv = tmp_path / "b.csv"
+    bad_csv.write_text("905330000001,one\n905330000002\n")
+    result = cli("publish", str(bad_csv))
+    assert result.exit_code == 1 and "b.csv:2" in result.output
+
+
+async def test_publish_csv_in_batches(env: Env) -> None:
+    tail = await env.tail()
+    await env.start("worker", "reporter")
+    path = env.tmp / "messages.csv"
+    path.write_text(
+        "number,text,sender\n"
+        "905330000001,hello one,ACME\n"
+        '+90 533 000 00 02,"hello, two",\n'
+        "905330000003,three\n"
+        "# a comment line\n"
+        "905330000004,four,ACME\n"
+        "905330000005,five\n",
+        encoding="utf-8",
+    )
+    code, out, err = await run_mta(env, "publish", str(path), "--batch-size", "2")
+    assert code == 0, err
+    ids = out.split()
+    assert len(ids) == 3 and len(set(ids)) == 3, out
+    assert "published 5 message(s) in 3 batch(es)" in err
+    finals = await tail.wait_finals(5, timeout=15)
+    await asyncio.sleep(0.3)
+    assert len(tail.finals()) == 5 and len(tail.oks()) == 5
+    sizes = Counter(f["messageId"].rsplit(":", 1)[0] for f in finals)
+    assert set(sizes) == set(ids) and sorted(sizes.values()) == [1, 2, 2]
+    numbers = {f["mobileNumber"] for f in finals}
+    assert numbers == {f"90533000000{i}" for i in range(1, 6)}
+    assert {f["apiStatus"] for f in finals} == {"DELIVERED"}
+    # Batches keep the file's order: the first id carries rows 1-2, the last row 5.
+    by_id = {f["messageId"]: f["mobileNumber"] for f in finals}
+    assert by_id[f"{ids[0]}:1"] == "905330000002" and by_id[f"{ids[2]}:0"] == "905330000005"
+
+
+async def test_publish_csv_without_header_keeps_a_formatted_first_number(env: Env) -> None:
+    """A file with no header whose first number is written '+90 533 …' loses nothing."""
+    tail = await env.tail()
+    await env.start("worker", "reporter")
+    path = env.tmp / "noheader.csv"
+    path.write_text("+90 533 000 00 01,first\n905330000002,second\n", encoding="utf-8")
+    code, out, err = await run_mta(env, "publish", str(path))
+    assert code == 0, err
+    assert "published 2 message(s) in 1 batch(es)" in err, err
+    await tail.wait_finals(2, timeout=10)
+    assert {f["mobileNumber"] for f in tail.finals()} == {"905330000001", "905330000002"}
+
+
+async def test_publish_json_batch(env: Env) -> None:
+    tail = await env.tail()
+    await env.start("worker", "reporter")
+    path = env.tmp / "batch.json"
+    messages = [
+        {"mobileNumber": "905330000011", "text": "one", "smsType": "BULK|1-2-3-4", "accountId": 9},
+        {"mobileNumber": "+44 20 7946 0018", "text": "two", "senderId": 4},
+        {"mobileNumber": "12", "text": "invalid number"},
+    ]
+    path.write_bytes(orjson.dumps({"messages": messages}))
+    code, out, err = await run_mta(env, "publish", str(path), "--priority")
+    assert code == 0, err
+    (mid,) = out.split()
+    assert "published 3 message(s) in 1 batch(es)" in err and ".send.priority" in err
+    await tail.wait_finals(3, timeout=15)
+    finals = tail.by_id()
+    assert finals[f"{mid}:0"]["smsType"] == "BULK|1-2-3-4"
+    assert finals[f"{mid}:0"]["accountId"] == 9
+    assert finals[f"{mid}:1"]["mobileNumber"] == "442079460018"
+    assert finals[f"{mid}:1"]["senderId"] == 4
+    assert tail.by_id("FAIL")[f"{mid}:2"]["partnerDetail"].startswith("mobileNumber:")
+    assert {r["messageId"] for r in tail.oks()} == {f"{mid}:0", f"{mid}:1"}
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+class Reports:
+    """An ``mta reports`` subprocess whose stdout lines are collected as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode().rstrip("\n"))
+
+    @classmethod
+    async def start(cls, env: Env, *args: str) -> Reports:
+        proc = await asyncio.create_subprocess_exec(
+            *mta_command("reports", *args),
+            env=process_env(env),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
+
+    async def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+        await asyncio.wait_for(self.reader, 5)
+        assert self.proc.stderr is not None
+        return code, (await self.proc.stderr.read()).decode()
+
+    def docs(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines if line]
+
+
+async def probe_until_bound(env: Env, reports: Reports, timeout: float = 15.0) -> None:
+    """Publish OK probes on the report exchange until the tail prints one: its queue is bound."""
+    assert env.channel is not None
+    exchange = await env.channel.get_exchange(env.topology.reports_exchange)
+    body = orjson.dumps({"partnerPacketId": "", "results": [{"messageId": "probe:0",
+                                                             "apiStatus": "OK"}]})
+    deadline = time.monotonic() + timeout
+    while not any("probe:0" in line for line in reports.lines):
+        if reports.proc.returncode is not None or time.monotonic() > deadline:
+            raise AssertionError(f"mta reports never bound its queue; printed {reports.lines}")
+        await exchange.publish(aio_pika.Message(body), routing_key="0.OK")
+        await asyncio.sleep(0.2)
+
+
+async def test_reports_prints_results_as_json_lines(env: Env) -> None:
+    await env.start("worker", "reporter")
+    reports = await Reports.start(
+        env, "--json", "--finals", "--count", "3", "--idle-timeout", "10"
+    )
+    try:
+        await probe_until_bound(env, reports)
+        mid = await env.publish(
+            {
+                "messages": [
+                    {"mobileNumber": "905330000021", "text": "a", "smsType": "OTP|x-1"},
+                    {"mobileNumber": "905330000022", "text": "b", "accountId": 5},
+                    {"mobileNumber": "905330000023", "text": ""},
+                ]
+            }
+        )
+    finally:
+        code, err = await reports.finish(20)
+    assert code == 0, err
+    docs = [d for d in reports.docs() if d["messageId"] != "probe:0"]
+    expected = {f"{mid}:{i}" for i in range(3)}
+    finals = [d for d in docs if d["apiStatus"] != "OK"]
+    assert Counter(d["messageId"] for d in finals) == Counter(expected)
+    assert {d["messageId"] for d in docs if d["apiStatus"] == "OK"} <= expected - {f"{mid}:2"}
+    for doc in docs:
+        assert set(doc) == RESULT_KEYS, doc
+    by_id = {d["messageId"]: d for d in finals}
+    assert by_id[f"{mid}:0"]["apiStatus"] == "DELIVERED"
+    assert by_id[f"{mid}:0"]["smsType"] == "OTP|x-1"
+    assert by_id[f"{mid}:1"]["accountId"] == 5
+    assert by_id[f"{mid}:2"]["apiStatus"] == "FAIL"
+    assert by_id[f"{mid}:2"]["partnerDetail"].startswith("text:")
+
+
+async def test_reports_count_and_idle_timeout_end_the_tail(env: Env) -> None:
+    # --count without --finals counts every result, OKs included.
+    reports = await Reports.start(env, "--json", "--count", "2", "--idle-timeout", "10")
+    try:
+        with contextlib.suppress(AssertionError):
+            await probe_until_bound(env, reports)
+        await asyncio.sleep(0.2)
+        assert env.channel is not None
+        exchange = await env.channel.get_exchange(env.topology.reports_exchange)
+        body = orjson.dumps({"partnerPacketId": "", "results": [{"messageId": "probe:1",
+                                                                 "apiStatus": "OK"}]})
+        with contextlib.suppress(Exception):
+            await exchange.publish(aio_pika.Message(body), routing_key="0.OK")
+    finally:
+        code, err = await reports.finish(15)
+    assert code == 0, err
+    assert len(reports.docs()) == 2, reports.lines
+    # With nothing coming, --idle-timeout ends it, printing nothing.
+    started = time.monotonic()
+    idle = await Reports.start(env, "--json", "--idle-timeout", "1")
+    code, err = await idle.finish(15)
+    assert code == 0, err
+    assert idle.lines == []
+    assert time.monotonic() - started < 10
