@@ -148,8 +148,8 @@ def _csv_messages(path: Path) -> Iterator[dict[str, Any]]:
         for n, row in enumerate(csv.reader(handle), start=1):
             if not row or row[0].startswith("#"):
                 continue
-            if n == 1 and not row[0].lstrip("+").isdigit():
-                continue  # a header line
+            if n == 1 and not any(ch.isdigit() for ch in row[0]):
+                continue  # a header line (its first cell has no digit at all)
             if len(row) < 2:
                 raise click.ClickException(f"{path}:{n}: expected number,text[,sender]")
             message: dict[str, Any] = {"mobileNumber": row[0].strip(), "text": row[1]}

@@ -67,6 +67,12 @@ class Settings:
         for name in ("poll_first_s", "poll_max_s", "max_wait_s", "lease_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MTA_{name.upper()}: must be positive")
+        for name in (
+            "bulk_concurrency", "priority_concurrency", "report_batch", "report_concurrency",
+            "max_batch", "max_attempts",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
         if self.poll_max_s < self.poll_first_s:
             raise ConfigError("MTA_POLL_MAX_S: must not be below MTA_POLL_FIRST_S")
         self.tz  # noqa: B018 - fail early on an unknown zone
@@ -181,6 +187,8 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
     seen_names: set[str] = set()
     default: str | None = None
     for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: account #{n}: expected a table [[account]]")
         name = entry.get("name")
         where = f"{path}: account {name!r}" if isinstance(name, str) else f"{path}: account #{n}"
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
@@ -196,7 +204,7 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
         if name in seen_names:
             raise ConfigError(f"{where}: name: used by two accounts")
         adapter = entry.get("adapter")
-        if adapter not in metas:
+        if not isinstance(adapter, str) or adapter not in metas:
             raise ConfigError(
                 f"{where}: adapter: unknown adapter {adapter!r}; installed: "
                 f"{', '.join(sorted(metas)) or 'none'}"

@@ -179,7 +179,7 @@ def _as_int(raw: dict[str, Any], name: str) -> int:
         if value < 0:
             raise Invalid(f"{name}: must not be negative, got {value}")
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise Invalid(f"{name}: expected a non-negative integer, got {value!r}")
 
@@ -273,43 +273,55 @@ class Checked:
 
 
 def check_message(raw: Any, rules: Rules) -> Checked:
-    """Validate one raw message of a batch; raises :class:`Invalid` naming field and problem."""
-    if not isinstance(raw, dict):
+    """Validate one raw message of a batch; raises :class:`Invalid` naming field and problem.
+
+    Written for the hot path (every message goes through it): the common shapes — a digits-only
+    number, absent optional fields — are checked inline and the general helpers run only for
+    the rest.
+    """
+    if type(raw) is not dict:
         raise Invalid(f"message: expected an object, got {type(raw).__name__}")
-    number = normalise_number(raw.get("mobileNumber"), rules.strict_numbers)
-    body = raw.get("text")
-    if not isinstance(body, str) or not body:
+    get = raw.get
+    number = get("mobileNumber")
+    if not (
+        type(number) is str
+        and 7 <= len(number) <= 15
+        and number.isdigit()
+        and number.isascii()
+        and number[0] != "0"
+        and not rules.strict_numbers
+    ):
+        number = normalise_number(number, rules.strict_numbers)
+    body = get("text")
+    if type(body) is not str or not body:
         raise Invalid("text: required, a non-empty string")
     if len(body) > rules.max_text:
         raise Invalid(f"text: {len(body)} characters, the limit is {rules.max_text}")
-    strs = [_as_str(raw, name) if name in raw else "" for name in _STR_FIELDS]
-    _check_sender(strs[0])
-    start_s, start_at = _time(raw, "startTime", rules.tz)
-    expire_s, expire_at = _time(raw, "expireTime", rules.tz)
-    sms_type = _as_str(raw, "smsType") or SmsType.BULK.value
-    kind = sms_type.split("|", 1)[0].upper()
-    if kind not in _SMS_TYPES:
-        raise Invalid(f"smsType: {sms_type!r}, expected one of BULK, OTP, TCKN, TAXNO")
-    priority = raw.get("priority")
-    if isinstance(priority, bool):
-        priority = "yes" if priority else "no"
-    elif priority is None:
-        priority = ""
-    elif not isinstance(priority, str):
-        raise Invalid(f"priority: expected 'yes' or 'no', got {priority!r}")
+    sender = brand = recipient = mtype = start_s = expire_s = priority = ""
+    start_at = expire_at = None
+    sms_type = SmsType.BULK.value
+    account_id = sender_id = 0
+    if len(raw) > 2:  # anything beyond mobileNumber and text
+        strs = [_as_str(raw, name) if name in raw else "" for name in _STR_FIELDS]
+        sender, _, _, brand, recipient, mtype = strs
+        _check_sender(sender)
+        start_s, start_at = _time(raw, "startTime", rules.tz)
+        expire_s, expire_at = _time(raw, "expireTime", rules.tz)
+        sms_type = _as_str(raw, "smsType") or sms_type
+        if sms_type not in _SMS_TYPES and sms_type.split("|", 1)[0].upper() not in _SMS_TYPES:
+            raise Invalid(f"smsType: {sms_type!r}, expected one of BULK, OTP, TCKN, TAXNO")
+        given = get("priority")
+        if isinstance(given, bool):
+            priority = "yes" if given else "no"
+        elif isinstance(given, str):
+            priority = given
+        elif given is not None:
+            raise Invalid(f"priority: expected 'yes' or 'no', got {given!r}")
+        account_id = _as_int(raw, "accountId")
+        sender_id = _as_int(raw, "senderId")
     message = SmsMessage(
-        mobileNumber=number,
-        text=body,
-        sender=strs[0],
-        startTime=start_s,
-        expireTime=expire_s,
-        priority=priority,
-        smsType=sms_type,
-        brandCode=strs[3],
-        recipientType=strs[4],
-        messageType=strs[5],
-        accountId=_as_int(raw, "accountId"),
-        senderId=_as_int(raw, "senderId"),
+        number, body, sender, start_s, expire_s, priority, sms_type, brand, recipient, mtype,
+        account_id, sender_id,
     )
     return Checked(message, start_at, expire_at, smstext.segment_count(body))
 

@@ -168,6 +168,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def pack_pending(*fields: Any) -> bytes:
+    """Pack a pending record's fields, in :class:`Pending`'s order, as a short JSON array."""
+    return orjson.dumps(fields)
+
+
 @dataclass(slots=True)
 class Pending:
     """What the reporter needs of a submitted message; packed as a short JSON array."""

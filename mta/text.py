@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Final
@@ -191,8 +192,12 @@ def measure(text: str) -> Segments:
     return Segments(encoding, units, count)
 
 
+@functools.lru_cache(maxsize=4096)
 def segment_count(text: str) -> int:
-    """Number of SMS parts needed for *text* (0 for empty text)."""
+    """Number of SMS parts needed for *text* (0 for empty text).
+
+    Cached: bulk campaigns send one text to many numbers, so most calls are repeats.
+    """
     return measure(text).count
 
 

@@ -67,8 +67,8 @@ from mta.store import (
     MARK_INFLIGHT,
     MARK_RETRY,
     Outcome,
-    Pending,
     Store,
+    pack_pending,
 )
 from mta.topology import (
     HEADER_ATTEMPT,
@@ -90,6 +90,8 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, *PUBLISH_E
 #: Tries of a partner call in place, before its messages go to a delayed-retry queue.
 SEND_TRIES = 3
 HELD_BATCH = 100
+_OK = ApiStatus.OK
+_FINAL = frozenset(status for status in ApiStatus if status.final)
 
 
 def batch_id_of(message_id: str | None, body: bytes) -> str:
@@ -152,6 +154,8 @@ class Worker:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._loops: list[asyncio.Task[None]] = []
         self.stats: dict[str, int] = defaultdict(int)
+        self._max_wait_ms = int(settings.max_wait_s * 1000)
+        self._poll_first_ms = int(settings.poll_first_s * 1000)
 
     # --- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -429,49 +433,36 @@ class Worker:
         self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail))
 
     def _result(self, work: Pass, item: Item, result: SmsResult, account: str = "") -> None:
+        """Turn an adapter result into a report result; OK ones also get a pending record.
+
+        Runs for every message, so it avoids keyword calls and repeated arithmetic.
+        """
         msg = item.checked.message
+        message_id = item.message_id
         status = result.apiStatus
+        final = status in _FINAL
         report = ReportResult(
-            messageId=item.message_id,
-            mobileNumber=msg.mobileNumber,
-            accountId=msg.accountId,
-            senderId=msg.senderId,
-            smsType=msg.smsType,
-            apiStatus=status,
-            partnerMessageId=result.partnerMessageId,
-            partnerStatus=result.partnerStatus,
-            partnerDetail=result.partnerDetail,
-            sendAt=result.sendAt,
-            smsOperator=result.smsOperator,
-            smsMessageCount=result.smsMessageCount or item.checked.segments,
+            message_id, msg.mobileNumber, msg.accountId, msg.senderId, msg.smsType,
+            status if final else _OK, result.partnerMessageId, result.partnerStatus,
+            result.partnerDetail, result.sendAt or ("" if final else work.send_at),
+            result.smsOperator, result.smsMessageCount or item.checked.segments,
         )
-        work.mark(item.message_id, MARK_DONE)
-        if status.final:
+        work.mark(message_id, MARK_DONE)
+        if final:
             work.finals.append(report)
             return
         # OK (or WAITING): a final will follow, found by the reporter from the pending record.
-        report.apiStatus = ApiStatus.OK
-        report.sendAt = report.sendAt or work.send_at
         work.oks.append(report)
         now_ms = int(work.now * 1000)
-        deadline = now_ms + int(self.settings.max_wait_s * 1000)
+        deadline = now_ms + self._max_wait_ms
         if item.checked.expire_at is not None:
             deadline = min(deadline, int(item.checked.expire_at * 1000))
-        work.pending[item.message_id] = Pending(
-            account,
-            report.partnerMessageId,
-            msg.mobileNumber,
-            msg.accountId,
-            msg.senderId,
-            msg.smsType,
-            deadline,
-            now_ms,
-            report.smsMessageCount,
-            report.sendAt,
-            "",
+        work.pending[message_id] = pack_pending(
+            account, report.partnerMessageId, msg.mobileNumber, msg.accountId, msg.senderId,
+            msg.smsType, deadline, now_ms, report.smsMessageCount, report.sendAt, "",
             work.attempt + 1,
-        ).pack()
-        work.due[item.message_id] = min(now_ms + int(self.settings.poll_first_s * 1000), deadline)
+        )
+        work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
 
     # --- partner calls ------------------------------------------------------------------
     async def _submit(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:

@@ -248,7 +248,7 @@ async def test_publish_csv_without_header_keeps_a_formatted_first_number(env: En
     await env.start("worker", "reporter")
     path = env.tmp / "noheader.csv"
     path.write_text("+90 533 000 00 01,first\n905330000002,second\n", encoding="utf-8")
-    code, out, err = await run_mta(env, "publish", str(path))
+    code, _, err = await run_mta(env, "publish", str(path))
     assert code == 0, err
     assert "published 2 message(s) in 1 batch(es)" in err, err
     await tail.wait_finals(2, timeout=10)
@@ -326,8 +326,9 @@ async def probe_until_bound(env: Env, reports: Reports, timeout: float = 15.0) -
     """Publish OK probes on the report exchange until the tail prints one: its queue is bound."""
     assert env.channel is not None
     exchange = await env.channel.get_exchange(env.topology.reports_exchange)
-    body = orjson.dumps({"partnerPacketId": "", "results": [{"messageId": "probe:0",
-                                                             "apiStatus": "OK"}]})
+    body = orjson.dumps(
+        {"partnerPacketId": "", "results": [{"messageId": "probe:0", "apiStatus": "OK"}]}
+    )
     deadline = time.monotonic() + timeout
     while not any("probe:0" in line for line in reports.lines):
         if reports.proc.returncode is not None or time.monotonic() > deadline:
@@ -338,9 +339,7 @@ async def probe_until_bound(env: Env, reports: Reports, timeout: float = 15.0) -
 
 async def test_reports_prints_results_as_json_lines(env: Env) -> None:
     await env.start("worker", "reporter")
-    reports = await Reports.start(
-        env, "--json", "--finals", "--count", "3", "--idle-timeout", "10"
-    )
+    reports = await Reports.start(env, "--json", "--finals", "--count", "3", "--idle-timeout", "10")
     try:
         await probe_until_bound(env, reports)
         mid = await env.publish(
@@ -379,8 +378,9 @@ async def test_reports_count_and_idle_timeout_end_the_tail(env: Env) -> None:
         await asyncio.sleep(0.2)
         assert env.channel is not None
         exchange = await env.channel.get_exchange(env.topology.reports_exchange)
-        body = orjson.dumps({"partnerPacketId": "", "results": [{"messageId": "probe:1",
-                                                                 "apiStatus": "OK"}]})
+        body = orjson.dumps(
+            {"partnerPacketId": "", "results": [{"messageId": "probe:1", "apiStatus": "OK"}]}
+        )
         with contextlib.suppress(Exception):
             await exchange.publish(aio_pika.Message(body), routing_key="0.OK")
     finally:

@@ -1,4 +1,4 @@
-"""Operators' view: real ``mta`` processes killed, stopped and misconfigured, on the real brokers."""
+"""Operators' view: real ``mta`` processes killed, stopped and misconfigured (real brokers)."""
 
 from __future__ import annotations
 
@@ -101,9 +101,7 @@ async def procs(env: Env) -> AsyncIterator[list[Proc]]:
                 await p.reader
 
 
-async def spawn(
-    env: Env, procs: list[Proc], *args: str, ready: bool = True, **extra: str
-) -> Proc:
+async def spawn(env: Env, procs: list[Proc], *args: str, ready: bool = True, **extra: str) -> Proc:
     proc = await asyncio.create_subprocess_exec(
         *mta_command(*args),
         env=process_env(env, **extra),
@@ -129,7 +127,8 @@ async def outbox_message_ids(env: Env) -> set[str]:
         await store.close()
     ids: set[str] = set()
     for value in values:
-        _, _, body = value.partition(b"\n")
+        raw = value if isinstance(value, bytes) else value.encode()
+        _, _, body = raw.partition(b"\n")
         ids.update(r["messageId"] for r in orjson.loads(body)["results"])
     return ids
 
