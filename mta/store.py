@@ -4,8 +4,10 @@ All keys of one prefix share the hash tag ``{<prefix>}``, so every script and MU
 Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 
 ``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight, ``o`` outcome recorded,
-                            ``h`` held for its startTime, ``r`` handed to a delayed-retry queue.
-                            Expires ``dedup_ttl_s`` after the batch's last touch.
+                            ``h`` held for its startTime, ``r`` handed to a delayed-retry queue;
+                            field ``*`` stands for every index without a field of its own, so
+                            a batch handled in one pass costs one or two fields, not hundreds.
+                            Expires ``DEDUP_TTL_S`` after the batch's last touch.
 ``P:pending``       hash  messageId → packed record (:class:`Pending`) while a final is awaited.
 ``P:due``           zset  messageId → next poll (epoch ms). Reporters claim from its head only,
                             so polling cost grows with due messages, never with all pending.
@@ -45,15 +47,29 @@ MARK_RETRY = "r"
 OUTBOX_GRACE_MS = 30_000
 DEDUP_TTL_S = 3600
 
-# KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3..] indexes.
-# Marks every free index in flight and returns, per index, '' (taken) or the marker that stops it.
+# KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3] 'n' then
+# ARGV[4] = the batch size (every index of a batch), or 'i' then ARGV[4..] = indexes.
+# Marks every free index in flight; returns, per index, '' (taken) or the marker that stops it.
+# A batch never seen before (no markers at all) costs one field: '*' = 'i' stands for every
+# index, and the script returns {} ("all yours"). Per-index fields override '*'.
 _BEGIN = """
 local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[3] == 'n' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('HSET', KEYS[1], '*', 'i')
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    return {}
+  end
+  for i = 0, tonumber(ARGV[4]) - 1 do fields[#fields + 1] = tostring(i) end
+else
+  for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+end
+local star = redis.call('HGET', KEYS[1], '*')
 local current = redis.call('HMGET', KEYS[1], unpack(fields))
 local out, take = {}, {}
 local accept = ARGV[2]
 for i, v in ipairs(current) do
+  v = v or star
   if (not v) or (accept ~= '' and string.find(accept, v, 1, true)) then
     out[i] = ''
     take[#take + 1] = fields[i]
@@ -94,25 +110,34 @@ _FINISH = """
 local token = tonumber(ARGV[1])
 local nf = tonumber(ARGV[3])
 local lost = {}
-for i = 4, 3 + nf do
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if (not s) or tonumber(s) ~= token then lost[#lost + 1] = ARGV[i] end
-end
-if #lost > 0 then return lost end
 if nf > 0 then
   local finals = {}
   for i = 4, 3 + nf do finals[#finals + 1] = ARGV[i] end
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(finals))
+  for i, s in ipairs(scores) do
+    if (not s) or tonumber(s) ~= token then lost[#lost + 1] = finals[i] end
+  end
+  if #lost > 0 then return lost end
   redis.call('ZREM', KEYS[1], unpack(finals))
   redis.call('HDEL', KEYS[3], unpack(finals))
 end
 local base = 4 + nf
 local nw = tonumber(ARGV[base])
-for j = 0, nw - 1 do
-  local id = ARGV[base + 1 + 2 * j]
-  local s = redis.call('ZSCORE', KEYS[1], id)
-  if s and tonumber(s) == token then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZADD', KEYS[2], ARGV[base + 2 + 2 * j], id)
+if nw > 0 then
+  local waits = {}
+  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 2 * j] end
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(waits))
+  local again, mine = {}, {}
+  for j, s in ipairs(scores) do
+    if s and tonumber(s) == token then
+      mine[#mine + 1] = waits[j]
+      again[#again + 1] = ARGV[base + 2 + 2 * (j - 1)]
+      again[#again + 1] = waits[j]
+    end
+  end
+  if #mine > 0 then
+    redis.call('ZREM', KEYS[1], unpack(mine))
+    redis.call('ZADD', KEYS[2], unpack(again))
   end
 end
 for k = base + 1 + 2 * nw, #ARGV, 2 do
@@ -269,12 +294,24 @@ class Store:
 
     # --- worker -------------------------------------------------------------------------
     async def begin(
-        self, batch_id: str, indexes: Sequence[str], accept: str = "", ttl_s: int = DEDUP_TTL_S
-    ) -> list[str]:
-        """Mark free messages of a batch in flight; per index '' (ours) or the blocking marker."""
-        if not indexes:
+        self, batch_id: str, indexes: Sequence[str] | int, accept: str = "",
+        ttl_s: int = DEDUP_TTL_S,
+    ) -> list[str] | None:
+        """Mark free messages of a batch in flight.
+
+        ``indexes`` is either the batch size (every index) or a list of indexes. Returns, per
+        index, '' (ours now) or the marker that stops it; ``None`` when the whole batch was new
+        (all ours, recorded as the single field ``*``).
+        """
+        key = [self.markers_key(batch_id)]
+        if isinstance(indexes, int):
+            out = await self._begin(keys=key, args=[ttl_s, accept, "n", indexes])
+            if not out:
+                return None
+        elif not indexes:
             return []
-        out = await self._begin(keys=[self.markers_key(batch_id)], args=[ttl_s, accept, *indexes])
+        else:
+            out = await self._begin(keys=key, args=[ttl_s, accept, "i", *indexes])
         return [v.decode() if isinstance(v, bytes) else str(v) for v in out]
 
     async def record(self, outcome: Outcome) -> None:

@@ -128,6 +128,8 @@ class Pass:
     held: dict[str, int] = field(default_factory=dict)
     held_data: dict[str, bytes] = field(default_factory=dict)
     retry: list[Item] = field(default_factory=list)
+    size: int = 0  # messages in the AMQP message
+    whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
 
     def mark(self, message_id: str, marker: str) -> None:
         batch, index = message_id.rsplit(":", 1)
@@ -287,19 +289,22 @@ class Worker:
             await self._dead(message, str(exc))
             return
         headers = message.headers or {}
-        ids = self._message_ids(batch_id, raws, headers.get(HEADER_IDS))
-        if ids is None:
+        header_ids = headers.get(HEADER_IDS)
+        given = None if header_ids is None else self._header_ids(raws, header_ids)
+        if header_ids is not None and given is None:
             await self._dead(message, f"header {HEADER_IDS} does not match the messages")
             return
+        ids = given if given is not None else [f"{batch_id}:{i}" for i in range(len(raws))]
         raw_attempt = headers.get(HEADER_ATTEMPT, 0)
         attempt = raw_attempt if isinstance(raw_attempt, int) else 0
         released = bool(headers.get(HEADER_RELEASED))
         accept = (MARK_HELD if released else "") + (
             MARK_RETRY if attempt else ""
         )
-        states = await self._infra("begin", lambda: self._begin(ids, accept))
         now = time.time()
-        work = Pass(batch_id, lane, attempt, now, format_time(now, self.tz), released)
+        send_at = format_time(now, self.tz)
+        work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
+        states = await self._infra("begin", lambda: self._begin(work, given, len(raws), accept))
         groups = self._classify(work, raws, ids, states)
         if len(groups) == 1:
             [(runtime, items)] = groups.items()
@@ -309,19 +314,23 @@ class Worker:
         await self._finish(work, message)
 
     @staticmethod
-    def _message_ids(batch_id: str, raws: list[Any], header: Any) -> list[str] | None:
-        if header is None:
-            return [f"{batch_id}:{i}" for i in range(len(raws))]
-        if (
-            not isinstance(header, list)
-            or len(header) != len(raws)
-            or not all(isinstance(x, str) and ":" in x for x in header)
-        ):
+    def _header_ids(raws: list[Any], header: Any) -> list[str] | None:
+        """Message ids carried by an internal batch (retry, released), or None if malformed."""
+        if not isinstance(header, list) or len(header) != len(raws):
             return None
-        return [x.decode() if isinstance(x, bytes) else x for x in header]
+        ids = [x.decode() if isinstance(x, bytes) else x for x in header]
+        if not all(isinstance(x, str) and ":" in x for x in ids):
+            return None
+        return ids
 
-    async def _begin(self, ids: list[str], accept: str) -> list[str]:
-        """Mark messages in flight (one Lua call per originating batch, usually one)."""
+    async def _begin(self, work: Pass, ids: list[str] | None, size: int, accept: str) -> list[str]:
+        """Mark messages in flight: one Lua call per originating batch (usually exactly one)."""
+        if ids is None:  # a batch from upstream: every index of this batch
+            got = await self.store.begin(work.batch_id, size, accept)
+            if got is None:
+                work.whole.add(work.batch_id)
+                return [""] * size
+            return got
         by_batch: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for n, message_id in enumerate(ids):
             batch, index = message_id.rsplit(":", 1)
@@ -329,6 +338,7 @@ class Worker:
         states = [""] * len(ids)
         for batch, members in by_batch.items():
             got = await self.store.begin(batch, [index for _, index in members], accept)
+            assert got is not None
             for (n, _), state in zip(members, got, strict=True):
                 states[n] = state
         return states
@@ -580,7 +590,7 @@ class Worker:
             f"w:{token}:{n}": outbox.entry(key, body) for n, (key, body) in enumerate(reports)
         }
         outcome = Outcome(
-            markers=work.markers,
+            markers=self._compact_markers(work),
             pending=work.pending,
             due=work.due,
             held=work.held,
@@ -596,6 +606,18 @@ class Worker:
         self.stats["batches"] += 1
         self.stats["oks"] += len(work.oks)
         self.stats["finals"] += len(work.finals)
+
+    @staticmethod
+    def _compact_markers(work: Pass) -> dict[str, dict[str, str]]:
+        """A batch begun whole and fully decided in this pass: '*' = done, plus the exceptions."""
+        markers = work.markers
+        for batch in work.whole:
+            fields = markers.get(batch)
+            if fields is not None and len(fields) == work.size:
+                compact = {i: m for i, m in fields.items() if m != MARK_DONE}
+                compact["*"] = MARK_DONE
+                markers[batch] = compact
+        return markers
 
     def _reports(self, work: Pass) -> list[tuple[str, bytes]]:
         """Group results by (accountId, apiStatus): one report message per group."""

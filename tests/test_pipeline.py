@@ -151,15 +151,19 @@ async def test_inflight_policy_resubmit_and_fail(env: Env) -> None:
     # A worker died with messages 0 and 1 of batch "crashed" in flight.
     await store.begin("crashed", ["0", "1"])
     await store.begin("crashed2", ["0"])
+    await store.begin("crashed3", 2)  # died with a whole batch in flight
     service = await env.start("worker", "reporter")
     await env.publish(batch(3), message_id="crashed")
     await tail.wait_finals(3)
     assert service.worker is not None and service.worker.stats["resubmitted"] == 2
     assert len(tail.oks()) == 3
+    await env.publish(batch(2, start=20), message_id="crashed3")
+    await tail.wait_finals(5)
+    assert service.worker.stats["resubmitted"] == 4
     await env.stop(service)
     await env.start("worker", "reporter", inflight_policy="fail")
     await env.publish(batch(2, start=10), message_id="crashed2")
-    await tail.wait_finals(5)
+    await tail.wait_finals(7)
     unknown = tail.by_id("FAIL")["crashed2:0"]
     assert unknown["partnerStatus"] == "UNKNOWN" and "outcome unknown" in unknown["partnerDetail"]
     assert "crashed2:1" in tail.by_id("DELIVERED")
@@ -372,6 +376,13 @@ async def test_begin_marks_and_reports_blocking_markers(env: Env) -> None:
     assert await store.begin("b", ["0", "1", "2"]) == [MARK_INFLIGHT, MARK_INFLIGHT, ""]
     await store.r.hset(store.markers_key("b"), "0", "h")
     assert await store.begin("b", ["0"], accept="h") == [""]
+    # A batch seen whole for the first time costs one field, '*'.
+    assert await store.begin("w", 3) is None
+    assert await store.r.hgetall(store.markers_key("w")) == {b"*": b"i"}
+    assert await store.begin("w", 3) == [MARK_INFLIGHT] * 3
+    await store.r.hset(store.markers_key("w"), mapping={"*": "o", "1": "h"})
+    assert await store.begin("w", 3, accept="h") == ["o", "", "o"]
+    assert await store.begin("w", ["1", "2"]) == [MARK_INFLIGHT, "o"]
     assert await store.r.ttl(store.markers_key("b")) > 0
     await store.close()
 
