@@ -26,6 +26,7 @@ from mta.contract import (
 )
 
 _SCALE = float(1 << 32)
+_OK = ApiStatus.OK
 
 
 def _draw(seed: int, key: str) -> float:
@@ -82,17 +83,13 @@ class SimulatorAdapter:
         now_ms = int(time.time() * 1000)
         results = []
         seed, accept = self.seed, self.accept_ratio
+        prefix, suffix, ids = f"sim-{self._run}-", f"-{now_ms:x}", self._ids
         for message in request.messages:
             key = f"{message.mobileNumber}|{message.text}"
             if accept >= 1.0 or (accept > 0.0 and _draw(seed, "accept|" + key) < accept):
-                fate = "d" if self._fate(key) else "f"
-                results.append(
-                    SmsResult(
-                        partnerMessageId=f"sim-{self._run}-{next(self._ids):x}-{fate}-{now_ms:x}",
-                        partnerStatus="ACCEPTED",
-                        apiStatus=ApiStatus.OK,
-                    )
-                )
+                fate = "-d" if self._fate(key) else "-f"
+                pid = f"{prefix}{next(ids):x}{fate}{suffix}"
+                results.append(SmsResult(pid, "ACCEPTED", "", _OK))
             else:
                 results.append(
                     SmsResult(

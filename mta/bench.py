@@ -55,6 +55,7 @@ class BenchConfig:
     workers: int = 1
     reporters: int = 1
     window: int = 64
+    rate: float = 0.0  # messages/s to publish at; 0 = as fast as confirms allow
     stall_s: float = 60.0
 
 
@@ -244,8 +245,13 @@ async def _measure(
     sent = 0
     n = 0
     while sent < total:
+        if config.rate > 0:  # paced: latencies then measure the pipeline, not the backlog
+            ahead = sent / config.rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
         bodies = []
-        for _ in range(config.window):
+        window = config.window if config.rate <= 0 else max(1, int(config.rate / config.batch / 50))
+        for _ in range(window):
             if sent >= total:
                 break
             messages = [{"mobileNumber": f"9053{(sent + i) % 10**8:08d}", "text": "bench message"}
@@ -280,7 +286,8 @@ async def _measure(
     lines = [
         f"mta bench: {total:,} messages in batches of {config.batch}, "
         f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
-        f"report delay {config.report_delay_s:g} s",
+        f"report delay {config.report_delay_s:g} s"
+        + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced"),
         f"  publish (confirms)       {total / (published - started):>10,.0f} msg/s",
         f"  into the adapter (OK)    {oks / max(1e-9, follow.last_ok - started):>10,.0f} msg/s"
         f"   ({oks:,} OK)",

@@ -359,9 +359,12 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
               help="Simulator: when the final state is known.")
 @click.option("--workers", default=1, show_default=True, help="Worker processes.")
 @click.option("--reporters", default=1, show_default=True, help="Reporter processes.")
+@click.option("--rate", default=0.0, show_default=True,
+              help="Publish at this many messages/s (0 = as fast as possible); paced runs "
+                   "measure latency without a backlog.")
 def bench(
     settings: Settings, total: int, batch: int, report_delay_s: float, workers: int,
-    reporters: int,
+    reporters: int, rate: float,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
 
@@ -373,7 +376,7 @@ def bench(
 
     _logging(False)
     config = BenchConfig(total=total, batch=batch, report_delay_s=report_delay_s,
-                         workers=workers, reporters=reporters)
+                         workers=workers, reporters=reporters, rate=rate)
     report = _run(run_bench(settings, config))
     click.echo(report)
 

@@ -158,6 +158,7 @@ class Rules:
 _STR_FIELDS = ("sender", "startTime", "expireTime", "brandCode", "recipientType", "messageType")
 _NUMBER_JUNK = str.maketrans("", "", " -().")
 _SMS_TYPES = frozenset(t.value for t in SmsType)
+_BULK = SmsType.BULK.value
 
 
 def _as_str(raw: dict[str, Any], name: str) -> str:
@@ -299,7 +300,7 @@ def check_message(raw: Any, rules: Rules) -> Checked:
         raise Invalid(f"text: {len(body)} characters, the limit is {rules.max_text}")
     sender = brand = recipient = mtype = start_s = expire_s = priority = ""
     start_at = expire_at = None
-    sms_type = SmsType.BULK.value
+    sms_type = _BULK
     account_id = sender_id = 0
     if len(raw) > 2:  # anything beyond mobileNumber and text
         strs = [_as_str(raw, name) if name in raw else "" for name in _STR_FIELDS]
