@@ -351,6 +351,63 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
 
 @main.command()
 @settings_options
+@click.option("--vhost", default="/", show_default=True, help="Virtual host of the definitions.")
+def topology(settings: Settings, vhost: str) -> None:
+    """Print the RabbitMQ topology as a definitions document (rabbitmqctl import_definitions).
+
+    Every process declares the same topology at start; this is for brokers that are
+    provisioned ahead (deploy/rabbitmq/definitions.json is this output for prefix mta).
+    """
+    from mta.topology import Topology
+
+    doc = Topology(settings.prefix).definitions(vhost)
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@main.command()
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+def status(settings: Settings, as_json: bool) -> None:
+    """Queue depths and Redis state: pending, due now, held, outbox."""
+    _run(_status(settings, as_json))
+
+
+async def _status(settings: Settings, as_json: bool) -> None:
+    import aio_pika
+
+    from mta.store import Store
+    from mta.topology import Topology
+
+    topology = Topology(settings.prefix)
+    store = Store.connect(settings.redis_url, settings.prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    queues: dict[str, int | None] = {}
+    try:
+        for name, _ in topology.queues():
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                queues[name] = queue.declaration_result.message_count
+            except aio_pika.exceptions.ChannelClosed:
+                queues[name] = None  # not declared yet
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        redis_state = await store.counts()
+    finally:
+        await connection.close()
+        await store.close()
+    if as_json:
+        click.echo(orjson.dumps({"queues": queues, "redis": redis_state}).decode())
+        return
+    for name, count in queues.items():
+        click.echo(f"{name:<40} {'not declared' if count is None else count:>12}")
+    for name, count in redis_state.items():
+        click.echo(f"{'redis ' + name:<40} {count:>12}")
+
+
+@main.command()
+@settings_options
 @click.option("-n", "--messages", "total", default=100_000, show_default=True,
               help="Messages to publish.")
 @click.option("-b", "--batch", "batch", default=100, show_default=True,

@@ -65,56 +65,104 @@ class Topology:
     def report_key(account_id: int, api_status: str) -> str:
         return f"{account_id}.{api_status}"
 
-    def queue_names(self) -> list[str]:
-        names = [self.send_queue(lane) for lane in LANES]
-        names += [self.retry_queue(lane, d) for lane in LANES for d in RETRY_TIERS_S]
-        return [*names, self.dead_queue]
+    def exchanges(self) -> list[tuple[str, str]]:
+        """(name, type) of every exchange."""
+        return [
+            (self.send_exchange, "direct"),
+            (self.dead_exchange, "fanout"),
+            (self.reports_exchange, "topic"),
+        ]
 
-    def exchange_names(self) -> list[str]:
-        return [self.send_exchange, self.dead_exchange, self.reports_exchange]
-
-    def _send_queue_args(self) -> dict[str, Any]:
-        return {
+    def queues(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, arguments) of every queue; all are durable quorum queues."""
+        send_args = {
             "x-queue-type": "quorum",
             "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": self.dead_exchange,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
+        out: list[tuple[str, dict[str, Any]]] = [(self.dead_queue, {"x-queue-type": "quorum"})]
+        for lane in LANES:
+            out.append((self.send_queue(lane), dict(send_args)))
+            for delay_s in RETRY_TIERS_S:
+                out.append(
+                    (
+                        self.retry_queue(lane, delay_s),
+                        {
+                            "x-queue-type": "quorum",
+                            "x-message-ttl": delay_s * 1000,
+                            "x-dead-letter-exchange": self.send_exchange,
+                            "x-dead-letter-routing-key": lane,
+                            "x-dead-letter-strategy": "at-least-once",
+                            "x-overflow": "reject-publish",
+                        },
+                    )
+                )
+        return out
+
+    def bindings(self) -> list[tuple[str, str, str]]:
+        """(exchange, queue, routing key) of every binding we own."""
+        out = [(self.dead_exchange, self.dead_queue, "")]
+        out += [(self.send_exchange, self.send_queue(lane), lane) for lane in LANES]
+        return out
+
+    def definitions(self, vhost: str = "/") -> dict[str, Any]:
+        """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``
+        or the management plugin's ``load_definitions``)."""
+        return {
+            "exchanges": [
+                {
+                    "name": name,
+                    "vhost": vhost,
+                    "type": kind,
+                    "durable": True,
+                    "auto_delete": False,
+                    "internal": False,
+                    "arguments": {},
+                }
+                for name, kind in self.exchanges()
+            ],
+            "queues": [
+                {
+                    "name": name,
+                    "vhost": vhost,
+                    "durable": True,
+                    "auto_delete": False,
+                    "arguments": args,
+                }
+                for name, args in self.queues()
+            ],
+            "bindings": [
+                {
+                    "source": exchange,
+                    "vhost": vhost,
+                    "destination": queue,
+                    "destination_type": "queue",
+                    "routing_key": key,
+                    "arguments": {},
+                }
+                for exchange, queue, key in self.bindings()
+            ],
+        }
 
     async def declare(self, channel: AbstractChannel) -> dict[str, AbstractExchange]:
         """Declare everything (idempotent); returns the exchanges by name."""
-        durable = aio_pika.ExchangeType
-        send = await channel.declare_exchange(self.send_exchange, durable.DIRECT, durable=True)
-        dead = await channel.declare_exchange(self.dead_exchange, durable.FANOUT, durable=True)
-        reports = await channel.declare_exchange(self.reports_exchange, durable.TOPIC, durable=True)
-        dead_q = await channel.declare_queue(
-            self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead_q.bind(dead, routing_key="")
-        for lane in LANES:
-            queue = await channel.declare_queue(
-                self.send_queue(lane), durable=True, arguments=self._send_queue_args()
-            )
-            await queue.bind(send, routing_key=lane)
-            for delay_s in RETRY_TIERS_S:
-                await channel.declare_queue(
-                    self.retry_queue(lane, delay_s),
-                    durable=True,
-                    arguments={
-                        "x-queue-type": "quorum",
-                        "x-message-ttl": delay_s * 1000,
-                        "x-dead-letter-exchange": self.send_exchange,
-                        "x-dead-letter-routing-key": lane,
-                        "x-dead-letter-strategy": "at-least-once",
-                        "x-overflow": "reject-publish",
-                    },
-                )
-        return {e.name: e for e in (send, dead, reports)}
+        declared = {
+            name: await channel.declare_exchange(name, aio_pika.ExchangeType(kind), durable=True)
+            for name, kind in self.exchanges()
+        }
+        queues = {
+            name: await channel.declare_queue(name, durable=True, arguments=args)
+            for name, args in self.queues()
+        }
+        for exchange, queue, key in self.bindings():
+            await queues[queue].bind(declared[exchange], routing_key=key)
+        return declared
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Remove everything under this prefix (tests and ``mta bench`` clean up with it)."""
-        for name in self.queue_names():
+        for name, _ in self.queues():
             await channel.queue_delete(name)
-        for name in self.exchange_names():
+        for name, _ in self.exchanges():
             await channel.exchange_delete(name)
