@@ -51,8 +51,8 @@ class Settings:
     max_attempts: int = 8
     bulk_concurrency: int = 16
     priority_concurrency: int = 8
-    report_batch: int = 500
-    report_concurrency: int = 4
+    report_batch: int = 1000
+    report_concurrency: int = 2
     lease_s: float = 60.0
     shutdown_grace_s: float = 30.0
 
