@@ -10,6 +10,14 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from mta.contract import SmsReportRequest, SmsResponse, SmsSendRequest
 
 
+class ReceiptMode(enum.StrEnum):
+    """How an adapter learns final states: by polling (Report), by pushes, or both."""
+
+    PULL = "pull"
+    PUSH = "push"
+    BOTH = "both"
+
+
 class SendPattern(enum.StrEnum):
     """How the worker calls Send: whole batches, or one message per call in a bounded loop."""
 
@@ -40,6 +48,7 @@ class AdapterMeta:
     pattern: SendPattern = SendPattern.BATCH
     max_batch: int = 100
     max_concurrency: int = 8
+    receipts: ReceiptMode = ReceiptMode.PULL
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, name: str) -> OptionSpec | None:
@@ -56,6 +65,7 @@ class AdapterMeta:
             "pattern": self.pattern.value,
             "max_batch": self.max_batch,
             "max_concurrency": self.max_concurrency,
+            "receipts": self.receipts.value,
             "options": [
                 {
                     "name": o.name,
@@ -68,6 +78,35 @@ class AdapterMeta:
                 for o in self.options
             ],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterContext:
+    """Who an adapter instance serves; given to constructors that take a second argument."""
+
+    account_name: str
+    account_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A partner's HTTP call to ``/webhooks/<account name>``, as the adapter needs it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    form: Mapping[str, str]
+
+
+class WebhookError(Exception):
+    """A webhook call is refused (bad signature, malformed body): HTTP ``status`` + reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
 class AdapterError(Exception):
@@ -94,13 +133,24 @@ class PermanentError(AdapterError):
     """Retrying cannot help: FAIL the messages of the call with the partner's detail."""
 
 
+class AuthError(PermanentError):
+    """The partner refused our credentials (Login NOK; messages FAIL until fixed)."""
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """A partner adapter. One instance per configured account, built from the account's options.
 
     The constructor takes the account's resolved options (``Mapping[str, Any]``, already
-    checked against ``meta.options``). ``login`` is called before anything else; ``False`` means
-    NOK and nothing else is called. ``send`` answers ``results[i]`` for ``messages[i]``.
+    checked against ``meta.options``) and, when it declares a second parameter, an
+    :class:`AdapterContext`. ``login`` is called before anything else; ``False`` means NOK and
+    nothing else is called. ``send`` answers ``results[i]`` for ``messages[i]``; ``report``
+    answers for the partner ids it knows (any order; ids it leaves out stay WAITING).
+
+    Optional members: ``test_connection``, ``test_credentials``, ``test_proxy`` (each
+    ``async () -> bool``), and for partners that push receipts (``meta.receipts`` push or both)
+    ``async webhook(request: WebhookRequest) -> list[SmsResult]``: the receipts in one partner
+    call (``partnerMessageId`` + ``apiStatus``), raising :class:`WebhookError` to refuse it.
     """
 
     meta: ClassVar[AdapterMeta]

@@ -118,6 +118,17 @@ class ReportResult:
     smsMessageCount: int = 0
 
 
+def pack_result(result: SmsResult) -> bytes:
+    """A partner result as stored (pushed receipts); :func:`unpack_result` reads it back."""
+    return orjson.dumps(result)
+
+
+def unpack_result(raw: bytes) -> SmsResult:
+    doc = orjson.loads(raw)
+    doc["apiStatus"] = ApiStatus(doc["apiStatus"])
+    return SmsResult(**doc)
+
+
 def encode_report(partner_packet_id: str, results: list[ReportResult]) -> bytes:
     """Encode one report-exchange body (all results of one accountId and one apiStatus)."""
     return orjson.dumps({"partnerPacketId": partner_packet_id, "results": results})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from mta.adapter import Adapter, AdapterError, AdapterMeta, TransientError
+from mta.adapter import Adapter, AdapterContext, AdapterError, AdapterMeta, TransientError
 from mta.config import Account, ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,22 @@ def discover() -> dict[str, type[Adapter]]:
             continue
         found[ep.name] = cls
     return found
+
+
+def build_adapter(cls: type[Adapter], account: Account) -> Adapter:
+    """One adapter instance for an account: ``cls(options)`` or ``cls(options, context)``."""
+    try:
+        params = [
+            p
+            for p in inspect.signature(cls).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    factory: Any = cls
+    if len(params) >= 2:
+        return factory(account.options, AdapterContext(account.name, account.id))  # type: ignore[no-any-return]
+    return factory(account.options)  # type: ignore[no-any-return]
 
 
 class State:
@@ -112,7 +129,7 @@ class Registry:
             cls = classes.get(account.adapter)
             if cls is None:
                 raise ConfigError(f"account {account.name!r}: adapter {account.adapter!r} missing")
-            adapter: Any = cls(account.options)  # type: ignore[call-arg]
+            adapter = build_adapter(cls, account)
             runtime = AccountRuntime(account, adapter)
             self.by_name[account.name] = runtime
             self.by_id[account.id] = runtime

@@ -23,12 +23,20 @@ import logging
 import os
 import time
 from collections import defaultdict
+from typing import Any
 
 from mta import outbox
-from mta.adapter import SendPattern
+from mta.adapter import ReceiptMode, SendPattern
 from mta.broker import Broker
 from mta.config import Settings
-from mta.contract import ApiStatus, ReportResult, SmsReportRequest, SmsResult, encode_report
+from mta.contract import (
+    ApiStatus,
+    ReportResult,
+    SmsReportRequest,
+    SmsResult,
+    encode_report,
+    unpack_result,
+)
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import Claim, Pending, Store
 
@@ -161,8 +169,20 @@ class Reporter:
             for mid in lost:
                 finals.pop(mid, None)
         await outbox.publish(self.store, self.broker, entries)
+        await self._drop_receipts(records, finals)
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
+
+    async def _drop_receipts(self, records: dict[str, Pending], finals: dict[str, Any]) -> None:
+        """Pushed receipts that produced a final are spent (their TTL covers any left over)."""
+        spent: dict[str, list[str]] = defaultdict(list)
+        for mid in finals:
+            record = records[mid]
+            runtime = self.registry.by_name.get(record.account)
+            if runtime is not None and runtime.meta.receipts != ReceiptMode.PULL:
+                spent[record.account].append(record.partner_id)
+        for account, partner_ids in spent.items():
+            await self.store.drop_receipts(account, partner_ids)
 
     async def _ask(self, name: str, partner_ids: list[str], answers: dict[str, SmsResult]) -> None:
         """Ask one account's adapter about its messages; silence leaves them WAITING."""
@@ -170,9 +190,19 @@ class Reporter:
         if runtime is None:
             log.error("pending messages of account %r, which is no longer configured", name)
             return
+        meta = runtime.meta
+        if meta.receipts != ReceiptMode.PULL:
+            pushed = await self.store.receipts(name, partner_ids)
+            prefix = name + "\x00"
+            for pid, raw in pushed.items():
+                answers[prefix + pid] = unpack_result(raw)
+            if meta.receipts == ReceiptMode.PUSH:
+                return  # the partner only pushes: the others stay WAITING until it does
+            partner_ids = [pid for pid in partner_ids if pid not in pushed]
+            if not partner_ids:
+                return
         if await runtime.ensure_login() != State.READY:
             return
-        meta = runtime.meta
         size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
         chunks = [partner_ids[i : i + size] for i in range(0, len(partner_ids), size)]
         await asyncio.gather(*(self._ask_chunk(runtime, chunk, answers) for chunk in chunks))

@@ -14,6 +14,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:lease``         zset  messageId → lease token (epoch µs of lease end, random low digits).
                             Claimed messages live here; an expired lease goes back to ``due``.
 ``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
+``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
+                            deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
 ``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
                             was published; ``P:outbox:due`` (zset) when a recovery may publish it
                             if its writer died. Deleted once the broker confirmed it.
@@ -45,6 +47,7 @@ MARK_HELD = "h"
 MARK_RETRY = "r"
 
 OUTBOX_GRACE_MS = 30_000
+RECEIPT_TTL_S = 3 * 86400
 DEDUP_TTL_S = 3600
 
 # KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3] 'n' then
@@ -419,6 +422,34 @@ class Store:
     async def drop_orphans(self, ids: Sequence[str]) -> None:
         if ids:
             await self.r.zrem(self.k_lease, *ids)
+
+    # --- pushed receipts --------------------------------------------------------------
+    def receipt_key(self, account: str, partner_id: str) -> str:
+        return f"{self.tag}:rcpt:{account}:{partner_id}"
+
+    async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
+        """Store pushed final states (partner id → packed result); an earlier final is kept."""
+        if not receipts:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for partner_id, packed in receipts.items():
+            pipe.set(self.receipt_key(account, partner_id), packed, ex=RECEIPT_TTL_S, nx=True)
+        return sum(1 for stored in await pipe.execute() if stored)
+
+    async def receipts(self, account: str, partner_ids: Sequence[str]) -> dict[str, bytes]:
+        """The pushed receipts stored for these partner ids (one MGET)."""
+        if not partner_ids:
+            return {}
+        values = await self.r.mget([self.receipt_key(account, pid) for pid in partner_ids])
+        return {
+            pid: v if isinstance(v, bytes) else str(v).encode()
+            for pid, v in zip(partner_ids, values, strict=True)
+            if v is not None
+        }
+
+    async def drop_receipts(self, account: str, partner_ids: Sequence[str]) -> None:
+        if partner_ids:
+            await self.r.delete(*(self.receipt_key(account, pid) for pid in partner_ids))
 
     # --- inspection and clean-up --------------------------------------------------------
     async def counts(self) -> dict[str, int]:

@@ -1,0 +1,182 @@
+"""The shared base of HTTP partner adapters: one httpx client per account, errors mapped to kinds.
+
+Every HTTP adapter gets, from this base:
+
+* the common options — ``url`` (the partner's base URL, defaulting to ``meta.default_url``,
+  as Directory Manager's Url property), ``timeout_s``, ``http2``, ``max_connections``, the
+  proxy (``proxy_url``, ``proxy_username``, ``proxy_password``) and ``callback_base_url``
+  (our public base URL; the partner is told ``<callback_base_url>/webhooks/<account name>``);
+* one long-lived :class:`httpx.AsyncClient` per account (connection pool, keep-alive,
+  timeouts, optional HTTP/2, the proxy);
+* :meth:`HttpAdapter.call`, which maps the outcome to the error kinds of :mod:`mta.adapter`:
+  HTTP 429 → :class:`ThrottledError` (``Retry-After`` honoured), 5xx, timeouts and network
+  errors → :class:`TransientError`, 401/403 → :class:`AuthError`, other 4xx →
+  :class:`PermanentError` with the partner's own error text in the detail;
+* ``test_connection`` / ``test_proxy`` for real, ``destroy`` closing the client.
+
+Subclasses declare ``meta`` (its ``options`` = :data:`HTTP_OPTIONS` + their own) and implement
+``login``, ``send``, ``report`` (and ``webhook`` when the partner pushes receipts).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from mta.adapter import (
+    AdapterContext,
+    AdapterMeta,
+    AuthError,
+    OptionSpec,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+)
+
+HTTP_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("url", str, default="", description="partner base URL ('' = the production one)"),
+    OptionSpec("timeout_s", float, default=10.0, description="per-request timeout"),
+    OptionSpec("http2", bool, default=False, description="use HTTP/2"),
+    OptionSpec("max_connections", int, default=20, description="connection pool size"),
+    OptionSpec("proxy_url", str, default="", description="HTTP(S) proxy, e.g. http://proxy:3128"),
+    OptionSpec("proxy_username", str, default="", description="proxy user"),
+    OptionSpec("proxy_password", str, secret=True, default="", description="proxy password"),
+    OptionSpec(
+        "callback_base_url", str, default="",
+        description="our public base URL; partners push receipts to <it>/webhooks/<account>",
+    ),
+)
+
+#: Longest partner error text kept in a detail.
+DETAIL_MAX = 300
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def short(text: str, limit: int = DETAIL_MAX) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class HttpAdapter:
+    """Base class of the HTTP partner adapters (see the module docstring)."""
+
+    meta: ClassVar[AdapterMeta]
+
+    def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
+        self.options = dict(options)
+        self.context = context or AdapterContext(self.meta.name, 0)
+        self.base_url = (self.options.get("url") or self.meta.default_url).rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # never the options: some are secrets
+        name = self.context.account_name
+        return f"<{type(self).__name__} account={name!r} url={self.base_url!r}>"
+
+    # --- what subclasses customise ----------------------------------------------------
+    def auth(self) -> httpx.Auth | None:
+        """httpx auth for every request (e.g. Basic); None when headers carry it."""
+        return None
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers sent with every request (e.g. ``Authorization: App <key>``)."""
+        return {}
+
+    def error_text(self, response: httpx.Response) -> str:
+        """The partner's own error text from an error response (default: the body)."""
+        return response.text
+
+    # --- the client -------------------------------------------------------------------
+    @property
+    def callback_url(self) -> str | None:
+        base = self.options.get("callback_base_url") or ""
+        if not base:
+            return None
+        return f"{base.rstrip('/')}/webhooks/{self.context.account_name}"
+
+    def _proxy(self) -> httpx.Proxy | None:
+        url = self.options.get("proxy_url") or ""
+        if not url:
+            return None
+        user = self.options.get("proxy_username") or ""
+        password = self.options.get("proxy_password") or ""
+        return httpx.Proxy(url, auth=(user, password) if user else None)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limit = int(self.options.get("max_connections") or 20)
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(float(self.options.get("timeout_s") or 10.0)),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                http2=bool(self.options.get("http2")),
+                proxy=self._proxy(),
+                auth=self.auth(),
+                headers={"User-Agent": "sms-mta", **self.auth_headers()},
+                trust_env=False,  # the account's proxy settings, not the process environment
+            )
+        return self._client
+
+    async def call(
+        self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 202), **kwargs: Any
+    ) -> httpx.Response:
+        """One request; returns the response when its status is in ``ok``, else raises the
+        error kind its status calls for (module docstring)."""
+        what = f"{self.meta.name} {method} {path}"
+        try:
+            response = await self.client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{what}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+        if response.status_code in ok:
+            return response
+        status = response.status_code
+        text = short(self.error_text(response))
+        detail = f"{what}: HTTP {status}: {text}"
+        if status == 429:
+            raise ThrottledError(detail, retry_after_s(response.headers.get("Retry-After")))
+        if status >= 500 or status == 408:
+            raise TransientError(detail)
+        if status in (401, 403):
+            raise AuthError(detail)
+        raise PermanentError(detail)
+
+    # --- Adapter members common to HTTP partners ----------------------------------------
+    async def destroy(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def test_connection(self) -> bool:
+        """Any HTTP answer from the partner's base URL counts: the network path works."""
+        try:
+            await self.client.request("HEAD", "/")
+        except httpx.HTTPError:
+            return False
+        return True
+
+    async def test_proxy(self) -> bool:
+        """True when no proxy is configured, else whether the partner answers through it."""
+        if not self.options.get("proxy_url"):
+            return True
+        return await self.test_connection()

@@ -1,0 +1,100 @@
+"""The shared HTTP base maps partner answers to error kinds, over a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s
+from mta.adapter import (
+    AdapterContext,
+    AdapterMeta,
+    AuthError,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+)
+from tests.httpserver import serve
+
+
+class Probe(HttpAdapter):
+    meta: ClassVar[AdapterMeta] = AdapterMeta(
+        name="probe", description="test", options=HTTP_OPTIONS, default_url="http://unused"
+    )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": "Key s3cret"}
+
+
+async def answer(request: Request) -> Response:
+    code = int(request.path_params["code"])
+    if code == 999:
+        await asyncio.sleep(2)
+        code = 200
+    headers = {"Retry-After": "7"} if code == 429 else {}
+    seen = request.headers.get("authorization", "")
+    return JSONResponse({"error": f"code {code}", "auth": seen}, status_code=code, headers=headers)
+
+
+APP = Starlette(routes=[Route("/status/{code}", answer, methods=["GET", "HEAD"])])
+
+
+def options(**changes: Any) -> dict[str, Any]:
+    values = {o.name: o.default for o in HTTP_OPTIONS}
+    values.update(changes)
+    return values
+
+
+async def test_statuses_map_to_error_kinds() -> None:
+    async with serve(APP) as url:
+        adapter = Probe(options(url=url, timeout_s=0.5), AdapterContext("acct", 1))
+        ok = await adapter.call("GET", "/status/200")
+        assert ok.json()["auth"] == "Key s3cret"
+        with pytest.raises(ThrottledError) as throttled:
+            await adapter.call("GET", "/status/429")
+        assert throttled.value.retry_after == 7.0
+        with pytest.raises(TransientError) as server_error:
+            await adapter.call("GET", "/status/503")
+        assert "HTTP 503" in server_error.value.detail and "code 503" in server_error.value.detail
+        with pytest.raises(AuthError):
+            await adapter.call("GET", "/status/401")
+        with pytest.raises(PermanentError) as bad:
+            await adapter.call("GET", "/status/400")
+        assert not isinstance(bad.value, AuthError) and "code 400" in bad.value.detail
+        with pytest.raises(TransientError, match="timed out"):
+            await adapter.call("GET", "/status/999")
+        assert await adapter.test_connection()
+        assert await adapter.test_proxy()  # no proxy configured
+        assert "s3cret" not in repr(adapter)
+        await adapter.destroy()
+
+
+async def test_unreachable_partner_is_transient_and_connection_test_fails() -> None:
+    async with serve(APP) as url:
+        dead = url  # the port is closed once the server stops
+    adapter = Probe(options(url=dead, timeout_s=0.5))
+    with pytest.raises(TransientError):
+        await adapter.call("GET", "/status/200")
+    assert not await adapter.test_connection()
+    await adapter.destroy()
+
+
+def test_callback_url_names_the_account() -> None:
+    adapter = Probe(
+        options(callback_base_url="https://mta.example.com/"), AdapterContext("ib-1", 3)
+    )
+    assert adapter.callback_url == "https://mta.example.com/webhooks/ib-1"
+    assert Probe(options()).callback_url is None
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_s("3") == 3.0
+    assert retry_after_s(None) is None
+    assert retry_after_s("garbage") is None
+    assert 0 <= (retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") or 0) == 0
