@@ -108,23 +108,49 @@ def main() -> None:
     """
 
 
-def _serve(settings: Settings, roles: tuple[str, ...], verbose: bool) -> None:
+def _serve(
+    settings: Settings, roles: tuple[str, ...], verbose: bool, listen: str = "127.0.0.1:8080"
+) -> None:
+    from mta.httpserver import parse_listen
     from mta.service import build_registry, serve
 
     _logging(verbose)
+    if "http" in roles:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         registry = build_registry(settings)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    _run(serve(settings, roles, registry))
+    _run(serve(settings, roles, registry, listen))
+
+
+_LISTEN_HELP = "Address of the HTTP server (webhooks, /healthz, /readyz)."
 
 
 @main.command()
 @settings_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def run(settings: Settings, verbose: bool) -> None:
-    """Run a worker and a reporter in one process."""
-    _serve(settings, ("worker", "reporter"), verbose)
+@click.option("--http/--no-http", "with_http", default=False, show_default=True,
+              help="Also serve webhooks and health checks (mta http) in this process.")
+@click.option("--listen", envvar="MTA_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:8080",
+              show_default=True, help=_LISTEN_HELP)
+def run(settings: Settings, verbose: bool, with_http: bool, listen: str) -> None:
+    """Run a worker and a reporter (and, with --http, the HTTP server) in one process."""
+    roles = ("worker", "reporter", "http") if with_http else ("worker", "reporter")
+    _serve(settings, roles, verbose, listen)
+
+
+@main.command("http")
+@settings_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--listen", envvar="MTA_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:8080",
+              show_default=True, help=_LISTEN_HELP)
+def http_command(settings: Settings, verbose: bool, listen: str) -> None:
+    """Serve partner receipt webhooks (/webhooks/<account>), /healthz and /readyz."""
+    _serve(settings, ("http",), verbose, listen)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from mta.broker import Broker
 from mta.config import Settings, load_accounts
+from mta.httpserver import HttpServer, create_app, parse_listen
 from mta.registry import Registry, discover
 from mta.reporter import Reporter
 from mta.store import Store
@@ -18,7 +19,7 @@ from mta.worker import Worker
 
 log = logging.getLogger(__name__)
 
-ROLES = ("worker", "reporter")
+ROLES = ("worker", "reporter", "http")
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -37,8 +38,10 @@ class Service:
     registry: Registry
     store: Store = field(init=False)
     broker: Broker = field(init=False)
+    listen: str = "127.0.0.1:8080"
     worker: Worker | None = None
     reporter: Reporter | None = None
+    http: HttpServer | None = None
 
     def __post_init__(self) -> None:
         self.store = Store.connect(self.settings.redis_url, self.settings.prefix)
@@ -54,8 +57,14 @@ class Service:
         if "worker" in self.roles:
             self.worker = Worker(self.settings, self.registry, self.store, self.broker)
             await self.worker.start()
+        if "http" in self.roles:
+            host, port = parse_listen(self.listen)
+            self.http = HttpServer(create_app(self.registry, self.store, self.broker), host, port)
+            await self.http.start()
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self.reporter is not None:
@@ -65,9 +74,11 @@ class Service:
         await self.store.close()
 
 
-async def serve(settings: Settings, roles: tuple[str, ...], registry: Registry) -> None:
+async def serve(
+    settings: Settings, roles: tuple[str, ...], registry: Registry, listen: str = "127.0.0.1:8080"
+) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
-    service = Service(settings, roles, registry)
+    service = Service(settings, roles, registry, listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -86,10 +86,11 @@ class Env:
         return Registry(load_accounts(self.settings.accounts, metas), classes)
 
     async def start(
-        self, *roles: str, extra: dict[str, type] | None = None, **changes: Any
+        self, *roles: str, extra: dict[str, type] | None = None, listen: str = "127.0.0.1:0",
+        **changes: Any,
     ) -> Service:
         settings = replace(self.settings, **changes)
-        service = Service(settings, tuple(roles), self.registry(extra))
+        service = Service(settings, tuple(roles), self.registry(extra), listen)
         await service.start()
         self.services.append(service)
         return service
