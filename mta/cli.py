@@ -23,38 +23,107 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SETTINGS: list[tuple[str, str, str, Any, str]] = [
     ("--amqp-url", "MTA_AMQP_URL", "amqp_url", str, "RabbitMQ URL."),
     ("--redis-url", "MTA_REDIS_URL", "redis_url", str, "Redis URL."),
-    ("--prefix", "MTA_PREFIX", "prefix", str,
-     "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...)."),
+    (
+        "--prefix",
+        "MTA_PREFIX",
+        "prefix",
+        str,
+        "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...).",
+    ),
     ("--accounts", "MTA_ACCOUNTS", "accounts", str, "Accounts file (TOML)."),
-    ("--timezone", "MTA_TIMEZONE", "timezone", str,
-     "Zone of startTime/expireTime/sendAt (yyyyMMddHHmm)."),
-    ("--poll-first-s", "MTA_POLL_FIRST_S", "poll_first_s", float,
-     "First Report poll after submission, seconds."),
+    (
+        "--timezone",
+        "MTA_TIMEZONE",
+        "timezone",
+        str,
+        "Zone of startTime/expireTime/sendAt (yyyyMMddHHmm).",
+    ),
+    (
+        "--poll-first-s",
+        "MTA_POLL_FIRST_S",
+        "poll_first_s",
+        float,
+        "First Report poll after submission, seconds.",
+    ),
     ("--poll-max-s", "MTA_POLL_MAX_S", "poll_max_s", float, "Longest pause between polls."),
-    ("--max-wait-s", "MTA_MAX_WAIT_S", "max_wait_s", float,
-     "TIMEOUT after this long without a final state (unless expireTime comes first)."),
-    ("--strict-numbers/--no-strict-numbers", "MTA_STRICT_NUMBERS", "strict_numbers", bool,
-     "Check numbers against numbering plans (phonenumbers)."),
-    ("--max-batch", "MTA_MAX_BATCH", "max_batch", int,
-     "Messages per batch; those beyond FAIL with a detail."),
-    ("--inflight-policy", "MTA_INFLIGHT_POLICY", "inflight_policy",
-     click.Choice(InFlightPolicy.ALL),
-     "A redelivered message whose Send was in flight when its worker died: send it again "
-     "(resubmit) or FAIL it as unknown (fail)."),
-    ("--max-attempts", "MTA_MAX_ATTEMPTS", "max_attempts", int,
-     "Send attempts through the delayed-retry queues before FAIL."),
-    ("--bulk-concurrency", "MTA_BULK_CONCURRENCY", "bulk_concurrency", int,
-     "Bulk batches handled at once per worker."),
-    ("--priority-concurrency", "MTA_PRIORITY_CONCURRENCY", "priority_concurrency", int,
-     "Priority batches handled at once per worker."),
-    ("--report-batch", "MTA_REPORT_BATCH", "report_batch", int,
-     "Messages a reporter claims per round."),
-    ("--report-concurrency", "MTA_REPORT_CONCURRENCY", "report_concurrency", int,
-     "Report rounds in flight per reporter."),
-    ("--lease-s", "MTA_LEASE_S", "lease_s", float,
-     "A claim's lease; a dead reporter's claims come back after it."),
-    ("--shutdown-grace-s", "MTA_SHUTDOWN_GRACE_S", "shutdown_grace_s", float,
-     "On SIGTERM, how long in-flight work may take before it is returned."),
+    (
+        "--max-wait-s",
+        "MTA_MAX_WAIT_S",
+        "max_wait_s",
+        float,
+        "TIMEOUT after this long without a final state (unless expireTime comes first).",
+    ),
+    (
+        "--strict-numbers/--no-strict-numbers",
+        "MTA_STRICT_NUMBERS",
+        "strict_numbers",
+        bool,
+        "Check numbers against numbering plans (phonenumbers).",
+    ),
+    (
+        "--max-batch",
+        "MTA_MAX_BATCH",
+        "max_batch",
+        int,
+        "Messages per batch; those beyond FAIL with a detail.",
+    ),
+    (
+        "--inflight-policy",
+        "MTA_INFLIGHT_POLICY",
+        "inflight_policy",
+        click.Choice(InFlightPolicy.ALL),
+        "A redelivered message whose Send was in flight when its worker died: send it again "
+        "(resubmit) or FAIL it as unknown (fail).",
+    ),
+    (
+        "--max-attempts",
+        "MTA_MAX_ATTEMPTS",
+        "max_attempts",
+        int,
+        "Send attempts through the delayed-retry queues before FAIL.",
+    ),
+    (
+        "--bulk-concurrency",
+        "MTA_BULK_CONCURRENCY",
+        "bulk_concurrency",
+        int,
+        "Bulk batches handled at once per worker.",
+    ),
+    (
+        "--priority-concurrency",
+        "MTA_PRIORITY_CONCURRENCY",
+        "priority_concurrency",
+        int,
+        "Priority batches handled at once per worker.",
+    ),
+    (
+        "--report-batch",
+        "MTA_REPORT_BATCH",
+        "report_batch",
+        int,
+        "Messages a reporter claims per round.",
+    ),
+    (
+        "--report-concurrency",
+        "MTA_REPORT_CONCURRENCY",
+        "report_concurrency",
+        int,
+        "Report rounds in flight per reporter.",
+    ),
+    (
+        "--lease-s",
+        "MTA_LEASE_S",
+        "lease_s",
+        float,
+        "A claim's lease; a dead reporter's claims come back after it.",
+    ),
+    (
+        "--shutdown-grace-s",
+        "MTA_SHUTDOWN_GRACE_S",
+        "shutdown_grace_s",
+        float,
+        "On SIGTERM, how long in-flight work may take before it is returned.",
+    ),
 ]
 
 
@@ -73,8 +142,14 @@ def settings_options(func: F) -> F:
 
     for flag, env, name, kind, text in reversed(_SETTINGS):
         wrapper = click.option(
-            flag, name, envvar=env, show_envvar=True, default=getattr(defaults, name),
-            show_default=True, type=None if kind is bool else kind, help=text,
+            flag,
+            name,
+            envvar=env,
+            show_envvar=True,
+            default=getattr(defaults, name),
+            show_default=True,
+            type=None if kind is bool else kind,
+            help=text,
         )(wrapper)
     return wrapper  # type: ignore[return-value]
 
@@ -133,10 +208,21 @@ _LISTEN_HELP = "Address of the HTTP server (webhooks, /healthz, /readyz)."
 @main.command()
 @settings_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("--http/--no-http", "with_http", default=False, show_default=True,
-              help="Also serve webhooks and health checks (mta http) in this process.")
-@click.option("--listen", envvar="MTA_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:8080",
-              show_default=True, help=_LISTEN_HELP)
+@click.option(
+    "--http/--no-http",
+    "with_http",
+    default=False,
+    show_default=True,
+    help="Also serve webhooks and health checks (mta http) in this process.",
+)
+@click.option(
+    "--listen",
+    envvar="MTA_HTTP_LISTEN",
+    show_envvar=True,
+    default="127.0.0.1:8080",
+    show_default=True,
+    help=_LISTEN_HELP,
+)
 def run(settings: Settings, verbose: bool, with_http: bool, listen: str) -> None:
     """Run a worker and a reporter (and, with --http, the HTTP server) in one process."""
     roles = ("worker", "reporter", "http") if with_http else ("worker", "reporter")
@@ -146,8 +232,14 @@ def run(settings: Settings, verbose: bool, with_http: bool, listen: str) -> None
 @main.command("http")
 @settings_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("--listen", envvar="MTA_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:8080",
-              show_default=True, help=_LISTEN_HELP)
+@click.option(
+    "--listen",
+    envvar="MTA_HTTP_LISTEN",
+    show_envvar=True,
+    default="127.0.0.1:8080",
+    show_default=True,
+    help=_LISTEN_HELP,
+)
 def http_command(settings: Settings, verbose: bool, listen: str) -> None:
     """Serve partner receipt webhooks (/webhooks/<account>), /healthz and /readyz."""
     _serve(settings, ("http",), verbose, listen)
@@ -228,25 +320,36 @@ async def _publish(settings: Settings, bodies: list[bytes], total: int, priority
             for i in range(0, len(bodies), window):
                 chunk = bodies[i : i + window]
                 ids = [uuid.uuid4().hex for _ in chunk]
-                await asyncio.gather(*(
-                    broker.publish(broker.topology.send_exchange, lane, body, message_id=mid)
-                    for body, mid in zip(chunk, ids, strict=True)
-                ))
+                await asyncio.gather(
+                    *(
+                        broker.publish(broker.topology.send_exchange, lane, body, message_id=mid)
+                        for body, mid in zip(chunk, ids, strict=True)
+                    )
+                )
                 for body in chunk:
                     bar.update(len(orjson.loads(body)["messages"]))
                 for mid in ids:
                     click.echo(mid)
     finally:
         await broker.close()
-    click.echo(f"published {total} message(s) in {len(bodies)} batch(es) to "
-               f"{broker.topology.send_queue(lane)}", err=True)
+    click.echo(
+        f"published {total} message(s) in {len(bodies)} batch(es) to "
+        f"{broker.topology.send_queue(lane)}",
+        err=True,
+    )
 
 
 _TABLE = (
     "{apiStatus:<9} {accountId:>7} {mobileNumber:<15} {messageId:<36} {partnerStatus:<9} {detail}"
 )
-_HEADER = {"apiStatus": "STATUS", "accountId": "ACCOUNT", "mobileNumber": "NUMBER",
-           "messageId": "MESSAGE ID", "partnerStatus": "PARTNER", "detail": "DETAIL / PARTNER ID"}
+_HEADER = {
+    "apiStatus": "STATUS",
+    "accountId": "ACCOUNT",
+    "mobileNumber": "NUMBER",
+    "messageId": "MESSAGE ID",
+    "partnerStatus": "PARTNER",
+    "detail": "DETAIL / PARTNER ID",
+}
 
 
 def _row(result: dict[str, Any]) -> str:
@@ -258,14 +361,28 @@ def _row(result: dict[str, Any]) -> str:
 @main.command()
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON result per line.")
-@click.option("--bind", "keys", multiple=True, default=["#"], show_default=True,
-              help="Routing keys to follow, e.g. '12.*' or '*.FAIL' (repeatable).")
+@click.option(
+    "--bind",
+    "keys",
+    multiple=True,
+    default=["#"],
+    show_default=True,
+    help="Routing keys to follow, e.g. '12.*' or '*.FAIL' (repeatable).",
+)
 @click.option("--count", type=int, default=0, help="Stop after this many results (0 = never).")
 @click.option("--finals", is_flag=True, help="Count only final results (not OK) for --count.")
-@click.option("--idle-timeout", type=float, default=0.0,
-              help="Stop when no result came for this many seconds (0 = never).")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=0.0,
+    help="Stop when no result came for this many seconds (0 = never).",
+)
 def reports(
-    settings: Settings, as_json: bool, keys: tuple[str, ...], count: int, finals: bool,
+    settings: Settings,
+    as_json: bool,
+    keys: tuple[str, ...],
+    count: int,
+    finals: bool,
     idle_timeout: float,
 ) -> None:
     """Tail the report exchange: a readable table, or --json lines."""
@@ -273,7 +390,11 @@ def reports(
 
 
 async def _reports(
-    settings: Settings, as_json: bool, keys: tuple[str, ...], count: int, finals: bool,
+    settings: Settings,
+    as_json: bool,
+    keys: tuple[str, ...],
+    count: int,
+    finals: bool,
     idle_timeout: float,
 ) -> None:
     import aio_pika
@@ -324,20 +445,28 @@ def adapters(as_json: bool) -> None:
 
     found = discover()
     if as_json:
-        click.echo(orjson.dumps([c.meta.as_dict() for c in found.values()],
-                                option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps(
+                [c.meta.as_dict() for c in found.values()], option=orjson.OPT_INDENT_2
+            ).decode()
+        )
         return
     for name, cls in sorted(found.items()):
         meta = cls.meta
         click.echo(f"{name}: {meta.description}")
-        click.echo(f"  pattern={meta.pattern.value} max_batch={meta.max_batch} "
-                   f"max_concurrency={meta.max_concurrency}"
-                   + (f" url={meta.default_url}" if meta.default_url else ""))
+        click.echo(
+            f"  pattern={meta.pattern.value} max_batch={meta.max_batch} "
+            f"max_concurrency={meta.max_concurrency}"
+            + (f" url={meta.default_url}" if meta.default_url else "")
+        )
         for o in meta.options:
             flags = ", ".join(f for f, on in (("required", o.required), ("secret", o.secret)) if on)
             default = "" if o.required else f" (default {o.default!r})"
-            click.echo(f"  - {o.name}: {o.type.__name__}{default}"
-                       + (f" [{flags}]" if flags else "") + f"  {o.description}")
+            click.echo(
+                f"  - {o.name}: {o.type.__name__}{default}"
+                + (f" [{flags}]" if flags else "")
+                + f"  {o.description}"
+            )
 
 
 @main.group()
@@ -359,9 +488,18 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
         raise click.ClickException(f"configuration error: {exc}") from None
     rows: list[dict[str, Any]] = [
         {
-            "id": a.id, "name": a.name, "adapter": a.adapter, "default": a.default,
-            "active": a.active, "secret_key": MASK if a.secret_key else "",
-            "concurrency": a.concurrency, "options": a.masked_options(),
+            "id": a.id,
+            "name": a.name,
+            "adapter": a.adapter,
+            "default": a.default,
+            "active": a.active,
+            "secret_key": MASK if a.secret_key else "",
+            "concurrency": a.concurrency,
+            "sender": a.sender,
+            "fallback_sender": a.fallback_sender,
+            "failover": a.failover,
+            "rate_limit": a.rate_limit,
+            "options": a.masked_options(),
         }
         for a in found
     ]
@@ -369,10 +507,133 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     for row in rows:
-        flags = " ".join(f for f, on in (("default", row["default"]),
-                                         ("inactive", not row["active"])) if on)
+        flags = " ".join(
+            f for f, on in (("default", row["default"]), ("inactive", not row["active"])) if on
+        )
         options = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        for key in ("rate_limit", "failover", "fallback_sender", "sender", "secret_key"):
+            if row[key]:
+                options = f"{key}={row[key]} {options}"
         click.echo(f"{row['id']:>5}  {row['name']:<16} {row['adapter']:<12} {flags:<16} {options}")
+
+
+@accounts.command("test")
+@settings_options
+@click.argument("name")
+@click.option("--to", "number", default="", help="Also send a real test message to NUMBER.")
+@click.option("--text", default="sms-mta test message", show_default=True)
+@click.option(
+    "--wait",
+    "wait_s",
+    default=30.0,
+    show_default=True,
+    help="With --to: seconds to poll Report for the final state.",
+)
+def accounts_test(settings: Settings, name: str, number: str, text: str, wait_s: float) -> None:
+    """Test account NAME: TestConnection, TestCredentials, TestProxy, Login, and with --to a
+    real test message. One pass/fail line each; exit status 1 when any fails."""
+    from mta.service import build_registry
+
+    try:
+        registry = build_registry(settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    runtime = registry.by_name.get(name)
+    if runtime is None:
+        known = ", ".join(sorted(registry.by_name)) or "none"
+        raise click.ClickException(f"no account named {name!r} (accounts: {known})")
+    ok = _run(_accounts_test(runtime.adapter, runtime.account.secret_key, number, text, wait_s))
+    if not ok:
+        sys.exit(1)
+
+
+async def _accounts_test(
+    adapter: Any, secret_key: str, number: str, text: str, wait_s: float
+) -> bool:
+    import time
+
+    from mta.contract import (
+        Invalid,
+        SmsMessage,
+        SmsReportRequest,
+        SmsSendRequest,
+        normalise_number,
+    )
+
+    passed = True
+
+    def line(ok: bool | None, what: str, detail: str = "") -> None:
+        nonlocal passed
+        mark = "PASS" if ok else ("SKIP" if ok is None else "FAIL")
+        passed = passed and ok is not False
+        click.echo(f"{mark:<5} {what}" + (f": {detail}" if detail else ""))
+
+    try:
+        for method in ("test_connection", "test_credentials", "test_proxy"):
+            probe = getattr(adapter, method, None)
+            if probe is None:
+                line(None, method, "not implemented by this adapter")
+                continue
+            try:
+                line(bool(await probe()), method)
+            except Exception as exc:
+                line(False, method, getattr(exc, "detail", None) or repr(exc))
+        try:
+            logged_in = bool(await adapter.login(secret_key))
+            line(logged_in, "login", "" if logged_in else "NOK: check secret_key and credentials")
+        except Exception as exc:
+            logged_in = False
+            line(False, "login", getattr(exc, "detail", None) or repr(exc))
+        if not number:
+            return passed
+        if not logged_in:
+            line(False, "send", "skipped: login failed")
+            return False
+        try:
+            digits = normalise_number(number, False)
+        except Invalid as exc:
+            line(False, "send", str(exc))
+            return False
+        try:
+            response = await adapter.send(SmsSendRequest([SmsMessage(digits, text)]))
+        except Exception as exc:
+            line(False, "send", getattr(exc, "detail", None) or repr(exc))
+            return False
+        result = response.results[0] if response.results else None
+        if result is None or result.apiStatus.value != "OK":
+            line(
+                False,
+                "send",
+                f"{result.partnerStatus} {result.partnerDetail}" if result else "no result",
+            )
+            return False
+        line(True, "send", f"accepted, partner id {result.partnerMessageId}")
+        deadline = time.monotonic() + wait_s
+        status = "WAITING"
+        while time.monotonic() < deadline:
+            try:
+                answer = await adapter.report(SmsReportRequest("", [result.partnerMessageId]))
+            except Exception as exc:
+                line(False, "report", getattr(exc, "detail", None) or repr(exc))
+                return False
+            for item in answer.results:
+                if item.partnerMessageId == result.partnerMessageId:
+                    status = item.apiStatus.value
+            if status != "WAITING":
+                break
+            await asyncio.sleep(1.0)
+        if status == "WAITING":
+            line(
+                None,
+                "report",
+                f"no final state within {wait_s:g} s (partners that push "
+                "receipts report through mta http)",
+            )
+        else:
+            line(status == "DELIVERED", "report", status)
+        return passed
+    finally:
+        await adapter.destroy()
 
 
 @main.command()
@@ -434,20 +695,33 @@ async def _status(settings: Settings, as_json: bool) -> None:
 
 @main.command()
 @settings_options
-@click.option("-n", "--messages", "total", default=100_000, show_default=True,
-              help="Messages to publish.")
-@click.option("-b", "--batch", "batch", default=100, show_default=True,
-              help="Messages per batch.")
-@click.option("--report-delay-s", default=1.0, show_default=True,
-              help="Simulator: when the final state is known.")
+@click.option(
+    "-n", "--messages", "total", default=100_000, show_default=True, help="Messages to publish."
+)
+@click.option("-b", "--batch", "batch", default=100, show_default=True, help="Messages per batch.")
+@click.option(
+    "--report-delay-s",
+    default=1.0,
+    show_default=True,
+    help="Simulator: when the final state is known.",
+)
 @click.option("--workers", default=1, show_default=True, help="Worker processes.")
 @click.option("--reporters", default=1, show_default=True, help="Reporter processes.")
-@click.option("--rate", default=0.0, show_default=True,
-              help="Publish at this many messages/s (0 = as fast as possible); paced runs "
-                   "measure latency without a backlog.")
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    help="Publish at this many messages/s (0 = as fast as possible); paced runs "
+    "measure latency without a backlog.",
+)
 def bench(
-    settings: Settings, total: int, batch: int, report_delay_s: float, workers: int,
-    reporters: int, rate: float,
+    settings: Settings,
+    total: int,
+    batch: int,
+    report_delay_s: float,
+    workers: int,
+    reporters: int,
+    rate: float,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
 
@@ -458,8 +732,14 @@ def bench(
     from mta.bench import BenchConfig, run_bench
 
     _logging(False)
-    config = BenchConfig(total=total, batch=batch, report_delay_s=report_delay_s,
-                         workers=workers, reporters=reporters, rate=rate)
+    config = BenchConfig(
+        total=total,
+        batch=batch,
+        report_delay_s=report_delay_s,
+        workers=workers,
+        reporters=reporters,
+        rate=rate,
+    )
     report = _run(run_bench(settings, config))
     click.echo(report)
 

@@ -68,8 +68,12 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MTA_{name.upper()}: must be positive")
         for name in (
-            "bulk_concurrency", "priority_concurrency", "report_batch", "report_concurrency",
-            "max_batch", "max_attempts",
+            "bulk_concurrency",
+            "priority_concurrency",
+            "report_batch",
+            "report_concurrency",
+            "max_batch",
+            "max_attempts",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
@@ -87,7 +91,20 @@ class Settings:
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ACCOUNT_KEYS = frozenset(
-    {"id", "name", "adapter", "default", "active", "secret_key", "options", "concurrency"}
+    {
+        "id",
+        "name",
+        "adapter",
+        "default",
+        "active",
+        "secret_key",
+        "options",
+        "concurrency",
+        "sender",
+        "fallback_sender",
+        "failover",
+        "rate_limit",
+    }
 )
 
 
@@ -104,6 +121,10 @@ class Account:
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     secret_options: frozenset[str] = frozenset()
     concurrency: int = 0
+    sender: str = ""
+    fallback_sender: str = ""
+    failover: str = ""
+    rate_limit: float = 0.0
 
     def masked_options(self) -> dict[str, Any]:
         return {k: (MASK if k in self.secret_options else v) for k, v in self.options.items()}
@@ -111,7 +132,8 @@ class Account:
     def __repr__(self) -> str:
         return (
             f"Account(id={self.id}, name={self.name!r}, adapter={self.adapter!r}, "
-            f"default={self.default}, active={self.active}, options={self.masked_options()})"
+            f"default={self.default}, active={self.active}, failover={self.failover!r}, "
+            f"rate_limit={self.rate_limit}, options={self.masked_options()})"
         )
 
 
@@ -230,6 +252,21 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
         concurrency = entry.get("concurrency", meta.max_concurrency)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ConfigError(f"{where}: concurrency: expected a positive integer")
+        texts = {}
+        for key in ("sender", "fallback_sender", "failover"):
+            value = entry.get(key, "")
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: {key}: expected a string")
+            texts[key] = value
+        if texts["failover"] == name:
+            raise ConfigError(f"{where}: failover: an account cannot fail over to itself")
+        rate_limit = entry.get("rate_limit", 0)
+        if (
+            not isinstance(rate_limit, int | float)
+            or isinstance(rate_limit, bool)
+            or rate_limit < 0
+        ):
+            raise ConfigError(f"{where}: rate_limit: messages per second, a number >= 0")
         seen_ids[account_id] = name
         seen_names.add(name)
         accounts.append(
@@ -243,6 +280,16 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
                 options=options,
                 secret_options=secrets,
                 concurrency=concurrency,
+                sender=texts["sender"],
+                fallback_sender=texts["fallback_sender"],
+                failover=texts["failover"],
+                rate_limit=float(rate_limit),
             )
         )
+    names = {a.name for a in accounts}
+    for account in accounts:
+        if account.failover and account.failover not in names:
+            raise ConfigError(
+                f"{path}: account {account.name!r}: failover: no account named {account.failover!r}"
+            )
     return accounts

@@ -81,7 +81,12 @@ class SmsReportRequest:
 
 @dataclass(slots=True)
 class SmsResult:
-    """One message's outcome as an adapter gives it (the MMP result shape)."""
+    """One message's outcome as an adapter gives it (the MMP result shape).
+
+    ``reason`` is not on the wire: an adapter sets it to :data:`REASON_SENDER` on a FAIL that
+    the partner caused by rejecting the sender, so the worker can retry with the account's
+    ``fallback_sender``.
+    """
 
     partnerMessageId: str = ""
     partnerStatus: str = ""
@@ -90,6 +95,11 @@ class SmsResult:
     sendAt: str = ""
     smsOperator: str = ""
     smsMessageCount: int = 0
+    reason: str = ""
+
+
+#: ``SmsResult.reason`` of a FAIL caused by the partner rejecting the sender (originator).
+REASON_SENDER = "sender"
 
 
 @dataclass(slots=True)

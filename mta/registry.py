@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mta.adapters"
 RELOGIN_AFTER_S = 30.0
+#: Transient Send failures in a row that open an account's circuit breaker.
+BREAKER_FAILURES = 5
+#: How long an open breaker sends the account's traffic to its failover before one probe.
+BREAKER_OPEN_S = 30.0
 
 
 def discover() -> dict[str, type[Adapter]]:
@@ -74,6 +78,10 @@ class AccountRuntime:
     detail: str = ""
     retry_at: float = 0.0
     semaphore: asyncio.Semaphore = field(init=False)
+    failover: AccountRuntime | None = None
+    failures: int = 0
+    open_until: float = 0.0
+    probing: bool = False
     _login_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -112,6 +120,41 @@ class AccountRuntime:
                 log.error("account %r (id %d): %s", self.account.name, self.account.id, self.detail)
             return self.state
 
+    # --- circuit breaker (per process): keeps failing transiently → use the failover ------
+    def allows(self) -> bool:
+        """Closed: yes. Open: no, until BREAKER_OPEN_S passed; then one probe is let through."""
+        if not self.open_until:
+            return True
+        if time.monotonic() < self.open_until or self.probing:
+            return False
+        self.probing = True
+        return True
+
+    def succeeded(self) -> None:
+        if self.open_until:
+            log.info("account %r: circuit closed (probe succeeded)", self.account.name)
+        self.failures, self.open_until, self.probing = 0, 0.0, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.probing or self.failures >= BREAKER_FAILURES:
+            self.open_until = time.monotonic() + BREAKER_OPEN_S
+            self.probing = False
+            log.warning(
+                "account %r: circuit open for %.0f s after %d transient failure(s)",
+                self.account.name,
+                BREAKER_OPEN_S,
+                self.failures,
+            )
+
+    def usable(self) -> bool:
+        """Active, logged in (or not known NOK/down), and the breaker lets traffic through."""
+        return (
+            self.account.active
+            and self.state not in (State.NOK, State.DOWN)
+            and (not self.open_until or time.monotonic() >= self.open_until)
+        )
+
     def _down(self, detail: str) -> None:
         self.state, self.detail = State.DOWN, detail
         self.retry_at = time.monotonic() + RELOGIN_AFTER_S
@@ -135,6 +178,9 @@ class Registry:
             self.by_id[account.id] = runtime
             if account.default:
                 self.default = runtime
+        for runtime in self.by_name.values():
+            if runtime.account.failover:
+                runtime.failover = self.by_name[runtime.account.failover]
 
     def for_account_id(self, account_id: int) -> AccountRuntime | None:
         """The account serving an MMP accountId: its own, else the default (0 = the default)."""

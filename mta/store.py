@@ -16,6 +16,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
 ``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
+``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
+                            workers so N workers together keep the account's ``rate_limit``.
 ``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
                             was published; ``P:outbox:due`` (zset) when a recovery may publish it
                             if its writer died. Deleted once the broker confirmed it.
@@ -150,6 +152,21 @@ end
 return {}
 """
 
+# KEYS[1] rate key; ARGV now_ms, ms per message, messages, longest wait (ms).
+# GCRA-style reservation shared by every worker: returns the ms to wait before sending the
+# messages (0 = now), having reserved their slots; or -1 (nothing reserved) when that wait
+# would exceed the longest one allowed.
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now
+if wait > tonumber(ARGV[4]) then return -1 end
+local new = tat + tonumber(ARGV[2]) * tonumber(ARGV[3])
+redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.ceil(new - now) + 1000)
+return math.floor(wait)
+"""
+
 # KEYS zset, hash; ARGV now_ms, new_score, limit. Takes due members for a lease.
 _TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -281,6 +298,7 @@ class Store:
         self._finish = client.register_script(_FINISH)
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
+        self._reserve = client.register_script(_RESERVE)
 
     @classmethod
     def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
@@ -422,6 +440,18 @@ class Store:
     async def drop_orphans(self, ids: Sequence[str]) -> None:
         if ids:
             await self.r.zrem(self.k_lease, *ids)
+
+    # --- shared rate limits -------------------------------------------------------------
+    async def reserve_rate(
+        self, account: str, messages: int, per_second: float, max_wait_ms: int
+    ) -> int | None:
+        """Reserve send slots for ``messages`` under the account's rate; returns the ms to
+        wait before sending, or None (nothing reserved) when that would exceed max_wait_ms."""
+        wait = await self._reserve(
+            keys=[f"{self.tag}:rate:{account}"],
+            args=[now_ms(), 1000.0 / per_second, messages, max_wait_ms],
+        )
+        return None if int(wait) < 0 else int(wait)
 
     # --- pushed receipts --------------------------------------------------------------
     def receipt_key(self, account: str, partner_id: str) -> str:

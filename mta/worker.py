@@ -25,7 +25,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -45,6 +45,7 @@ from mta.adapter import AdapterError, PermanentError, SendPattern, ThrottledErro
 from mta.broker import PUBLISH_ERRORS, Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
+    REASON_SENDER,
     ApiStatus,
     BatchError,
     Checked,
@@ -90,6 +91,9 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, *PUBLISH_E
 #: Tries of a partner call in place, before its messages go to a delayed-retry queue.
 SEND_TRIES = 3
 HELD_BATCH = 100
+#: The longest a bulk batch waits for its account's rate limit before it is deferred to a
+#: delayed-retry queue instead (well under RabbitMQ's consumer timeout).
+RATE_MAX_WAIT_MS = 60_000
 _OK = ApiStatus.OK
 _FINAL = frozenset(status for status in ApiStatus if status.final)
 
@@ -108,6 +112,8 @@ class Item:
     message_id: str
     raw: Any
     checked: Checked
+    note: str = ""  # said in the result's partnerDetail: failover, fallback sender
+    fallback_tried: bool = False
 
 
 @dataclass(slots=True)
@@ -128,6 +134,7 @@ class Pass:
     held: dict[str, int] = field(default_factory=dict)
     held_data: dict[str, bytes] = field(default_factory=dict)
     retry: list[Item] = field(default_factory=list)
+    deferred: list[Item] = field(default_factory=list)  # rate-limited: no attempt spent
     size: int = 0  # messages in the AMQP message
     whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
 
@@ -298,9 +305,7 @@ class Worker:
         raw_attempt = headers.get(HEADER_ATTEMPT, 0)
         attempt = raw_attempt if isinstance(raw_attempt, int) else 0
         released = bool(headers.get(HEADER_RELEASED))
-        accept = (MARK_HELD if released else "") + (
-            MARK_RETRY if attempt else ""
-        )
+        accept = (MARK_HELD if released else "") + (MARK_RETRY if attempt else "")
         now = time.time()
         send_at = format_time(now, self.tz)
         work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
@@ -389,9 +394,7 @@ class Worker:
                 self._fail(
                     work, item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED"
                 )
-            elif (
-                checked.start_at is not None and checked.start_at > work.now and not work.released
-            ):
+            elif checked.start_at is not None and checked.start_at > work.now and not work.released:
                 work.held[message_id] = int(checked.start_at * 1000)
                 work.held_data[message_id] = orjson.dumps([work.lane, work.attempt, raw])
                 work.mark(message_id, MARK_HELD)
@@ -407,6 +410,13 @@ class Worker:
                         ),
                         "NO_ACCOUNT",
                     )
+                elif not runtime.account.active and self._usable_failover(runtime):
+                    assert runtime.failover is not None
+                    item.note = (
+                        f"via failover account {runtime.failover.account.name!r}: account "
+                        f"{runtime.account.name!r} is inactive"
+                    )
+                    groups[runtime.failover].append(item)
                 elif not runtime.account.active:
                     self._fail(
                         work,
@@ -452,10 +462,18 @@ class Worker:
         status = result.apiStatus
         final = status in _FINAL
         report = ReportResult(
-            message_id, msg.mobileNumber, msg.accountId, msg.senderId, msg.smsType,
-            status if final else _OK, result.partnerMessageId, result.partnerStatus,
-            result.partnerDetail, result.sendAt or ("" if final else work.send_at),
-            result.smsOperator, result.smsMessageCount or item.checked.segments,
+            message_id,
+            msg.mobileNumber,
+            msg.accountId,
+            msg.senderId,
+            msg.smsType,
+            status if final else _OK,
+            result.partnerMessageId,
+            result.partnerStatus,
+            _with_note(result.partnerDetail, item.note),
+            result.sendAt or ("" if final else work.send_at),
+            result.smsOperator,
+            result.smsMessageCount or item.checked.segments,
         )
         work.mark(message_id, MARK_DONE)
         if final:
@@ -468,23 +486,67 @@ class Worker:
         if item.checked.expire_at is not None:
             deadline = min(deadline, int(item.checked.expire_at * 1000))
         work.pending[message_id] = pack_pending(
-            account, report.partnerMessageId, msg.mobileNumber, msg.accountId, msg.senderId,
-            msg.smsType, deadline, now_ms, report.smsMessageCount, report.sendAt, "",
+            account,
+            report.partnerMessageId,
+            msg.mobileNumber,
+            msg.accountId,
+            msg.senderId,
+            msg.smsType,
+            deadline,
+            now_ms,
+            report.smsMessageCount,
+            report.sendAt,
+            "",
             work.attempt + 1,
         )
         work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
 
     # --- partner calls ------------------------------------------------------------------
-    async def _submit(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
+    @staticmethod
+    def _usable_failover(runtime: AccountRuntime) -> bool:
+        failover = runtime.failover
+        return failover is not None and failover.usable()
+
+    async def _submit(
+        self, work: Pass, runtime: AccountRuntime, items: list[Item], hop: int = 0
+    ) -> None:
+        """Send items through an account, or its failover when it cannot take them (one hop:
+        its Login is NOK, it is down, or its circuit breaker is open)."""
         state = await runtime.ensure_login()
+        reason = ""
         if state == State.NOK:
-            for item in items:
-                self._fail(
-                    work, item, f"account {runtime.account.name!r}: {runtime.detail}", "LOGIN_NOK"
+            reason = "has a NOK login"
+        elif state != State.READY:
+            reason = f"is unavailable ({runtime.detail})"
+        elif not runtime.allows():
+            reason = "has its circuit open after repeated transient failures"
+        if reason:
+            failover = runtime.failover
+            if (
+                hop == 0
+                and failover is not None
+                and failover.account.active
+                and await failover.ensure_login() == State.READY
+                and failover.allows()
+            ):
+                note = (
+                    f"via failover account {failover.account.name!r}: account "
+                    f"{runtime.account.name!r} "
                 )
-            return
-        if state != State.READY:
-            self._retry(work, items, runtime.detail)
+                for item in items:
+                    item.note = note + reason
+                self.stats["failover"] += len(items)
+                await self._submit(work, failover, items, hop + 1)
+            elif state == State.NOK:
+                for item in items:
+                    self._fail(
+                        work,
+                        item,
+                        f"account {runtime.account.name!r}: {runtime.detail}",
+                        "LOGIN_NOK",
+                    )
+            else:
+                self._retry(work, items, f"account {runtime.account.name!r}: {reason}")
             return
         meta = runtime.meta
         size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
@@ -494,9 +556,42 @@ class Worker:
         else:
             await asyncio.gather(*(self._send_chunk(work, runtime, c) for c in chunks))
 
+    async def _pace(self, work: Pass, runtime: AccountRuntime, n: int) -> bool:
+        """Wait for the account's shared rate limit; False when the wait is too long (the items
+        then go to a delayed-retry queue without spending an attempt)."""
+        account = runtime.account
+        if account.rate_limit <= 0:
+            return True
+        if work.lane == LANE_PRIORITY:
+            # Priority traffic never queues behind bulk reservations; it still counts.
+            await self._infra(
+                "rate limit",
+                lambda: self.store.reserve_rate(account.name, n, account.rate_limit, 1 << 62),
+            )
+            return True
+        wait = await self._infra(
+            "rate limit",
+            lambda: self.store.reserve_rate(account.name, n, account.rate_limit, RATE_MAX_WAIT_MS),
+        )
+        if wait is None:
+            return False
+        if wait:
+            await asyncio.sleep(wait / 1000)
+        return True
+
     async def _send_chunk(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
-        request = SmsSendRequest([item.checked.message for item in items])
-        name = runtime.account.name
+        account = runtime.account
+        messages = [item.checked.message for item in items]
+        if account.sender:
+            messages = [m if m.sender else replace(m, sender=account.sender) for m in messages]
+        request = SmsSendRequest(messages)
+        name = account.name
+        if not await self._pace(work, runtime, len(messages)):
+            work.deferred.extend(items)
+            for item in items:
+                work.mark(item.message_id, MARK_RETRY)
+            self.stats["rate_deferred"] += len(items)
+            return
         try:
             async with runtime.semaphore:
                 try:
@@ -515,6 +610,7 @@ class Worker:
                 detail,
                 len(items),
             )
+            runtime.failed()
             self._retry(work, items, detail)
             return
         except ThrottledError as exc:
@@ -528,6 +624,7 @@ class Worker:
             log.exception("account %r: Send raised %s", name, type(exc).__name__)
             self._retry(work, items, f"adapter error: {type(exc).__name__}: {exc}")
             return
+        runtime.succeeded()
         if len(response.results) != len(items):
             detail = (
                 f"adapter {runtime.account.adapter!r} answered {len(response.results)} "
@@ -537,7 +634,23 @@ class Worker:
             for item in items:
                 self._fail(work, item, detail, "ADAPTER_ERROR")
             return
-        for item, result in zip(items, response.results, strict=True):
+        again: list[Item] = []
+        for item, message, result in zip(items, messages, response.results, strict=True):
+            if (
+                result.reason == REASON_SENDER
+                and result.apiStatus == ApiStatus.FAIL
+                and account.fallback_sender
+                and message.sender != account.fallback_sender
+                and not item.fallback_tried
+            ):
+                item.fallback_tried = True
+                item.note = (
+                    f"sent with fallback sender {account.fallback_sender!r}: the partner "
+                    f"rejected sender {message.sender!r} ({result.partnerDetail})"
+                )
+                item.checked.message = replace(message, sender=account.fallback_sender)
+                again.append(item)
+                continue
             if (
                 result.apiStatus in (ApiStatus.OK, ApiStatus.WAITING)
                 and not result.partnerMessageId
@@ -552,6 +665,9 @@ class Worker:
                 continue
             self._result(work, item, result, name)
         self.stats["sent"] += len(items)
+        if again:
+            self.stats["fallback_sender"] += len(again)
+            await self._send_chunk(work, runtime, again)
 
     def _retry(self, work: Pass, items: list[Item], detail: str) -> None:
         if work.attempt + 1 >= self.settings.max_attempts:
@@ -571,19 +687,10 @@ class Worker:
     async def _finish(self, work: Pass, message: AbstractIncomingMessage) -> None:
         if work.retry:
             delay = RETRY_TIERS_S[min(work.attempt, len(RETRY_TIERS_S) - 1)]
-            body = orjson.dumps({"messages": [item.raw for item in work.retry]})
-            headers = {
-                HEADER_IDS: [item.message_id for item in work.retry],
-                HEADER_ATTEMPT: work.attempt + 1,
-            }
-            queue = self.topology.retry_queue(work.lane, delay)
-            await self._infra(
-                "retry publish",
-                lambda: self.broker.publish(
-                    "", queue, body, headers=headers, message_id=work.batch_id
-                ),
-            )
+            await self._republish(work, work.retry, delay, work.attempt + 1)
             self.stats["retried"] += len(work.retry)
+        if work.deferred:
+            await self._republish(work, work.deferred, RETRY_TIERS_S[0], work.attempt)
         reports = self._reports(work)
         token = os.urandom(8).hex()
         entries = {
@@ -618,6 +725,16 @@ class Worker:
                 compact["*"] = MARK_DONE
                 markers[batch] = compact
         return markers
+
+    async def _republish(self, work: Pass, items: list[Item], delay: int, attempt: int) -> None:
+        """Send items to a delayed-retry queue, which dead-letters them back to the lane."""
+        body = orjson.dumps({"messages": [item.raw for item in items]})
+        headers = {HEADER_IDS: [item.message_id for item in items], HEADER_ATTEMPT: attempt}
+        queue = self.topology.retry_queue(work.lane, delay)
+        await self._infra(
+            "retry publish",
+            lambda: self.broker.publish("", queue, body, headers=headers, message_id=work.batch_id),
+        )
 
     def _reports(self, work: Pass) -> list[tuple[str, bytes]]:
         """Group results by (accountId, apiStatus): one report message per group."""
@@ -689,6 +806,12 @@ async def _send_again(runtime: AccountRuntime, request: SmsSendRequest) -> SmsRe
         with attempt:
             return await runtime.adapter.send(request)
     raise AssertionError("unreachable")
+
+
+def _with_note(detail: str, note: str) -> str:
+    if not note:
+        return detail
+    return f"{note}; {detail}" if detail else note
 
 
 def _retry_in_place(exc: BaseException) -> bool:
