@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
@@ -70,8 +71,12 @@ def create_app(registry: Registry, store: Store, broker: Broker | None) -> Starl
             return JSONResponse({"error": "body too large"}, status_code=413)
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form"):
-            parsed = await request.form()
-            form = {k: v for k, v in parsed.items() if isinstance(v, str)}
+            # Parsed here (stdlib) rather than with Starlette's form(), which needs
+            # python-multipart; partners post small urlencoded bodies.
+            try:
+                form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            except UnicodeDecodeError:
+                return JSONResponse({"error": "form body is not UTF-8"}, status_code=400)
         call = WebhookRequest(
             method=request.method,
             url=str(request.url),
@@ -90,8 +95,11 @@ def create_app(registry: Registry, store: Store, broker: Broker | None) -> Starl
             log.exception("webhook for account %r: adapter raised %s", name, type(exc).__name__)
             stats["refused"] += 1
             return JSONResponse({"error": "malformed receipt"}, status_code=400)
-        finals = {r.partnerMessageId: pack_result(r) for r in results
-                  if r.apiStatus.final and r.partnerMessageId}
+        finals = {
+            r.partnerMessageId: pack_result(r)
+            for r in results
+            if r.apiStatus.final and r.partnerMessageId
+        }
         stored = await store.push_receipts(name, finals)
         stats["stored"] += stored
         return JSONResponse({"received": len(results), "stored": stored})
@@ -111,11 +119,13 @@ def create_app(registry: Registry, store: Store, broker: Broker | None) -> Starl
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    return Starlette(routes=[
-        Route("/webhooks/{account}", webhook, methods=["GET", "POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/webhooks/{account}", webhook, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ]
+    )
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -131,7 +141,12 @@ class HttpServer:
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False,
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
             server_header=False,
         )
         self.server = _EmbeddedServer(config)
