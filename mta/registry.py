@@ -172,7 +172,13 @@ class Registry:
             cls = classes.get(account.adapter)
             if cls is None:
                 raise ConfigError(f"account {account.name!r}: adapter {account.adapter!r} missing")
-            adapter = build_adapter(cls, account)
+            try:
+                adapter = build_adapter(cls, account)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConfigError(
+                    f"account {account.name!r}: adapter {account.adapter!r} refused its "
+                    f"options: {exc}"
+                ) from None
             runtime = AccountRuntime(account, adapter)
             self.by_name[account.name] = runtime
             self.by_id[account.id] = runtime
