@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from mta.contract import SmsReportRequest, SmsResponse, SmsSendRequest
+from mta.contract import SmsReportRequest, SmsResponse, SmsResult, SmsSendRequest, pack_result
 
 
 class ReceiptMode(enum.StrEnum):
@@ -80,12 +80,46 @@ class AdapterMeta:
         }
 
 
+class ReceiptSink:
+    """Where an adapter stores final states it learns outside a Report answer — SMPP
+    deliver_sm receipts, or a pull API that hands each report out only once — as pushed
+    receipts in Redis, so whichever reporter holds the message finds them.
+
+    The service binds it to the store at start; unbound (``mta accounts test``), pushes are
+    dropped and :meth:`push` returns 0.
+    """
+
+    def __init__(self, account_name: str) -> None:
+        self.account_name = account_name
+        self._store: Callable[[str, dict[str, bytes]], Awaitable[int]] | None = None
+
+    def bind(self, store: Callable[[str, dict[str, bytes]], Awaitable[int]]) -> None:
+        self._store = store
+
+    @property
+    def bound(self) -> bool:
+        return self._store is not None
+
+    async def push(self, results: Iterable[SmsResult]) -> int:
+        """Store the final ones (the first final per partner id wins); returns how many."""
+        if self._store is None:
+            return 0
+        finals = {
+            r.partnerMessageId: pack_result(r)
+            for r in results
+            if r.apiStatus.final and r.partnerMessageId
+        }
+        return await self._store(self.account_name, finals) if finals else 0
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
-    """Who an adapter instance serves; given to constructors that take a second argument."""
+    """Who an adapter instance serves, and where it stores receipts it learns on its own;
+    given to constructors that take a second argument."""
 
     account_name: str
     account_id: int
+    receipts: ReceiptSink = field(default_factory=lambda: ReceiptSink(""))
 
 
 @dataclass(frozen=True, slots=True)

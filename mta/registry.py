@@ -6,11 +6,19 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from mta.adapter import Adapter, AdapterContext, AdapterError, AdapterMeta, TransientError
+from mta.adapter import (
+    Adapter,
+    AdapterContext,
+    AdapterError,
+    AdapterMeta,
+    ReceiptSink,
+    TransientError,
+)
 from mta.config import Account, ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,7 +63,8 @@ def build_adapter(cls: type[Adapter], account: Account) -> Adapter:
         params = []
     factory: Any = cls
     if len(params) >= 2:
-        return factory(account.options, AdapterContext(account.name, account.id))  # type: ignore[no-any-return]
+        context = AdapterContext(account.name, account.id, ReceiptSink(account.name))
+        return factory(account.options, context)  # type: ignore[no-any-return]
     return factory(account.options)  # type: ignore[no-any-return]
 
 
@@ -187,6 +196,13 @@ class Registry:
         for runtime in self.by_name.values():
             if runtime.account.failover:
                 runtime.failover = self.by_name[runtime.account.failover]
+
+    def bind_receipts(self, push: Callable[[str, dict[str, bytes]], Awaitable[int]]) -> None:
+        """Connect every adapter's receipt sink to the store (``Store.push_receipts``)."""
+        for runtime in self.by_name.values():
+            context = getattr(runtime.adapter, "context", None)
+            if isinstance(context, AdapterContext):
+                context.receipts.bind(push)
 
     def for_account_id(self, account_id: int) -> AccountRuntime | None:
         """The account serving an MMP accountId: its own, else the default (0 = the default)."""
