@@ -8,7 +8,9 @@ Every HTTP adapter gets, from this base:
   (our public base URL; the partner is told ``<callback_base_url>/webhooks/<account name>``);
 * one long-lived :class:`httpx.AsyncClient` per account (connection pool, keep-alive,
   timeouts, optional HTTP/2, the proxy);
-* :meth:`HttpAdapter.call`, which maps the outcome to the error kinds of :mod:`mta.adapter`:
+* :meth:`HttpAdapter.call`, which names the account in every error detail, removes secret
+  option values from it (:meth:`HttpAdapter.scrub`), and maps the outcome to the error kinds
+  of :mod:`mta.adapter`:
   HTTP 429 → :class:`ThrottledError` (``Retry-After`` honoured), 5xx, timeouts and network
   errors → :class:`TransientError`, 401/403 → :class:`AuthError`, other 4xx →
   :class:`PermanentError` with the partner's own error text in the detail;
@@ -46,7 +48,9 @@ HTTP_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("proxy_username", str, default="", description="proxy user"),
     OptionSpec("proxy_password", str, secret=True, default="", description="proxy password"),
     OptionSpec(
-        "callback_base_url", str, default="",
+        "callback_base_url",
+        str,
+        default="",
         description="our public base URL; partners push receipts to <it>/webhooks/<account>",
     ),
 )
@@ -104,6 +108,15 @@ class HttpAdapter:
         """The partner's own error text from an error response (default: the body)."""
         return response.text
 
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret option's value (4+ characters) replaced by ``***``:
+        partners echo credentials back in errors and URLs."""
+        for spec in self.meta.options:
+            value = self.options.get(spec.name)
+            if spec.secret and isinstance(value, str) and len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
+
     # --- the client -------------------------------------------------------------------
     @property
     def callback_url(self) -> str | None:
@@ -141,18 +154,18 @@ class HttpAdapter:
     ) -> httpx.Response:
         """One request; returns the response when its status is in ``ok``, else raises the
         error kind its status calls for (module docstring)."""
-        what = f"{self.meta.name} {method} {path}"
+        what = f"{self.meta.name} account {self.context.account_name!r}: {method} {path}"
         try:
             response = await self.client.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"{what}: timed out ({type(exc).__name__})") from None
+            raise TransientError(self.scrub(f"{what}: timed out ({type(exc).__name__})")) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+            raise TransientError(self.scrub(f"{what}: {type(exc).__name__}: {exc}")) from None
         if response.status_code in ok:
             return response
         status = response.status_code
         text = short(self.error_text(response))
-        detail = f"{what}: HTTP {status}: {text}"
+        detail = self.scrub(f"{what}: HTTP {status}: {text}")
         if status == 429:
             raise ThrottledError(detail, retry_after_s(response.headers.get("Retry-After")))
         if status >= 500 or status == 408:

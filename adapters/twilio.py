@@ -252,9 +252,8 @@ class TwilioAdapter(HttpAdapter):
         return text
 
     def _explain(self, exc: AdapterError, hint: str) -> str:
-        detail = self._mask(exc.detail).removeprefix(f"{self.meta.name} ")
-        account = self.context.account_name
-        return f"twilio account {account!r}: {detail}" + (f"; {hint}" if hint else "")
+        detail = self._mask(exc.detail)  # the base names the account already
+        return detail + (f"; {hint}" if hint else "")
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any] | None:
