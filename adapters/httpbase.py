@@ -23,6 +23,7 @@ Subclasses declare ``meta`` (its ``options`` = :data:`HTTP_OPTIONS` + their own)
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -38,6 +39,10 @@ from mta.adapter import (
     ThrottledError,
     TransientError,
 )
+
+# httpx logs every request URL at INFO, and some partners put credentials in URLs (Twilio's
+# Account SID in the path, Vonage's keys in the query): keep those lines out of the logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 HTTP_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("url", str, default="", description="partner base URL ('' = the production one)"),

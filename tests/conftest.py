@@ -86,7 +86,10 @@ class Env:
         return Registry(load_accounts(self.settings.accounts, metas), classes)
 
     async def start(
-        self, *roles: str, extra: dict[str, type] | None = None, listen: str = "127.0.0.1:0",
+        self,
+        *roles: str,
+        extra: dict[str, type] | None = None,
+        listen: str = "127.0.0.1:0",
         **changes: Any,
     ) -> Service:
         settings = replace(self.settings, **changes)

@@ -30,6 +30,7 @@ from mta.adapter import (
 )
 from mta.config import MASK, ConfigError, load_accounts
 from mta.contract import ApiStatus, SmsMessage, SmsReportRequest, SmsSendRequest
+from mta.testing import assert_conformant
 from tests.conftest import Env
 from tests.httpserver import serve
 
@@ -540,3 +541,16 @@ timeout_s = 2.0
     calls = app.state.partner.calls
     assert calls["send"] == 2  # one injected transient failure, then the accepted batch
     assert calls["login"] >= 1 and calls["report"] >= 1
+
+
+async def test_conformance_kit() -> None:
+    app = example.create_app(secret_key=SECRET_KEY, token=TOKEN, delivery_delay_s=0.1)
+    async with serve(app) as url:
+        report = await assert_conformant(
+            HttpBridgeAdapter,
+            {"url": url, "token": TOKEN, "timeout_s": 2.0},
+            secret_key=SECRET_KEY,
+            bad_secret_key="wrong-" + SECRET_KEY,
+            final_within_s=5.0,
+        )
+    assert report["nok_login"].outcome.value == "pass"

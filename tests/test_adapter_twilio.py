@@ -29,6 +29,7 @@ from mta.contract import (
     SmsSendRequest,
     pack_result,
 )
+from mta.testing import assert_conformant
 from tests.conftest import Env
 from tests.fakes.twilio import FakeTwilio, Fate, signed_callback, twilio_signature
 from tests.httpserver import serve
@@ -545,3 +546,19 @@ async def test_end_to_end_through_worker_and_reporter(
     assert {f["StatusCallback"] for f in forms} == {f"{PUBLIC}/webhooks/tw"}
     assert {f["From"] for f in forms} == {"+15005550006"}
     assert partner.messages[stuck_sid]["status"] == "sent"  # its final came from the push
+
+
+async def test_conformance_kit(fake: tuple[FakeTwilio, str]) -> None:
+    partner, url = fake
+    report = await assert_conformant(
+        TwilioAdapter,
+        {
+            "url": url,
+            "account_sid": partner.account_sid,
+            "auth_token": partner.auth_token,
+            "timeout_s": 2.0,
+        },
+        sender="15005550006",
+        final_within_s=10.0,
+    )
+    assert report["secrets"].outcome.value == "pass"

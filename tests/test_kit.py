@@ -1,0 +1,639 @@
+"""The adapter conformance kit (mta.testing): it passes good adapters, fails broken ones, and
+the example adapter package is discovered by entry point and passes it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from adapters.simulator import SimulatorAdapter
+from mta.adapter import (
+    AdapterContext,
+    AdapterError,
+    AdapterMeta,
+    AuthError,
+    OptionSpec,
+    PermanentError,
+    ReceiptMode,
+    SendPattern,
+    ThrottledError,
+    TransientError,
+    WebhookRequest,
+)
+from mta.config import ConfigError
+from mta.contract import (
+    REASON_SENDER,
+    ApiStatus,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
+)
+from mta.registry import discover
+from mta.testing import (
+    CHECKS,
+    Conformance,
+    FailureKind,
+    Outcome,
+    Report,
+    assert_conformant,
+    build,
+    check_adapter,
+    discoverable,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "adapter-package"
+
+TOKEN = "tok-5ecret-value-77"
+OPTIONS = {"token": TOKEN}
+STATUS: dict[FailureKind, int] = {"transient": 503, "throttled": 429, "permanent": 400, "auth": 401}
+
+
+class Fine:
+    """A well-behaved adapter over an in-memory partner; the broken ones below change one thing.
+
+    The partner fails every call with ``Fine.outage`` (an HTTP-like status) while it is set.
+    """
+
+    meta: ClassVar[AdapterMeta] = AdapterMeta(
+        name="fine",
+        description="A well-behaved in-memory adapter.",
+        options=(
+            OptionSpec("token", str, required=True, secret=True, description="partner token"),
+            OptionSpec("region", str, default="eu", description="partner region"),
+        ),
+        max_batch=50,
+    )
+    outage: ClassVar[int | None] = None
+
+    def __init__(self, options: Mapping[str, Any], context: AdapterContext) -> None:
+        self.token = options["token"]
+        self.context = context
+        self.known: set[str] = set()
+        self.ids = itertools.count()
+
+    def kind(self, status: int) -> AdapterError:
+        if status == 429:
+            return ThrottledError("fine: 429 slow down", 2.0)
+        if status >= 500:
+            return TransientError(f"fine: {status} unavailable")
+        if status == 401:
+            return AuthError("fine: 401 bad token")
+        return PermanentError(f"fine: {status} bad request")
+
+    def partner(self) -> None:
+        if Fine.outage is not None:
+            raise self.kind(Fine.outage)
+
+    async def login(self, secret_key: str) -> bool:
+        self.partner()
+        return secret_key == "good-secret"
+
+    def accept(self) -> SmsResult:
+        pid = f"fine-{id(self):x}-{next(self.ids)}"
+        self.known.add(pid)
+        return SmsResult(pid, "ACCEPTED", "", ApiStatus.OK)
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        self.partner()
+        return SmsResponse(results=[self.accept() for _ in request.messages])
+
+    def state(self, pid: str) -> SmsResult:
+        if pid in self.known:
+            return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
+        return SmsResult(pid, "UNKNOWN", "fine: no such message", ApiStatus.FAIL)
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        self.partner()
+        return SmsResponse(results=[self.state(pid) for pid in request.messages])
+
+    async def destroy(self) -> None:
+        self.known.clear()
+
+
+def make_partner_fail(kind: FailureKind | None) -> None:
+    Fine.outage = STATUS[kind] if kind else None
+
+
+@pytest.fixture(autouse=True)
+def healthy_partner() -> Iterator[None]:
+    yield
+    Fine.outage = None
+
+
+SETTINGS: dict[str, Any] = {
+    "secret_key": "good-secret",
+    "bad_secret_key": "wrong-secret",
+    "make_partner_fail": make_partner_fail,
+    "final_within_s": 1.0,
+    "call_timeout_s": 2.0,
+}
+
+
+def kit(adapter: Any, **changes: Any) -> Conformance:
+    return Conformance(adapter, OPTIONS, **{**SETTINGS, **changes})
+
+
+# --- good adapters pass -----------------------------------------------------------------
+
+
+async def test_the_simulator_passes_every_check() -> None:
+    report = await assert_conformant(
+        SimulatorAdapter,
+        {"report_delay_s": 0.2, "seed": "kit"},
+        secret_key="kit-secret-key",
+        bad_secret_key="nok",
+        final_within_s=3.0,
+    )
+    assert [c.name for c in report.checks] == list(CHECKS)
+    assert all(c.outcome is Outcome.PASS for c in report.checks), str(report)
+    assert "secret_key" in report["secrets"].message  # it looked for the key given to login
+
+
+async def test_a_fine_adapter_passes_with_partner_failures() -> None:
+    report = await kit(Fine).run_all()
+    assert report.ok, str(report)
+    assert report["probes"].outcome is Outcome.SKIP  # it defines no probes
+    assert "transient, throttled, permanent, auth" in report["error_kinds"].message
+    assert "secret option 'token'" in report["secrets"].message
+
+
+async def test_a_loop_adapter_gets_one_message_per_call() -> None:
+    class OneByOne(Fine):
+        meta = replace(Fine.meta, name="one-by-one", pattern=SendPattern.LOOP, max_batch=1)
+
+        async def send(self, request: SmsSendRequest) -> SmsResponse:
+            assert len(request.messages) == 1, "a loop adapter gets one message per call"
+            return await super().send(request)
+
+        async def report(self, request: SmsReportRequest) -> SmsResponse:
+            assert len(request.messages) == 1, "and one id per report"
+            return await super().report(request)
+
+    report = await kit(OneByOne).run_all()
+    assert report.ok, str(report)
+    assert "(one per call)" in report["send"].message
+
+
+async def test_factories_plain_and_async() -> None:
+    context = AdapterContext("acct", 7)
+
+    async def make() -> Fine:
+        await asyncio.sleep(0)
+        return Fine(OPTIONS, context)
+
+    for factory in (lambda: Fine(OPTIONS, context), make):
+        report = await check_adapter(factory, OPTIONS, secret_key="good-secret")
+        assert report.ok, str(report)
+        assert report["nok_login"].outcome is Outcome.SKIP  # no bad_secret_key given
+
+
+async def test_run_all_can_skip_checks_and_report_reads_well() -> None:
+    report = await kit(Fine).run_all(skip={"report", "probes"})
+    assert report["report"].outcome is Outcome.SKIP
+    assert report["report"].message == "skipped by the caller"
+    text = str(report)
+    assert text.splitlines()[0] == "conformance of adapter 'fine': 7 passed, 0 failed, 2 skipped"
+    assert "  PASS  send " in text
+    with pytest.raises(KeyError, match="no check 'nope'"):
+        report["nope"]
+    with pytest.raises(ValueError, match="no check"):
+        await kit(Fine).run_all(skip={"nope"})
+
+
+# --- broken adapters fail, each on the check that names its fault --------------------------
+
+
+class WrongCount(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        return SmsResponse(results=(await super().send(request)).results[:-1])
+
+
+class IllegalSendStatus(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        response = await super().send(request)
+        response.results[0].apiStatus = ApiStatus.DELIVERED
+        return response
+
+
+class PlainStringStatus(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        response = await super().send(request)
+        response.results[0].apiStatus = "OK"  # type: ignore[assignment]
+        return response
+
+
+class IllegalReportStatus(Fine):
+    def state(self, pid: str) -> SmsResult:
+        return SmsResult(pid, "ACCEPTED", "", ApiStatus.OK)
+
+
+class SameIdTwice(Fine):
+    def accept(self) -> SmsResult:
+        self.known.add("fine-same")
+        return SmsResult("fine-same", "ACCEPTED", "", ApiStatus.OK)
+
+
+class OkWithoutId(Fine):
+    def accept(self) -> SmsResult:
+        return SmsResult("", "ACCEPTED", "", ApiStatus.OK)
+
+
+class ReasonOnOk(Fine):
+    def accept(self) -> SmsResult:
+        result = super().accept()
+        result.reason = REASON_SENDER
+        return result
+
+
+class SilentFail(Fine):
+    def accept(self) -> SmsResult:
+        return SmsResult(apiStatus=ApiStatus.FAIL)
+
+
+class ReportsStrangers(Fine):
+    def state(self, pid: str) -> SmsResult:
+        return SmsResult("someone-else", "DELIVRD", "", ApiStatus.DELIVERED)
+
+
+class ReportsNothing(Fine):
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        return SmsResponse()
+
+
+class DeliversUnknownIds(Fine):
+    def state(self, pid: str) -> SmsResult:
+        return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
+
+
+class ChokesOnUnknownIds(Fine):
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        if any(pid not in self.known for pid in request.messages):
+            raise PermanentError("fine: unknown message id in the request")
+        return await super().report(request)
+
+
+class AcceptsAnyKey(Fine):
+    async def login(self, secret_key: str) -> bool:
+        return True
+
+
+class TransientNok(Fine):
+    async def login(self, secret_key: str) -> bool:
+        if secret_key != "good-secret":
+            raise TransientError("fine: login refused")
+        return True
+
+
+class LeaksInRepr(Fine):
+    def __repr__(self) -> str:
+        return f"LeaksInRepr(token={self.token!r})"
+
+
+class LeaksInLog(Fine):
+    async def login(self, secret_key: str) -> bool:
+        logging.getLogger("fine.partner").debug("POST /login?token=%s", self.token)
+        return await super().login(secret_key)
+
+
+class LeaksInDetail(Fine):
+    def kind(self, status: int) -> AdapterError:
+        return TransientError(f"fine: {status} for token {self.token}")
+
+
+class LeaksLoginKey(Fine):
+    async def login(self, secret_key: str) -> bool:
+        logging.getLogger("fine").info("login with %s", secret_key)
+        return await super().login(secret_key)
+
+
+class RaisesValueError(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        raise ValueError("cannot encode the message")
+
+
+class RaisesBareAdapterError(Fine):
+    def kind(self, status: int) -> AdapterError:
+        return AdapterError(f"fine: {status}")
+
+
+class MapsOutageToPermanent(Fine):
+    def kind(self, status: int) -> AdapterError:
+        return PermanentError(f"fine: {status}")
+
+
+class FailsMessagesOnOutage(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        if Fine.outage is not None:
+            return SmsResponse(
+                results=[
+                    SmsResult("", "ERROR", "fine: down", ApiStatus.FAIL) for _ in request.messages
+                ]
+            )
+        return await super().send(request)
+
+
+class FragileDestroy(Fine):
+    destroyed = False
+
+    async def destroy(self) -> None:
+        if self.destroyed:
+            raise RuntimeError("already closed")
+        self.destroyed = True
+
+
+class SyncSend(Fine):
+    def send(self, request: SmsSendRequest) -> SmsResponse:  # type: ignore[override]
+        return SmsResponse(results=[self.accept() for _ in request.messages])
+
+
+class SlowSend(Fine):
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+
+class BadMeta(Fine):
+    meta = AdapterMeta(
+        name="bad meta",
+        description="",
+        options=(
+            OptionSpec("token", list, required=True, secret=True),  # list: no TOML option type
+            OptionSpec("retries", int, default="3"),
+            OptionSpec("password", str, secret=True, default="hunter22"),
+        ),
+        max_batch=0,
+    )
+
+
+class PushWithoutWebhook(Fine):  # receipts pushed, yet no webhook() to take them
+    meta = replace(Fine.meta, name="pushy", receipts=ReceiptMode.PUSH)
+
+
+class RaisingProbe(Fine):
+    async def test_connection(self) -> bool:
+        raise TransientError("fine: cannot connect")
+
+    async def test_credentials(self) -> str:
+        return "yes"
+
+
+BROKEN: list[tuple[type[Fine], str, list[str]]] = [
+    (WrongCount, "send", ["answered 4 results for 5 messages", "one to one"]),
+    (IllegalSendStatus, "send", ["apiStatus is DELIVERED", "send() may answer only OK, FAIL"]),
+    (PlainStringStatus, "send", ["apiStatus is 'OK' (str)", "mta.contract.ApiStatus"]),
+    (IllegalReportStatus, "report", ["apiStatus is OK", "report() may answer only"]),
+    (SameIdTwice, "send", ["'fine-same' was given to another message too"]),
+    (OkWithoutId, "send", ["OK without a partnerMessageId"]),
+    (SilentFail, "send", ["FAIL without partnerStatus or partnerDetail"]),
+    (ReasonOnOk, "send", ["reason is set, but apiStatus is OK; only FAIL has one"]),
+    (ReportsStrangers, "report", ["'someone-else', which was not asked for"]),
+    (ReportsNothing, "report", ["answered for none of the 3 accepted ids", "TIMEOUT"]),
+    (DeliversUnknownIds, "unknown_ids", ["apiStatus is DELIVERED", "only FAIL, WAITING"]),
+    (ChokesOnUnknownIds, "unknown_ids", ["one real id and one unknown id raised PermanentError"]),
+    (AcceptsAnyKey, "nok_login", ["login(bad_secret_key) answered True"]),
+    (TransientNok, "nok_login", ["raised TransientError", "not transient"]),
+    (
+        LeaksInRepr,
+        "secrets",
+        ["secret option 'token' appears in repr(adapter) (after it was built, after login"],
+    ),
+    (LeaksInLog, "secrets", ["secret option 'token' appears in a log record of 'fine.partner'"]),
+    (LeaksInDetail, "secrets", ["secret option 'token' appears in what send(1 message) while"]),
+    (LeaksLoginKey, "secrets", ["the secret_key appears in a log record of 'fine' at INFO"]),
+    (RaisesValueError, "send", ["raised ValueError: cannot encode the message"]),
+    (RaisesValueError, "error_kinds", ["send(5 messages) raised ValueError", "adapter bug"]),
+    (RaisesBareAdapterError, "error_kinds", ["raised AdapterError, an AdapterError of no kind"]),
+    (MapsOutageToPermanent, "error_kinds", ["fails (transient) raised PermanentError; expected"]),
+    (FailsMessagesOnOutage, "error_kinds", ["(transient) but send(1 message)", "FAIL"]),
+    (FragileDestroy, "destroy", ["a second destroy() of that instance raised RuntimeError"]),
+    (SyncSend, "meta", ["SyncSend.send is not a coroutine function"]),
+    (SyncSend, "send", ["returned a SmsResponse, not an awaitable"]),
+    (SlowSend, "send", ["send(5 messages) did not return within 0.3 s"]),
+    (BadMeta, "meta", ["meta.name is 'bad meta'", "meta.description is empty", "type 'list'"]),
+    (
+        BadMeta,
+        "meta",
+        ["default '3' is not of type int", "'password': a secret option with a non-empty"],
+    ),
+    (BadMeta, "meta", ["meta.max_batch is 0"]),
+    (PushWithoutWebhook, "meta", ["receipts is push, but PushWithoutWebhook has no"]),
+    (RaisingProbe, "probes", ["test_connection() raised TransientError", "answered 'yes'"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "check", "expected"),
+    BROKEN,
+    ids=[f"{cls.__name__}-{check}" for cls, check, _ in BROKEN],
+)
+async def test_a_broken_adapter_fails_the_right_check(
+    adapter: type[Fine], check: str, expected: list[str]
+) -> None:
+    report = await kit(adapter, call_timeout_s=0.3).run_all()
+    assert not report.ok
+    result = report[check]
+    assert result.outcome is Outcome.FAIL, str(report)
+    for fragment in expected:
+        assert fragment in result.message, str(report)
+    assert TOKEN not in str(report), "a report never shows a secret"
+    with pytest.raises(AssertionError, match=f"FAIL  {check} "):
+        await assert_conformant(adapter, OPTIONS, **{**SETTINGS, "call_timeout_s": 0.3})
+
+
+async def test_a_fault_fails_only_its_own_checks() -> None:
+    report = await kit(LeaksInRepr).run_all()
+    assert [c.name for c in report.failures] == ["secrets"], str(report)
+    report = await kit(WrongCount).run_all()
+    assert "meta" not in {c.name for c in report.failures}
+    assert "secrets" not in {c.name for c in report.failures}
+
+
+async def test_a_declared_kind_raised_for_an_unknown_id_alone_is_allowed() -> None:
+    class RaisesOnUnknownOnly(Fine):
+        meta = replace(Fine.meta, name="one-id", pattern=SendPattern.LOOP)
+
+        async def report(self, request: SmsReportRequest) -> SmsResponse:
+            if request.messages[0] not in self.known:
+                raise PermanentError("fine: no such message")
+            return await super().report(request)
+
+    report = await kit(RaisesOnUnknownOnly).run_all()
+    assert report.ok, str(report)
+    assert "raised PermanentError (a declared kind" in report["unknown_ids"].message
+
+
+class PushesReceipts(Fine):
+    """Learns final states outside report() (as an SMPP client or a draining pull API does)
+    and stores them through context.receipts; report() itself answers WAITING."""
+
+    meta = replace(Fine.meta, name="pushes", receipts=ReceiptMode.BOTH)
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        response = await super().send(request)
+        finals = [self.state(r.partnerMessageId) for r in response.results]
+        await self.context.receipts.push(finals)
+        return response
+
+    def state(self, pid: str) -> SmsResult:
+        if pid in self.known:
+            return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
+        return SmsResult(pid, "UNKNOWN", "fine: no such message", ApiStatus.FAIL)
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        self.partner()
+        return SmsResponse(
+            results=[SmsResult(pid, "ENROUTE", "", ApiStatus.WAITING) for pid in request.messages]
+        )
+
+    async def webhook(self, request: WebhookRequest) -> list[SmsResult]:
+        return []
+
+
+async def test_receipts_pushed_through_the_context_count_as_answers() -> None:
+    report = await kit(PushesReceipts).run_all()
+    assert report.ok, str(report)
+    assert "(DELIVERED)" in report["report"].message
+
+
+async def test_a_pull_adapter_that_pushes_receipts_fails_report() -> None:
+    class PullButPushes(PushesReceipts):
+        meta = replace(PushesReceipts.meta, name="pull-pushes", receipts=ReceiptMode.PULL)
+
+    report = await kit(PullButPushes).run_all()
+    assert report["report"].failed
+    assert "meta.receipts is pull, so the reporter never reads them" in report["report"].message
+    assert "no final state after 1 s (answers: WAITING)" in report["report"].message
+
+
+# --- building as the registry does ---------------------------------------------------------
+
+
+def test_build_checks_options_like_the_mta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINE_TOKEN", "from-the-environment")
+    adapter = build(Fine, {"token": "${FINE_TOKEN}"}, account_name="fine-1", account_id=12)
+    assert adapter.token == "from-the-environment"
+    assert (adapter.context.account_name, adapter.context.account_id) == ("fine-1", 12)
+    with pytest.raises(ConfigError, match=r"options\.token: required by adapter 'fine'"):
+        build(Fine, {})
+    with pytest.raises(ConfigError, match=r"unknown option.* colour"):
+        build(Fine, {"token": "t", "colour": "red"})
+    simulator = build(SimulatorAdapter, {"accept_ratio": "0.5"})  # coerced as from the env
+    assert simulator.accept_ratio == 0.5
+    with pytest.raises(ConfigError, match=r"'simulator' refused its options: .*within 0\.\.1"):
+        build(SimulatorAdapter, {"accept_ratio": 2})  # the constructor's ValueError
+
+
+async def test_options_that_do_not_fit_fail_the_checks_with_the_config_error() -> None:
+    report = await check_adapter(Fine, {"colour": "red"}, secret_key="good-secret")
+    assert report["send"].failed
+    assert "options do not fit" in report["send"].message
+    assert "unknown option(s) colour" in report["send"].message
+
+
+def test_discoverable_explains_what_is_missing() -> None:
+    assert discoverable("simulator") is SimulatorAdapter
+    with pytest.raises(AssertionError, match=r"no entry point 'no-such' .*pip install -e \."):
+        discoverable("no-such")
+
+
+def test_kit_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="numbers"):
+        Conformance(Fine, OPTIONS, numbers=())
+    with pytest.raises(ValueError, match="unknown kind"):
+        Conformance(Fine, OPTIONS, failures=["fire"])  # type: ignore[list-item]
+
+
+def test_report_is_a_value() -> None:
+    report = Report("x", ())
+    assert report.ok and str(report).startswith("conformance of adapter 'x': 0 passed")
+
+
+# --- the example adapter package, found by entry point ------------------------------------
+
+
+def fake_install(site: Path) -> None:
+    """What `pip install` leaves behind that discovery reads: a dist-info with entry points."""
+    info = site / "mta_adapter_echo-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: mta-adapter-echo\nVersion: 0.1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        "[mta.adapters]\necho = mta_adapter_echo:EchoAdapter\n", encoding="utf-8"
+    )
+
+
+@pytest.fixture
+def echo_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_install(site)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    try:
+        yield site
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mta_adapter_echo"]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+
+
+async def test_the_example_package_is_discovered_and_passes_the_kit(echo_installed: Path) -> None:
+    found = discover()
+    assert "echo" in found
+    echo = found["echo"]
+    assert echo.__module__ == "mta_adapter_echo.adapter"
+    assert discoverable("echo") is echo
+    partner = importlib.import_module("mta_adapter_echo.partner").PARTNER
+
+    def fail(kind: FailureKind | None) -> None:
+        partner.outage = {"transient": 503, "throttled": 429, "permanent": 400, "auth": 401}.get(
+            kind or ""
+        )
+
+    try:
+        report = await assert_conformant(
+            echo,
+            {"api_key": "echo-key-from-kit-test", "delay_s": 0.1},
+            secret_key="platform-secret",
+            bad_secret_key="",
+            make_partner_fail=fail,
+            final_within_s=2.0,
+        )
+    finally:
+        partner.outage = None
+    assert report["error_kinds"].outcome is Outcome.PASS
+
+
+def test_the_example_package_own_tests_pass(echo_installed: Path) -> None:
+    """Its tests/test_conformance.py, run by pytest as the package's CI would run it."""
+    env = dict(os.environ)
+    paths = [str(echo_installed), str(EXAMPLE / "src"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
