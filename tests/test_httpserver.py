@@ -182,3 +182,55 @@ async def test_readyz_says_unavailable_when_redis_is_gone(env: Env) -> None:
         assert ready.status_code == 503 and "redis" in ready.json()["problems"][0]
         assert (await client.get("/healthz")).status_code == 200
     await dead_redis.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_twilio_signed_callbacks_through_mta_http(env: Env) -> None:
+    """The whole push path for a real partner adapter: Twilio accepts, its signed status
+    callback reaches /webhooks/<account> over HTTP, and the reporter publishes the final."""
+    from tests.fakes.twilio import FakeTwilio, signed_callback
+
+    fake = FakeTwilio(fates={"+905330000001": "stuck"})  # polling never ends it
+    port = _free_port()
+    public = f"http://127.0.0.1:{port}"
+    async with serve(fake.app) as partner_url:
+        env.accounts(f"""
+[[account]]
+id = 0
+name = "tw"
+adapter = "twilio"
+default = true
+[account.options]
+url = "{partner_url}"
+account_sid = "{fake.account_sid}"
+auth_token = "{fake.auth_token}"
+callback_base_url = "{public}"
+""")
+        tail = await env.tail()
+        await env.start("worker", "reporter", "http", listen=f"127.0.0.1:{port}")
+        mid = await env.publish(
+            {"messages": [{"mobileNumber": "905330000001", "text": "hi", "sender": "15005550006"}]}
+        )
+        await tail.wait(lambda t: len(t.oks()) == 1)
+        sid = tail.oks()[0]["partnerMessageId"]
+        assert fake.sent()[0]["StatusCallback"] == f"{public}/webhooks/tw"
+        async with httpx.AsyncClient(base_url=public) as client:
+            headers, body = signed_callback(
+                fake, f"{public}/webhooks/tw", sid, "undelivered", error_code="30003"
+            )
+            forged = dict(headers, **{"x-twilio-signature": "AAAA"})
+            assert (
+                await client.post("/webhooks/tw", content=body, headers=forged)
+            ).status_code == 403
+            answer = await client.post("/webhooks/tw", content=body, headers=headers)
+            assert answer.status_code == 200 and answer.json()["stored"] == 1
+        finals = await tail.wait_finals(1)
+        assert finals[0]["messageId"] == f"{mid}:0" and finals[0]["apiStatus"] == "FAIL"
+        assert "30003" in finals[0]["partnerDetail"] + finals[0]["partnerStatus"]
