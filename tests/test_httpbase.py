@@ -98,3 +98,80 @@ def test_retry_after_forms() -> None:
     assert retry_after_s(None) is None
     assert retry_after_s("garbage") is None
     assert 0 <= (retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") or 0) == 0
+
+
+class ForwardProxy:
+    """A minimal HTTP forward proxy on loopback that requires Basic proxy credentials."""
+
+    def __init__(self, user: str, password: str) -> None:
+        import base64
+
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.seen: list[tuple[str, str]] = []  # (request target, Proxy-Authorization)
+        self.server: asyncio.AbstractServer | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import httpx
+
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, target, _ = head[0].split(" ", 2)
+            headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+            auth = next((v for k, v in headers.items() if k.lower() == "proxy-authorization"), "")
+            self.seen.append((target, auth))
+            if auth != self.expected:
+                writer.write(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            else:
+                forward = {
+                    k: v
+                    for k, v in headers.items()
+                    if not k.lower().startswith("proxy-") and k.lower() != "host"
+                }
+                async with httpx.AsyncClient() as client:
+                    upstream = await client.request(method, target, headers=forward)
+                writer.write(
+                    f"HTTP/1.1 {upstream.status_code} X\r\nContent-Length: "
+                    f"{len(upstream.content)}\r\nConnection: close\r\n\r\n".encode()
+                    + upstream.content
+                )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_requests_go_through_the_accounts_proxy_with_its_credentials() -> None:
+    proxy = ForwardProxy("px-user", "px-pass-9")
+    async with serve(APP) as url, proxy as proxy_url:
+        adapter = Probe(
+            options(
+                url=url, proxy_url=proxy_url, proxy_username="px-user", proxy_password="px-pass-9"
+            )
+        )
+        answer = await adapter.call("GET", "/status/200")
+        assert answer.json()["auth"] == "Key s3cret"
+        assert proxy.seen[-1][0] == f"{url}/status/200", "the request went through the proxy"
+        assert proxy.seen[-1][1] == proxy.expected
+        assert await adapter.test_proxy()
+        await adapter.destroy()
+        wrong = Probe(
+            options(url=url, proxy_url=proxy_url, proxy_username="px-user", proxy_password="nope")
+        )
+        with pytest.raises(PermanentError, match="HTTP 407"):
+            await wrong.call("GET", "/status/200")
+        await wrong.destroy()
+    dead = Probe(options(url="http://127.0.0.1:9", proxy_url=proxy_url))
+    assert not await dead.test_proxy(), "the proxy is gone: the proxy test fails"
+    await dead.destroy()
