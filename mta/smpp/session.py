@@ -1,0 +1,548 @@
+"""One SMPP session over an asyncio stream pair, for both sides: framing, window, timers.
+
+The session frames PDUs by ``command_length`` (a frame under 16 octets or over
+``max_pdu_size`` gets ``generic_nack`` ESME_RINVCMDLEN and closes the session: the stream
+cannot be resynchronised), numbers requests 1..0x7FFFFFFF with wrap-around, and matches
+responses by sequence number in a dict of futures (O(1)). :meth:`Session.request` waits for a
+free slot of the ``window`` (outstanding requests), honours :meth:`Session.pause` (set when the
+peer answers ESME_RTHROTTLED / ESME_RMSGQFUL) and the optional ``throughput`` pacing, and fails
+with :class:`ResponseTimeout` after its response timeout.
+
+Incoming requests go to the owner's ``on_request(session, pdu)``: it returns the response
+(sent at once), an awaitable of it (run as a task, so slow answers such as a publish with
+confirm overlap; at most ``max_incoming`` at a time, after which the session stops reading),
+or None when it answers later with :meth:`Session.reply`. A handler that raises answers
+ESME_RSYSERR. The session itself answers ``enquire_link``, answers ``unbind`` with
+``unbind_resp`` and closes, and answers undecodable PDUs with ``generic_nack`` carrying the
+status from :class:`~mta.smpp.pdu.PduError` — neither a malformed PDU nor a handler error ends
+the session or the process. When idle (nothing received for ``enquire_link_s``) it sends
+``enquire_link``; ``enquire_link_misses`` unanswered in a row close the session.
+
+TCP_NODELAY is set on the socket on both sides: without it, receipts interleaved with submits
+stall ~40 ms each on Nagle + delayed ACK (research/ecosystem.md §6: smpp34 fell from 7k/s to
+0.3-1.7k/s). Writes made in one loop iteration are coalesced into one ``write``. No threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from mta.smpp.pdu import (
+    HEADER,
+    MAX_SEQUENCE,
+    RESPONSE_BIT,
+    CommandId,
+    CommandStatus,
+    EnquireLink,
+    EnquireLinkResp,
+    Pdu,
+    PduError,
+    Unbind,
+    UnbindResp,
+    command_name,
+    decode,
+    encode,
+    generic_nack,
+    response_for,
+)
+
+__all__ = [
+    "CloseHook",
+    "RequestHandler",
+    "ResponseTimeout",
+    "Session",
+    "SessionClosed",
+    "connect",
+]
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[["Session", Pdu], "Pdu | Awaitable[Pdu | None] | None"]
+CloseHook = Callable[["Session", "BaseException | None"], None]
+
+_READ_CHUNK: Final = 1 << 16
+_HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
+_NO_ANSWER: Final = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
+
+
+class SessionClosed(ConnectionError):
+    """The session is closed (or unbinding): no request can be sent, pending ones fail."""
+
+
+class ResponseTimeout(TimeoutError):
+    """No response to a request within its response timeout."""
+
+
+class Session:
+    """An SMPP session on (*reader*, *writer*); call :meth:`start` inside the loop.
+
+    ``window``: requests outstanding at once. ``response_timeout``: default seconds to wait
+    for each response. ``enquire_link_s``: idle seconds before an ``enquire_link`` (0 = never).
+    ``throughput``: requests per second leaving this session (0 = unlimited).
+    ``max_incoming``: incoming requests whose asynchronous answers may be pending at once.
+    ``context``: free for the owner (e.g. the bound system_id).
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_request: RequestHandler | None = None,
+        on_close: CloseHook | None = None,
+        window: int = 10,
+        response_timeout: float = 60.0,
+        enquire_link_s: float = 30.0,
+        enquire_link_misses: int = 2,
+        throughput: float = 0.0,
+        max_pdu_size: int = 65536,
+        max_incoming: int = 1000,
+        name: str = "",
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._reader = reader
+        self._writer = writer
+        self.on_request = on_request
+        self.on_close = on_close
+        self.window = window
+        self.response_timeout = response_timeout
+        self.enquire_link_s = enquire_link_s
+        self.enquire_link_misses = max(1, enquire_link_misses)
+        self.max_pdu_size = max_pdu_size
+        self.max_incoming = max_incoming
+        self.name = name or _peer_name(writer)
+        self.context: Any = None
+        self.unmatched = 0  # responses that matched no outstanding request (late, unknown)
+        self.nacked = 0  # incoming PDUs answered with generic_nack
+        self._loop = asyncio.get_running_loop()
+        self._window = asyncio.Semaphore(window)
+        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._seq = 0
+        self._paused_until = 0.0
+        self._interval = 1.0 / throughput if throughput > 0 else 0.0
+        self._next_slot = 0.0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._incoming: set[asyncio.Task[None]] = set()
+        self._incoming_room = asyncio.Event()
+        self._incoming_room.set()
+        self._drained: asyncio.Future[None] | None = None
+        self._closing = False  # unbinding: no new requests
+        self._closing_by_peer = False  # the peer sent unbind: answered, closing
+        self._closed = False
+        self._close_reason: BaseException | None = None
+        self._closed_future: asyncio.Future[None] = self._loop.create_future()
+        self._stopped: asyncio.Future[None] = self._loop.create_future()  # set as close starts
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_received = self._loop.time()
+        set_nodelay(writer)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start reading, and the enquire_link timer."""
+        if self._tasks:
+            return
+        self._tasks.append(self._loop.create_task(self._read_loop(), name=f"smpp-read {self.name}"))
+        if self.enquire_link_s > 0:
+            self._tasks.append(
+                self._loop.create_task(self._keepalive(), name=f"smpp-keepalive {self.name}")
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._close_reason
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered (or timed out)."""
+        return len(self._pending)
+
+    @property
+    def paused_until(self) -> float:
+        """Loop time until which new requests wait (see :meth:`pause`)."""
+        return self._paused_until
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed_future)
+
+    async def close(self, reason: BaseException | None = None) -> None:
+        """Close now: pending requests fail with :class:`SessionClosed`, buffered output is
+        flushed, the socket closed, ``on_close(session, reason)`` called once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        self._stopped.set_result(None)
+        detail = f": {reason}" if reason else ""
+        error = SessionClosed(f"SMPP session {self.name} closed{detail}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._flush()
+        self._writer.close()
+        if self.on_close is not None:
+            try:
+                self.on_close(self, reason)
+            except Exception:
+                log.exception("SMPP %s: on_close hook failed", self.name)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._writer.wait_closed(), 5.0)
+        if not self._closed_future.done():
+            self._closed_future.set_result(None)
+
+    async def unbind(self, grace: float = 5.0) -> None:
+        """Stop taking requests, let outstanding ones finish (up to *grace* seconds), send
+        ``unbind``, wait for ``unbind_resp`` (up to *grace* seconds) and close."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._pending:
+            self._drained = self._loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), grace)
+        with contextlib.suppress(ResponseTimeout, SessionClosed):
+            await self._exchange(Unbind(), grace, closing_ok=True)
+        await self.close()
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Hold new requests for *seconds* (extends, never shortens, a running pause)."""
+        self._paused_until = max(self._paused_until, self._loop.time() + seconds)
+
+    async def request(self, pdu: Pdu, response_timeout: float | None = None) -> Pdu:
+        """Send request *pdu* (its ``sequence`` is set here) and return the peer's response —
+        the matching ``_resp`` or a ``generic_nack``; check its ``status``.
+
+        Waits for a window slot, a running pause and the throughput pacing first. Raises
+        :class:`ResponseTimeout` when no response came *response_timeout* seconds (default: the
+        session's) after the request left, and
+        :class:`SessionClosed` if the session closes first.
+        """
+        self._check_open()
+        if self._paused_until > self._loop.time():
+            await self._wait_pause()
+        async with self._window:
+            if self._paused_until > self._loop.time():
+                await self._wait_pause()
+            if self._interval:
+                await self._pace()
+            return await self._exchange(pdu, response_timeout)
+
+    def send(self, pdu: Pdu) -> None:
+        """Write *pdu* as it is (a response, with its sequence already set)."""
+        if self._closed:
+            raise SessionClosed(f"SMPP session {self.name} is closed")
+        self._write(encode(pdu))
+
+    def reply(self, request: Pdu, response: Pdu) -> None:
+        """Answer *request* with *response* (the sequence is copied); dropped if closed."""
+        response.sequence = request.sequence
+        if self._closed:
+            log.debug("SMPP %s: %s after close dropped", self.name, response.name)
+            return
+        self._write(encode(response))
+
+    async def _exchange(self, pdu: Pdu, wait: float | None, closing_ok: bool = False) -> Pdu:
+        if self._closed or (self._closing and not closing_ok):
+            self._check_open()
+        seq = self._next_sequence()
+        pdu.sequence = seq
+        frame = encode(pdu)
+        future: asyncio.Future[Pdu] = self._loop.create_future()
+        self._pending[seq] = future
+        delay = self.response_timeout if wait is None else wait
+        timer = self._loop.call_later(delay, self._expire, seq, delay)
+        try:
+            self._write(frame)
+            if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                self._flush()
+                try:
+                    await self._writer.drain()
+                except ConnectionError as exc:
+                    raise SessionClosed(f"SMPP session {self.name}: {exc}") from exc
+            return await future
+        finally:
+            timer.cancel()
+            del self._pending[seq]
+            if not self._pending and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+    def _expire(self, seq: int, delay: float) -> None:
+        future = self._pending.get(seq)
+        if future is not None and not future.done():
+            future.set_exception(
+                ResponseTimeout(f"SMPP {self.name}: no response to sequence {seq} in {delay:g} s")
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed(
+                f"SMPP session {self.name} is closed"
+                + (f": {self._close_reason}" if self._close_reason else "")
+            )
+        if self._closing:
+            raise SessionClosed(f"SMPP session {self.name} is unbinding")
+
+    async def _wait_pause(self) -> None:
+        while True:
+            delay = self._paused_until - self._loop.time()
+            if delay <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stopped), delay)
+            self._check_open()
+
+    async def _pace(self) -> None:
+        now = self._loop.time()
+        slot = max(self._next_slot, now)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+            self._check_open()
+
+    def _next_sequence(self) -> int:
+        seq = self._seq
+        while True:
+            seq = seq + 1 if seq < MAX_SEQUENCE else 1
+            if seq not in self._pending:
+                self._seq = seq
+                return seq
+
+    def _write(self, frame: bytes) -> None:
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        if self._writer.transport.is_closing():
+            return
+        self._writer.write(data)
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reason: BaseException | None = None
+        buffer = bytearray()
+        unpack = HEADER.unpack_from
+        try:
+            while not self._closed:
+                chunk = await self._reader.read(_READ_CHUNK)
+                if not chunk:
+                    reason = SessionClosed("connection closed by peer")
+                    break
+                self.last_received = self._loop.time()
+                buffer += chunk
+                pos = 0
+                size = len(buffer)
+                while size - pos >= 16:
+                    length, cid, _status, seq = unpack(buffer, pos)
+                    if length < 16 or length > self.max_pdu_size:
+                        self.nacked += 1
+                        self._write(encode(generic_nack(CommandStatus.ESME_RINVCMDLEN, seq)))
+                        reason = PduError(
+                            CommandStatus.ESME_RINVCMDLEN,
+                            f"command_length {length} outside 16..{self.max_pdu_size}",
+                            sequence=seq,
+                            command_id=cid,
+                        )
+                        break
+                    if size - pos < length:
+                        break
+                    frame = bytes(buffer[pos : pos + length])
+                    pos += length
+                    try:
+                        self._dispatch(frame, cid, seq)
+                    except Exception:  # a bug in one PDU's path must not end the session
+                        log.exception(
+                            "SMPP %s: dispatch of %s failed", self.name, command_name(cid)
+                        )
+                    if self._closed or self._closing_by_peer:
+                        break
+                if reason is not None or self._closing_by_peer:
+                    break
+                del buffer[:pos]
+                if len(self._incoming) >= self.max_incoming:
+                    self._incoming_room.clear()
+                    await self._incoming_room.wait()
+        except (ConnectionError, OSError, ssl_module.SSLError) as exc:
+            reason = exc
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # a bug here must not leave a half-dead session
+            log.exception("SMPP %s: reader failed", self.name)
+            reason = exc
+        if self._closing_by_peer:
+            reason = SessionClosed("unbind from peer")
+        await self.close(reason)
+
+    def _dispatch(self, frame: bytes, cid: int, seq: int) -> None:
+        try:
+            pdu = decode(frame)
+        except PduError as exc:
+            self._on_bad_pdu(exc, cid, seq)
+            return
+        if cid & RESPONSE_BIT:
+            future = self._pending.get(seq)
+            if future is None or future.done():
+                self.unmatched += 1
+                log.debug("SMPP %s: unmatched %s seq %d", self.name, command_name(cid), seq)
+                return
+            future.set_result(pdu)
+            return
+        if cid == CommandId.ENQUIRE_LINK:
+            self._write(encode(EnquireLinkResp(sequence=seq)))
+            return
+        if cid == CommandId.UNBIND:
+            self._write(encode(UnbindResp(sequence=seq)))
+            self._closing_by_peer = True
+            return
+        self._handle_request(pdu, cid)
+
+    def _on_bad_pdu(self, exc: PduError, cid: int, seq: int) -> None:
+        log.warning("SMPP %s: bad %s seq %d: %s", self.name, command_name(cid), seq, exc)
+        if cid & RESPONSE_BIT:
+            future = self._pending.get(seq)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        if cid != CommandId.GENERIC_NACK:
+            self.nacked += 1
+            self._write(encode(generic_nack(exc.status, seq)))
+
+    def _handle_request(self, pdu: Pdu, cid: int) -> None:
+        handler = self.on_request
+        if handler is None:
+            if cid not in _NO_ANSWER:
+                self._write(encode(response_for(pdu, CommandStatus.ESME_RINVCMDID)))
+            return
+        try:
+            result = handler(self, pdu)
+        except Exception:
+            log.exception("SMPP %s: handler failed on %s", self.name, pdu.name)
+            self._answer_error(pdu, cid)
+            return
+        if result is None:
+            return
+        if isinstance(result, Pdu):
+            self._safe_reply(pdu, cid, result)
+            return
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(self._answer_later(pdu, cid, result))
+            self._incoming.add(task)
+            task.add_done_callback(self._incoming_done)
+            return
+        log.error("SMPP %s: handler returned %r for %s", self.name, result, pdu.name)
+        self._answer_error(pdu, cid)
+
+    async def _answer_later(self, pdu: Pdu, cid: int, result: Awaitable[Pdu | None]) -> None:
+        try:
+            response = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("SMPP %s: handler failed on %s", self.name, pdu.name)
+            self._answer_error(pdu, cid)
+            return
+        if response is not None:
+            self._safe_reply(pdu, cid, response)
+
+    def _safe_reply(self, pdu: Pdu, cid: int, response: Pdu) -> None:
+        try:
+            self.reply(pdu, response)
+        except Exception:
+            log.exception("SMPP %s: cannot encode the answer %r", self.name, response)
+            self._answer_error(pdu, cid)
+
+    def _incoming_done(self, task: asyncio.Task[None]) -> None:
+        self._incoming.discard(task)
+        if len(self._incoming) < self.max_incoming:
+            self._incoming_room.set()
+
+    def _answer_error(self, pdu: Pdu, cid: int) -> None:
+        if cid in _NO_ANSWER or self._closed:
+            return
+        self._write(encode(response_for(pdu, CommandStatus.ESME_RSYSERR)))
+
+    # --- keepalive --------------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        misses = 0
+        interval = self.enquire_link_s
+        try:
+            while not self._closed:
+                idle = self._loop.time() - self.last_received
+                if idle < interval:
+                    await asyncio.sleep(interval - idle)
+                    continue
+                sent_at = self._loop.time()
+                try:
+                    await self._exchange(EnquireLink(), self.response_timeout, closing_ok=True)
+                    misses = 0
+                except ResponseTimeout:
+                    if self.last_received > sent_at:
+                        misses = 0  # the peer is alive, just slow on this one
+                        continue
+                    misses += 1
+                    log.warning("SMPP %s: enquire_link unanswered (%d)", self.name, misses)
+                    if misses >= self.enquire_link_misses:
+                        await self.close(ResponseTimeout(f"{misses} enquire_link unanswered"))
+                        return
+                    continue
+                # the response updated last_received: wait a full interval again
+        except (SessionClosed, asyncio.CancelledError):
+            return
+
+
+def set_nodelay(writer: asyncio.StreamWriter) -> None:
+    """Disable Nagle on the writer's TCP socket (a no-op for other sockets)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "?")
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    connect_timeout: float = 10.0,
+    **options: Any,
+) -> Session:
+    """Open a TCP (or TLS) connection and return a started :class:`Session` on it;
+    *options* are the :class:`Session` keyword arguments."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ssl or None), connect_timeout
+    )
+    session = Session(reader, writer, **options)
+    session.start()
+    return session
