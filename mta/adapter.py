@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -80,20 +80,34 @@ class AdapterMeta:
         }
 
 
-class ReceiptSink:
-    """Where an adapter stores final states it learns outside a Report answer — SMPP
-    deliver_sm receipts, or a pull API that hands each report out only once — as pushed
-    receipts in Redis, so whichever reporter holds the message finds them.
+class SharedStore(Protocol):
+    """The part of the MTA's Redis store an adapter may use (see :class:`ReceiptSink`)."""
 
-    The service binds it to the store at start; unbound (``mta accounts test``), pushes are
-    dropped and :meth:`push` returns 0.
+    async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int: ...
+
+    async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None: ...
+
+    async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]: ...
+
+
+class ReceiptSink:
+    """What an adapter shares with every MTA process through Redis:
+
+    * final states it learns outside a Report answer — SMPP deliver_sm receipts, or a pull API
+      that hands each report out only once — stored as pushed receipts, so whichever reporter
+      holds the message finds them (:meth:`push`);
+    * small keyed values with a TTL, e.g. which SMSC ids make up one long message
+      (:meth:`remember`, :meth:`recall`), namespaced by account.
+
+    The service binds it to the store at start; unbound (``mta accounts test``), pushes and
+    remembered values are dropped, and :meth:`recall` finds nothing.
     """
 
     def __init__(self, account_name: str) -> None:
         self.account_name = account_name
-        self._store: Callable[[str, dict[str, bytes]], Awaitable[int]] | None = None
+        self._store: SharedStore | None = None
 
-    def bind(self, store: Callable[[str, dict[str, bytes]], Awaitable[int]]) -> None:
+    def bind(self, store: SharedStore) -> None:
         self._store = store
 
     @property
@@ -109,7 +123,16 @@ class ReceiptSink:
             for r in results
             if r.apiStatus.final and r.partnerMessageId
         }
-        return await self._store(self.account_name, finals) if finals else 0
+        return await self._store.push_receipts(self.account_name, finals) if finals else 0
+
+    async def remember(self, values: dict[str, bytes], ttl_s: int) -> None:
+        if self._store is not None and values:
+            await self._store.put_state(self.account_name, values, ttl_s)
+
+    async def recall(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if self._store is None or not keys:
+            return {}
+        return await self._store.get_state(self.account_name, keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -17,6 +16,7 @@ from mta.adapter import (
     AdapterError,
     AdapterMeta,
     ReceiptSink,
+    SharedStore,
     TransientError,
 )
 from mta.config import Account, ConfigError
@@ -197,12 +197,12 @@ class Registry:
             if runtime.account.failover:
                 runtime.failover = self.by_name[runtime.account.failover]
 
-    def bind_receipts(self, push: Callable[[str, dict[str, bytes]], Awaitable[int]]) -> None:
-        """Connect every adapter's receipt sink to the store (``Store.push_receipts``)."""
+    def bind_store(self, store: SharedStore) -> None:
+        """Connect every adapter's receipt sink (receipts, shared state) to the store."""
         for runtime in self.by_name.values():
             context = getattr(runtime.adapter, "context", None)
             if isinstance(context, AdapterContext):
-                context.receipts.bind(push)
+                context.receipts.bind(store)
 
     def for_account_id(self, account_id: int) -> AccountRuntime | None:
         """The account serving an MMP accountId: its own, else the default (0 = the default)."""

@@ -50,7 +50,7 @@ class Service:
     async def start(self) -> None:
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
-        self.registry.bind_receipts(self.store.push_receipts)
+        self.registry.bind_store(self.store)
         await self.registry.start()
         if "reporter" in self.roles:
             self.reporter = Reporter(self.settings, self.registry, self.store, self.broker)

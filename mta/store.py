@@ -4,7 +4,8 @@ All keys of one prefix share the hash tag ``{<prefix>}``, so every script and MU
 Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 
 ``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight, ``o`` outcome recorded,
-                            ``h`` held for its startTime, ``r`` handed to a delayed-retry queue;
+                            ``h`` held for its startTime, ``r`` handed to a delayed-retry queue,
+                            ``c`` cancelled before it reached a partner (never sent);
                             field ``*`` stands for every index without a field of its own, so
                             a batch handled in one pass costs one or two fields, not hundreds.
                             Expires ``DEDUP_TTL_S`` after the batch's last touch.
@@ -16,6 +17,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
 ``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
+``P:astate:<account>:<key>``  string  small state an adapter shares across processes (e.g.
+                            the SMSC ids of one long message), with the adapter's TTL.
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
@@ -47,6 +50,8 @@ MARK_INFLIGHT = "i"
 MARK_DONE = "o"
 MARK_HELD = "h"
 MARK_RETRY = "r"
+MARK_CANCELLED = "c"
+CANCEL_TTL_S = 2 * 86400
 
 OUTBOX_GRACE_MS = 30_000
 RECEIPT_TTL_S = 3 * 86400
@@ -86,6 +91,19 @@ end
 if #take > 0 then redis.call('HSET', KEYS[1], unpack(take)) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return out
+"""
+
+# KEYS markers, held, held data; ARGV index, message id, ttl. Cancels a message that has not
+# reached a partner (no marker yet: still queued; held; in a retry queue): returns '' when
+# cancelled, else the marker that makes it too late ('i' in flight, 'o' done, 'c' already).
+_CANCEL = """
+local v = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[1], '*')
+if v and v ~= 'h' and v ~= 'r' then return v end
+redis.call('HSET', KEYS[1], ARGV[1], 'c')
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return ''
 """
 
 # KEYS due, lease, pending; ARGV now_ms, now_us, token, limit.
@@ -299,6 +317,7 @@ class Store:
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._reserve = client.register_script(_RESERVE)
+        self._cancel = client.register_script(_CANCEL)
 
     @classmethod
     def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
@@ -359,6 +378,17 @@ class Store:
         fields = list(indexes)
         if fields:
             await self.r.hdel(self.markers_key(batch_id), *fields)
+
+    async def cancel(self, message_id: str) -> str:
+        """Cancel a message that has not reached a partner yet; '' when cancelled, else the
+        marker that makes it too late. The worker then skips it (``c`` is never taken over);
+        the caller publishes its FAIL."""
+        batch, index = message_id.rsplit(":", 1)
+        out = await self._cancel(
+            keys=[self.markers_key(batch), self.k_held, self.k_held_data],
+            args=[index, message_id, CANCEL_TTL_S],
+        )
+        return out.decode() if isinstance(out, bytes) else str(out)
 
     async def take_held(self, limit: int, lease_ms: int) -> tuple[list[str], list[bytes | None]]:
         """Lease held messages whose startTime has come; :meth:`drop_held` once republished."""
@@ -474,6 +504,21 @@ class Store:
         return {
             pid: v if isinstance(v, bytes) else str(v).encode()
             for pid, v in zip(partner_ids, values, strict=True)
+            if v is not None
+        }
+
+    async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None:
+        """Adapter state shared by every process (``ReceiptSink.remember``), with a TTL."""
+        pipe = self.r.pipeline(transaction=False)
+        for key, value in values.items():
+            pipe.set(f"{self.tag}:astate:{account}:{key}", value, ex=ttl_s)
+        await pipe.execute()
+
+    async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]:
+        values = await self.r.mget([f"{self.tag}:astate:{account}:{key}" for key in keys])
+        return {
+            key: v if isinstance(v, bytes) else str(v).encode()
+            for key, v in zip(keys, values, strict=True)
             if v is not None
         }
 

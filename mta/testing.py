@@ -581,8 +581,8 @@ class Conformance:
             check.stop(f"building the adapter raised {type(exc).__name__}: {exc}")
         check.adapters.append(adapter)
         context = getattr(adapter, "context", None)
-        if isinstance(context, AdapterContext):  # as Registry.bind_receipts does
-            context.receipts.bind(self._store_pushed)
+        if isinstance(context, AdapterContext):  # as Registry.bind_store does
+            context.receipts.bind(_KitStore(self._store_pushed))
         meta = getattr(type(adapter), "meta", None)
         if isinstance(meta, AdapterMeta):
             self._meta = meta
@@ -1387,3 +1387,22 @@ class Conformance:
         if self.bad_secret_key is not None:
             values["bad_secret_key"] = self.bad_secret_key
         return {k: v for k, v in values.items() if len(v) >= _MIN_SECRET_LEN}
+
+
+class _KitStore:
+    """The kit's stand-in for the MTA's Redis store behind ``context.receipts``: pushed
+    receipts go to the kit's checks, shared state lives in memory (TTLs are not enforced)."""
+
+    def __init__(self, push: Callable[[str, dict[str, bytes]], Awaitable[int]]) -> None:
+        self._push = push
+        self._state: dict[tuple[str, str], bytes] = {}
+
+    async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
+        return await self._push(account, receipts)
+
+    async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None:
+        for key, value in values.items():
+            self._state[(account, key)] = value
+
+    async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]:
+        return {k: self._state[(account, k)] for k in keys if (account, k) in self._state}

@@ -221,7 +221,7 @@ async def test_drained_finals_reach_every_reporter_through_redis(
     """Reporter A drains a report for a message reporter B holds: B finds it in Redis."""
     store = await env.store()
     sink_a = ReceiptSink("ib-1")
-    sink_a.bind(store.push_receipts)
+    sink_a.bind(store)
     options = {o.name: o.default for o in InfobipAdapter.meta.options}
     options.update(url=partner.url, api_key=KEY, timeout_s=2.0)
     adapter_a = InfobipAdapter(options, AdapterContext("ib-1", 7, sink_a))

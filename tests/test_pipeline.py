@@ -404,3 +404,27 @@ async def test_poison_batch_is_dead_lettered_after_the_delivery_limit(env: Env) 
     deaths = parked.headers["x-death"]
     assert isinstance(deaths, list) and deaths[0]["reason"] == "delivery_limit"
     await parked.ack()
+
+
+async def test_cancel_before_a_partner_saw_it(env: Env) -> None:
+    from mta.store import MARK_CANCELLED
+
+    tail = await env.tail()
+    store = await env.store()
+    # Queued, not yet consumed: cancel wins and the worker skips it.
+    assert await store.cancel("q1:1") == ""
+    assert await store.cancel("q1:1") == MARK_CANCELLED
+    service = await env.start("worker", "reporter")
+    await env.publish(batch(3), message_id="q1")
+    await tail.wait_finals(2)
+    await asyncio.sleep(0.3)
+    assert {f["messageId"] for f in tail.finals()} == {"q1:0", "q1:2"}
+    assert service.worker is not None and service.worker.stats["sent"] == 2
+    assert await store.cancel("q1:0") == "o", "too late once the outcome is recorded"
+    # Held for its startTime: cancel removes it from the held set.
+    start = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y%m%d%H%M")
+    await env.publish(batch(1, startTime=start), message_id="held1")
+    await eventually(lambda: _counts(store, "held", 1), what="held")
+    assert await store.cancel("held1:0") == ""
+    assert (await store.counts())["held"] == 0
+    await store.close()
