@@ -184,7 +184,11 @@ def main() -> None:
 
 
 def _serve(
-    settings: Settings, roles: tuple[str, ...], verbose: bool, listen: str = "127.0.0.1:8080"
+    settings: Settings,
+    roles: tuple[str, ...],
+    verbose: bool,
+    listen: str = "127.0.0.1:8080",
+    **smpp: str,
 ) -> None:
     from mta.httpserver import parse_listen
     from mta.service import build_registry, serve
@@ -199,7 +203,7 @@ def _serve(
         registry = build_registry(settings)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    _run(serve(settings, roles, registry, listen))
+    _run(serve(settings, roles, registry, listen, **smpp))
 
 
 _LISTEN_HELP = "Address of the HTTP server (webhooks, /healthz, /readyz)."
@@ -243,6 +247,61 @@ def run(settings: Settings, verbose: bool, with_http: bool, listen: str) -> None
 def http_command(settings: Settings, verbose: bool, listen: str) -> None:
     """Serve partner receipt webhooks (/webhooks/<account>), /healthz and /readyz."""
     _serve(settings, ("http",), verbose, listen)
+
+
+@main.command("smpp-server")
+@settings_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--listen",
+    envvar="MTA_SMPP_LISTEN",
+    show_envvar=True,
+    default="127.0.0.1:2775",
+    show_default=True,
+    help="Address of the SMPP 3.4 listener.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM certificate (chain): serve SMPP over TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM private key of --tls-cert.",
+)
+def smpp_server(
+    settings: Settings, verbose: bool, listen: str, tls_cert: str | None, tls_key: str | None
+) -> None:
+    """Serve SMPP 3.4 to the [[smpp_client]] entries of the accounts file (we are the SMSC):
+    binds, submit_sm onto the send exchange, query_sm, cancel_sm, deliver_sm receipts."""
+    from mta.config import load_smpp_clients
+    from mta.httpserver import parse_listen
+
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        if not load_smpp_clients(settings.accounts):
+            click.echo(
+                f"warning: {settings.accounts} has no [[smpp_client]]: every bind is refused",
+                err=True,
+            )
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    _serve(
+        settings,
+        ("smpp",),
+        verbose,
+        smpp_listen=listen,
+        smpp_tls_cert=tls_cert or "",
+        smpp_tls_key=tls_key or "",
+    )
 
 
 @main.command()

@@ -198,9 +198,12 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
         raise ConfigError(f"MTA_ACCOUNTS: accounts file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    extra = sorted(set(doc) - {"account"})
+    extra = sorted(set(doc) - {"account", "smpp_client"})
     if extra:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(extra)}; expected [[account]]")
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(extra)}; expected [[account]] "
+            "(and [[smpp_client]])"
+        )
     entries = doc.get("account", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: no [[account]] entries")
@@ -293,3 +296,91 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
                 f"{path}: account {account.name!r}: failover: no account named {account.failover!r}"
             )
     return accounts
+
+
+_SMPP_CLIENT_KEYS = frozenset({"system_id", "password", "account_id", "throughput", "priority"})
+
+
+@dataclass(frozen=True)
+class SmppClient:
+    """One ``[[smpp_client]]`` of the accounts file: an ESME allowed to bind to
+    ``mta smpp-server``. ``account_id`` is the MMP accountId its messages carry; ``throughput``
+    its submit_sm/s (beyond it ESME_RTHROTTLED); ``priority`` sends all its messages on the
+    priority lane. The password is masked in ``repr``."""
+
+    system_id: str
+    password: str = field(repr=False)
+    account_id: int
+    throughput: float = 100.0
+    priority: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"SmppClient(system_id={self.system_id!r}, password={MASK!r}, "
+            f"account_id={self.account_id}, throughput={self.throughput}, "
+            f"priority={self.priority})"
+        )
+
+
+def load_smpp_clients(path: str | Path) -> list[SmppClient]:
+    """Read and check the ``[[smpp_client]]`` entries of the accounts file (none is fine);
+    raise :class:`ConfigError` naming the client and the field."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"MTA_ACCOUNTS: accounts file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    entries = doc.get("smpp_client", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: smpp_client: expected an array of tables [[smpp_client]]")
+    clients: list[SmppClient] = []
+    seen: set[str] = set()
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: smpp_client #{n}: expected a table [[smpp_client]]")
+        system_id = entry.get("system_id")
+        where = (
+            f"{path}: smpp_client {system_id!r}"
+            if isinstance(system_id, str)
+            else f"{path}: smpp_client #{n}"
+        )
+        unknown = sorted(set(entry) - _SMPP_CLIENT_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field(s) {', '.join(unknown)} (it takes: "
+                f"{', '.join(sorted(_SMPP_CLIENT_KEYS))})"
+            )
+        if (
+            not isinstance(system_id, str)
+            or not 1 <= len(system_id) <= 15
+            or not system_id.isascii()
+            or not system_id.isprintable()
+        ):
+            raise ConfigError(f"{where}: system_id: required, 1 to 15 printable ASCII characters")
+        if system_id in seen:
+            raise ConfigError(f"{where}: system_id: used by two [[smpp_client]] entries")
+        password = _resolve_env(entry.get("password"), f"{where}: password")
+        if not isinstance(password, str) or not password:
+            raise ConfigError(f"{where}: password: required, a string (${{ENV}} allowed)")
+        if len(password) > 8 or not password.isascii():
+            raise ConfigError(
+                f"{where}: password: at most 8 ASCII characters (the SMPP 3.4 bind field)"
+            )
+        account_id = entry.get("account_id")
+        if not isinstance(account_id, int) or isinstance(account_id, bool) or account_id < 0:
+            raise ConfigError(f"{where}: account_id: required, a non-negative integer")
+        throughput = entry.get("throughput", 100)
+        if (
+            not isinstance(throughput, int | float)
+            or isinstance(throughput, bool)
+            or throughput <= 0
+        ):
+            raise ConfigError(f"{where}: throughput: submit_sm per second, a number > 0")
+        priority = entry.get("priority", False)
+        if not isinstance(priority, bool):
+            raise ConfigError(f"{where}: priority: expected true or false")
+        seen.add(system_id)
+        clients.append(SmppClient(system_id, password, account_id, float(throughput), priority))
+    return clients

@@ -9,17 +9,18 @@ import signal
 from dataclasses import dataclass, field
 
 from mta.broker import Broker
-from mta.config import Settings, load_accounts
+from mta.config import Settings, load_accounts, load_smpp_clients
 from mta.httpserver import HttpServer, create_app, parse_listen
 from mta.registry import Registry, discover
 from mta.reporter import Reporter
+from mta.smppserver import SmppServer, make_ssl_context
 from mta.store import Store
 from mta.topology import Topology
 from mta.worker import Worker
 
 log = logging.getLogger(__name__)
 
-ROLES = ("worker", "reporter", "http")
+ROLES = ("worker", "reporter", "http", "smpp")
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -42,6 +43,10 @@ class Service:
     worker: Worker | None = None
     reporter: Reporter | None = None
     http: HttpServer | None = None
+    smpp_listen: str = "127.0.0.1:2775"
+    smpp_tls_cert: str = ""
+    smpp_tls_key: str = ""
+    smpp: SmppServer | None = None
 
     def __post_init__(self) -> None:
         self.store = Store.connect(self.settings.redis_url, self.settings.prefix)
@@ -51,7 +56,8 @@ class Service:
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
         self.registry.bind_store(self.store)
-        await self.registry.start()
+        if set(self.roles) - {"smpp"}:  # the SMPP front alone never calls an adapter
+            await self.registry.start()
         if "reporter" in self.roles:
             self.reporter = Reporter(self.settings, self.registry, self.store, self.broker)
             await self.reporter.start()
@@ -62,8 +68,22 @@ class Service:
             host, port = parse_listen(self.listen)
             self.http = HttpServer(create_app(self.registry, self.store, self.broker), host, port)
             await self.http.start()
+        if "smpp" in self.roles:
+            host, port = parse_listen(self.smpp_listen)
+            tls = (
+                make_ssl_context(self.smpp_tls_cert, self.smpp_tls_key)
+                if self.smpp_tls_cert
+                else None
+            )
+            clients = load_smpp_clients(self.settings.accounts)
+            self.smpp = SmppServer(
+                self.settings, clients, self.store, self.broker, host, port, ssl=tls
+            )
+            await self.smpp.start()
 
     async def stop(self) -> None:
+        if self.smpp is not None:
+            await self.smpp.stop()
         if self.http is not None:
             await self.http.stop()
         if self.worker is not None:
@@ -76,10 +96,24 @@ class Service:
 
 
 async def serve(
-    settings: Settings, roles: tuple[str, ...], registry: Registry, listen: str = "127.0.0.1:8080"
+    settings: Settings,
+    roles: tuple[str, ...],
+    registry: Registry,
+    listen: str = "127.0.0.1:8080",
+    smpp_listen: str = "127.0.0.1:2775",
+    smpp_tls_cert: str = "",
+    smpp_tls_key: str = "",
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
-    service = Service(settings, roles, registry, listen)
+    service = Service(
+        settings,
+        roles,
+        registry,
+        listen,
+        smpp_listen=smpp_listen,
+        smpp_tls_cert=smpp_tls_cert,
+        smpp_tls_key=smpp_tls_key,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,11 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
 ``P:astate:<account>:<key>``  string  small state an adapter shares across processes (e.g.
                             the SMSC ids of one long message), with the adapter's TTL.
+``P:smpp:m:<batchId>``  hash  index → the SMPP server's record of a message it took in
+                            (client, addresses, registered_delivery, state) for query_sm,
+                            cancel_sm and receipts; ``P:smpp:a:<partId>`` the MMP id a long
+                            message's earlier part maps to; ``P:smpp:rq:<systemId>`` (list)
+                            receipts waiting for that client to bind (see mta.smppclients).
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
@@ -331,6 +336,15 @@ class Store:
 
     def markers_key(self, batch_id: str) -> str:
         return f"{self.tag}:m:{batch_id}"
+
+    def smpp_batch_key(self, batch_id: str) -> str:
+        return f"{self.tag}:smpp:m:{batch_id}"
+
+    def smpp_part_key(self, part_id: str) -> str:
+        return f"{self.tag}:smpp:a:{part_id}"
+
+    def smpp_receipts_key(self, system_id: str) -> str:
+        return f"{self.tag}:smpp:rq:{system_id}"
 
     # --- worker -------------------------------------------------------------------------
     async def begin(

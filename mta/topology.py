@@ -6,6 +6,7 @@
 <p>.retry.<lane>.<tier>  quorum, x-message-ttl = tier, dead-letters back to <p>.send/<lane>
 <p>.dead      fanout            → <p>.dead            (quorum; header x-mta-dead-reason)
 <p>.reports   topic    <accountId>.<apiStatus>        (upstreams bind their own queues)
+                       <accountId>.<final> → <p>.smpp.receipts (quorum; bound by mta smpp-server)
 ```
 Nothing else in the code base spells these names.
 """
@@ -58,6 +59,12 @@ class Topology:
         return f"{self.prefix}.dead"
 
     @property
+    def smpp_receipts_queue(self) -> str:
+        """Finals of SMPP clients' messages, consumed by every ``mta smpp-server`` process (it
+        binds ``<accountId>.<final status>`` for its clients' account ids)."""
+        return f"{self.prefix}.smpp.receipts"
+
+    @property
     def reports_exchange(self) -> str:
         return f"{self.prefix}.reports"
 
@@ -82,7 +89,10 @@ class Topology:
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
-        out: list[tuple[str, dict[str, Any]]] = [(self.dead_queue, {"x-queue-type": "quorum"})]
+        out: list[tuple[str, dict[str, Any]]] = [
+            (self.dead_queue, {"x-queue-type": "quorum"}),
+            (self.smpp_receipts_queue, {"x-queue-type": "quorum"}),
+        ]
         for lane in LANES:
             out.append((self.send_queue(lane), dict(send_args)))
             for delay_s in RETRY_TIERS_S:

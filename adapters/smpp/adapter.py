@@ -1,0 +1,704 @@
+"""The ``smpp`` adapter (we are the ESME): windowed, pipelined submit_sm; receipts; query_sm.
+
+Send turns every message into one submit_sm per part (GSM-7 ``data_coding`` 0 when the text
+fits the GSM alphabet, else UCS-2 8; long texts as ``long_messages`` says: UDH, SAR TLVs or
+one ``message_payload``; ``registered_delivery`` 0x01 on every part) and puts all the parts of
+the batch in flight together, spread over the account's bound sessions, each session keeping at
+most ``window`` unanswered. Answers (protocols.md §1.8, :func:`mta.smpp.pdu.classify_status`):
+
+* ESME_ROK → the part is accepted; the message is OK when all its parts are, with the first
+  part's id (normalised, see :class:`~adapters.smpp.receipts.IdRules`) as partnerMessageId.
+* ESME_RTHROTTLED / ESME_RMSGQFUL → the whole session pauses (``throttle_pause_s``, doubling
+  per throttle in a row up to :data:`MAX_THROTTLE_PAUSE_S`, reset by an accepted submit) and
+  the part is sent again, up to ``throttle_retries`` times.
+* ESME_RSYSERR and other transient codes → the part is sent again after a short wait (3
+  times); the "suspicious" ones (ESME_RSUBMITFAIL, ESME_RUNKNOWNERR, …) twice, then FAIL.
+* Session-state errors (ESME_RINVBNDSTS, …) → the session is closed (it rebinds) and the part
+  goes again.
+* Every other status is permanent: the message FAILs with the status name in partnerStatus
+  and partnerDetail; ESME_RINVSRCADR/RINVSRCTON/RINVSRCNPI also set ``reason`` to
+  :data:`mta.contract.REASON_SENDER`, so the worker may retry with the fallback sender.
+
+**A submit whose answer was lost is never sent again.** When the session closes or the
+response timeout passes *after* a submit_sm was written, the SMSC may have accepted (and
+delivered) it: sending it again risks a duplicate SMS, which the research (protocols.md §1.8,
+Kannel's ``wait-ack`` trade-off) and our upstreams rate worse than a FAIL they can see. So
+that message FAILs with partnerStatus ``UNKNOWN`` and a detail saying the SMSC may have
+accepted it. A part whose submit_sm was never written (the session dropped first) is safe to
+send: it waits up to :data:`RESUME_WAIT_S` for a session to (re)bind and goes then, on the
+same concatenation reference. When *nothing* of a batch was accepted or written without an
+answer, Send raises :class:`~mta.adapter.TransientError` (``ThrottledError`` when throttling
+was the cause), so the worker moves the batch to its delayed-retry queue — and with no bound
+session it raises at once, without waiting: an outage never becomes a busy requeue loop.
+A message left unsent inside a batch that was otherwise accepted cannot be retried alone (the
+worker's Send contract has no per-message retry), so it FAILs with ``NOT_SUBMITTED`` and a
+detail saying it is safe to send again.
+
+Report answers from what is known (the reporter reads pushed receipts first); for ids
+submitted at least ``query_when_no_receipt_s`` ago without a receipt it sends query_sm (every
+part of a long message) and maps ``message_state``; query failures leave the id WAITING.
+``login(secret_key)`` binds every session (the MTA secret key means nothing to SMPP and is
+ignored); a bind refused for credentials is NOK (False), a network error raises
+TransientError. ``destroy`` unbinds. MO messages (non-receipt deliver_sm) are answered
+ESME_ROK and logged, nothing more: MO handling is out of scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from adapters.smpp.client import (
+    ROLE_TRX,
+    ROLE_TX,
+    BindRefused,
+    Client,
+    ClientConfig,
+    LinkDown,
+    Unit,
+    open_session,
+)
+from adapters.smpp.receipts import IdRules, ReceiptBook, combine
+from mta.adapter import (
+    AdapterContext,
+    AdapterMeta,
+    OptionSpec,
+    ReceiptMode,
+    ReceiptSink,
+    SendPattern,
+    ThrottledError,
+    TransientError,
+    WebhookError,
+    WebhookRequest,
+)
+from mta.contract import (
+    REASON_SENDER,
+    ApiStatus,
+    SmsMessage,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
+)
+from mta.smpp.coding import CodingError, LongMode, encode_parts
+from mta.smpp.pdu import (
+    AlertNotification,
+    CommandStatus,
+    DataSm,
+    DeliverSm,
+    GenericNack,
+    Outbind,
+    Pdu,
+    PduError,
+    QuerySm,
+    QuerySmResp,
+    StatusKind,
+    SubmitSm,
+    SubmitSmResp,
+    classify_status,
+    response_for,
+    status_name,
+)
+from mta.smpp.receipt import IdBase, MessageState, api_status, is_receipt, stat_name
+from mta.smpp.session import ResponseTimeout, Session, SessionClosed
+
+log = logging.getLogger(__name__)
+
+#: How long parts whose session dropped mid-batch wait for a session to (re)bind.
+RESUME_WAIT_S: Final = 5.0
+#: Longest session pause after throttling answers in a row.
+MAX_THROTTLE_PAUSE_S: Final = 30.0
+#: Tries of a part answered with a transient status (ESME_RSYSERR, …) / a suspicious one.
+RETRY_TRIES: Final = 3
+RETRY_FEW_TRIES: Final = 2
+_SENDER_STATUSES: Final = frozenset(
+    {CommandStatus.ESME_RINVSRCADR, CommandStatus.ESME_RINVSRCTON, CommandStatus.ESME_RINVSRCNPI}
+)
+_BINDS: Final = (ROLE_TRX, "transmitter+receiver")
+
+# part outcomes
+_PENDING, _OK, _FAIL, _UNKNOWN, _REFUSED = range(5)
+
+
+@dataclass(eq=False, slots=True)
+class _Part:
+    pdu: SubmitSm
+    number: int
+    state: int = _PENDING
+    message_id: str = ""
+    pid: str = ""  # message_id normalised (IdRules.submitted)
+    status: str = ""
+    detail: str = ""
+    status_code: int = 0
+    throttled: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    message: SmsMessage
+    parts: list[_Part] = field(default_factory=list)
+    result: SmsResult | None = None  # set when the message failed before any submit
+
+
+class SmppAdapter:
+    """SMPP 3.4 client adapter: see the module docstring."""
+
+    meta: ClassVar[AdapterMeta] = AdapterMeta(
+        name="smpp",
+        description=(
+            "SMPP 3.4 ESME: windowed, pipelined submit_sm over bound sessions; deliver_sm "
+            "receipts pushed to the reporter; query_sm when no receipt comes."
+        ),
+        options=(
+            OptionSpec("host", str, required=True, description="SMSC host name or address"),
+            OptionSpec("port", int, default=2775, description="SMSC TCP port"),
+            OptionSpec("system_id", str, required=True, description="bind system_id"),
+            OptionSpec("password", str, secret=True, default="", description="bind password"),
+            OptionSpec("system_type", str, default="", description="bind system_type"),
+            OptionSpec(
+                "bind",
+                str,
+                default=ROLE_TRX,
+                description="'transceiver', or 'transmitter+receiver' (two sessions per bind)",
+            ),
+            OptionSpec("binds", int, default=1, description="sessions (links) per account"),
+            OptionSpec("window", int, default=10, description="unanswered requests per session"),
+            OptionSpec("enquire_link_s", float, default=30.0, description="idle keepalive"),
+            OptionSpec(
+                "response_timeout_s", float, default=60.0, description="wait for each response"
+            ),
+            OptionSpec(
+                "throughput", float, default=0.0, description="submit_sm/s per session (0: any)"
+            ),
+            OptionSpec("tls", bool, default=False, description="TLS with default verification"),
+            OptionSpec("source_ton", int, default=-1, description="-1: 5 for alphanumeric, else 1"),
+            OptionSpec("source_npi", int, default=-1, description="-1: 0 for alphanumeric, else 1"),
+            OptionSpec("dest_ton", int, default=1, description="destination TON"),
+            OptionSpec("dest_npi", int, default=1, description="destination NPI"),
+            OptionSpec(
+                "long_messages", str, default="udh", description="'udh', 'sar' or 'payload'"
+            ),
+            OptionSpec(
+                "receipt_id_base",
+                str,
+                default="auto",
+                description=(
+                    "'auto' (same base both sides), 'hex' (receipts hex, submit_sm_resp "
+                    "decimal) or 'dec' (receipts decimal, submit_sm_resp hex)"
+                ),
+            ),
+            OptionSpec(
+                "query_when_no_receipt_s",
+                float,
+                default=600.0,
+                description="query_sm a message with no receipt this long after submission",
+            ),
+            OptionSpec("service_type", str, default="", description="submit_sm service_type"),
+            OptionSpec(
+                "reconnect_s", float, default=1.0, description="first reconnect backoff (doubles)"
+            ),
+            OptionSpec(
+                "throttle_pause_s",
+                float,
+                default=1.0,
+                description="session pause on ESME_RTHROTTLED/RMSGQFUL (doubles in a row)",
+            ),
+            OptionSpec(
+                "throttle_retries", int, default=5, description="retries of a throttled part"
+            ),
+            OptionSpec(
+                "accepted_status",
+                str,
+                default="WAITING",
+                description="what receipt state ACCEPTD means: WAITING or DELIVERED",
+            ),
+        ),
+        pattern=SendPattern.BATCH,
+        max_batch=100,
+        max_concurrency=8,
+        receipts=ReceiptMode.BOTH,
+    )
+
+    def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
+        self.context = context or AdapterContext("smpp", 0, ReceiptSink("smpp"))
+        o = {spec.name: spec.default for spec in self.meta.options}
+        o.update(options)
+        if not o.get("host") or not o.get("system_id"):
+            raise ValueError("host and system_id are required")
+        if o["bind"] not in _BINDS:
+            raise ValueError(f"bind must be one of {', '.join(_BINDS)}, not {o['bind']!r}")
+        self.long_mode = LongMode(str(o["long_messages"]))  # ValueError names the value
+        base = IdBase(str(o["receipt_id_base"]))
+        accepted = ApiStatus(str(o["accepted_status"]).upper())
+        for name, size in (("system_id", 15), ("password", 8), ("system_type", 12)):
+            if len(str(o[name] or "").encode("latin-1", "replace")) > size:
+                raise ValueError(f"{name} is longer than the {size} octets SMPP 3.4 allows")
+        if int(o["window"]) < 1 or int(o["binds"]) < 1:
+            raise ValueError("window and binds must be at least 1")
+        self.config = ClientConfig(
+            account=self.context.account_name,
+            host=str(o["host"]),
+            port=int(o["port"]),
+            system_id=str(o["system_id"]),
+            password=str(o["password"] or ""),
+            system_type=str(o["system_type"] or ""),
+            mode=ROLE_TRX if o["bind"] == ROLE_TRX else ROLE_TX,
+            binds=int(o["binds"]),
+            window=int(o["window"]),
+            enquire_link_s=float(o["enquire_link_s"]),
+            response_timeout_s=float(o["response_timeout_s"]),
+            throughput=float(o["throughput"]),
+            tls=bool(o["tls"]),
+            reconnect_s=max(0.01, float(o["reconnect_s"])),
+        )
+        self.where = self.config.where
+        self.source_ton = int(o["source_ton"])
+        self.source_npi = int(o["source_npi"])
+        self.dest_ton = int(o["dest_ton"])
+        self.dest_npi = int(o["dest_npi"])
+        self.service_type = str(o["service_type"] or "")
+        self.query_after_s = float(o["query_when_no_receipt_s"])
+        self.throttle_pause_s = max(0.0, float(o["throttle_pause_s"]))
+        self.throttle_retries = max(0, int(o["throttle_retries"]))
+        self.ids = IdRules(base)
+        self.book = ReceiptBook(self.context.receipts, self.where, self.ids, accepted)
+        self.client = Client(self.config, self._on_request)
+        self._ref = random.randrange(0x10000)
+        self.stats = {"submitted": 0, "unknown": 0, "throttled": 0, "queries": 0}
+
+    def __repr__(self) -> str:  # never the password
+        c = self.config
+        return (
+            f"<SmppAdapter account={c.account!r} system_id={c.system_id!r} "
+            f"host={c.host!r} port={c.port}>"
+        )
+
+    # --- Login / Destroy / probes -------------------------------------------------------------
+    async def login(self, secret_key: str) -> bool:
+        """Bind every session; False when a bind is refused (credentials), TransientError when
+        none could bind for another reason (network). ``secret_key`` is not used by SMPP."""
+        del secret_key
+        outcomes = await self.client.start()
+        refused = [o for o in outcomes if isinstance(o, BindRefused)]
+        if refused:
+            await self.client.stop()
+            log.error("%s: login NOK: %s", self.where, refused[0].detail)
+            return False
+        if all(o is not None for o in outcomes):
+            await self.client.stop()
+            raise TransientError(f"{self.where}: cannot bind: {outcomes[0]}; retried later")
+        return True
+
+    async def destroy(self) -> None:
+        """Unbind every session (outstanding requests get a few seconds) and stop reconnecting."""
+        await self.client.stop()
+
+    async def test_connection(self) -> bool:
+        """A TCP (TLS) connection to host:port opens."""
+        try:
+            session = await open_session(self.config, ROLE_TRX, "probe", bind=False)
+        except LinkDown:
+            return False
+        await session.close()
+        return True
+
+    async def test_credentials(self) -> bool:
+        """A bind with the account's credentials succeeds (then unbinds)."""
+        role = ROLE_TRX if self.config.mode == ROLE_TRX else ROLE_TX
+        try:
+            session = await open_session(self.config, role, "probe")
+        except (LinkDown, BindRefused):
+            return False
+        await session.unbind(2.0)
+        return True
+
+    async def test_proxy(self) -> bool:
+        """SMPP goes over plain TCP/TLS without a proxy: nothing to test, always True."""
+        return True
+
+    async def webhook(self, request: WebhookRequest) -> list[SmsResult]:
+        """SMPP receipts arrive as deliver_sm on the bound sessions and are pushed from there;
+        nothing comes over HTTP, so a call to ``/webhooks/<account>`` is refused (404)."""
+        del request
+        raise WebhookError(404, f"{self.where}: SMPP receipts arrive as deliver_sm, not over HTTP")
+
+    # --- incoming requests (receipts, MO) -----------------------------------------------------
+    def _on_request(self, session: Session, pdu: Pdu) -> Pdu | Any | None:
+        if isinstance(pdu, DeliverSm | DataSm):
+            if is_receipt(pdu.esm_class):
+                return self.book.handle(pdu)
+            self.book.stats["mo"] += 1
+            log.info(
+                "%s: MO %s from %s to %s acked and dropped (MO handling is out of scope)",
+                self.where,
+                pdu.name,
+                pdu.source_addr,
+                pdu.destination_addr,
+            )
+            return response_for(pdu)
+        if isinstance(pdu, AlertNotification | Outbind):
+            return None
+        return response_for(pdu, CommandStatus.ESME_RINVCMDID)
+
+    # --- Send -------------------------------------------------------------------------------
+    def _source(self, sender: str) -> tuple[int, int]:
+        alpha = bool(sender) and not sender.isdigit()
+        ton = self.source_ton if self.source_ton >= 0 else (5 if alpha else 1 if sender else 0)
+        npi = self.source_npi if self.source_npi >= 0 else (0 if alpha or not sender else 1)
+        return ton, npi
+
+    def _job(self, message: SmsMessage) -> _Job:
+        job = _Job(message)
+        sender = message.sender
+        if len(sender.encode("latin-1", "replace")) > 20:
+            job.result = _fail("INVALID_SENDER", f"sender {sender!r} is longer than 20 octets")
+            return job
+        try:
+            parts = encode_parts(message.text, self.long_mode, ref=self._next_ref())
+        except CodingError as exc:
+            job.result = _fail("INVALID_TEXT", f"text cannot be sent over SMPP: {exc}")
+            return job
+        ton, npi = self._source(sender)
+        priority = 1 if message.priority.lower() in ("yes", "true", "1", "y") else 0
+        for n, part in enumerate(parts, 1):
+            pdu = SubmitSm(
+                service_type=self.service_type,
+                source_addr_ton=ton,
+                source_addr_npi=npi,
+                source_addr=sender,
+                dest_addr_ton=self.dest_ton,
+                dest_addr_npi=self.dest_npi,
+                destination_addr=message.mobileNumber,
+                esm_class=part.esm_class,
+                priority_flag=priority,
+                registered_delivery=1,
+                data_coding=part.data_coding,
+                short_message=part.short_message,
+                tlvs=part.tlvs,
+            )
+            job.parts.append(_Part(pdu, n))
+        return job
+
+    def _next_ref(self) -> int:
+        self._ref = (self._ref + 1) & 0xFFFF
+        return self._ref
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        """Submit every part of the batch, windowed and pipelined (module docstring)."""
+        if self.client.pick() is None:
+            raise TransientError(
+                f"{self.where}: no bound SMPP session ({self.client.last_error()}); "
+                "the batch is retried later"
+            )
+        jobs = [self._job(m) for m in request.messages]
+        parts = [p for job in jobs for p in job.parts]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.gather(*(self._submit(part, done) for part in parts))
+            return await self._finish(jobs, parts, done)
+        finally:
+            if not done.done():
+                done.set_result(None)
+            for part in parts:
+                if part.pid:
+                    self.book.in_send.pop(part.pid, None)
+
+    async def _finish(
+        self, jobs: list[_Job], parts: list[_Part], done: asyncio.Future[None]
+    ) -> SmsResponse:
+        touched = any(p.state in (_OK, _UNKNOWN) for p in parts)
+        if not touched and any(p.state == _REFUSED for p in parts):
+            refused = [p for p in parts if p.state == _REFUSED]
+            detail = f"{self.where}: the SMSC took nothing of the batch: {refused[0].detail}"
+            if any(p.throttled for p in refused):
+                pause = self.throttle_pause_s * (2 ** min(self.throttle_retries, 5))
+                raise ThrottledError(detail, retry_after=min(pause, MAX_THROTTLE_PAUSE_S))
+            raise TransientError(detail)
+        results = [self._result(job) for job in jobs]
+        now = time.time()
+        records: dict[str, dict[str, Any]] = {}
+        for job, result in zip(jobs, results, strict=True):
+            if result.apiStatus == ApiStatus.OK:
+                records.update(self._records(job, result.partnerMessageId, now))
+        self.book.keep_local(records)
+        done.set_result(None)  # receipts that overtook this Send find their records now
+        if records:
+            try:
+                await self.book.share(records)
+            except Exception as exc:  # the submits are done: never fail the batch now
+                log.warning(
+                    "%s: submission records of %d message(s) not shared (%s); receipts "
+                    "reaching other processes may not be matched",
+                    self.where,
+                    len(records),
+                    exc,
+                )
+        return SmsResponse("", results)
+
+    async def _submit(self, part: _Part, done: asyncio.Future[None]) -> None:
+        tries = 0
+        pdu = part.pdu
+        while True:
+            unit = self.client.pick() or await self.client.wait_sender(
+                min(RESUME_WAIT_S, self.config.response_timeout_s)
+            )
+            session = unit.session if unit is not None else None
+            if unit is None or session is None:
+                part.state, part.status = _REFUSED, "NOT_SUBMITTED"
+                part.detail = f"no bound session ({self.client.last_error()})"
+                return
+            pdu.sequence = 0
+            unit.assigned += 1
+            try:
+                response = await session.request(pdu)
+            except ResponseTimeout as exc:
+                self._unknown(part, f"no submit_sm_resp: {exc}")
+                return
+            except SessionClosed as exc:
+                if pdu.sequence:
+                    self._unknown(part, f"the session closed before the answer: {exc}")
+                    return
+                if not session.closed:  # unbinding (destroy): do not spin on it
+                    part.state, part.status = _REFUSED, "NOT_SUBMITTED"
+                    part.detail = f"session unbinding: {exc}"
+                    return
+                continue  # never written: safe on another (or the rebound) session
+            except PduError as exc:
+                self._unknown(part, f"undecodable submit_sm_resp: {exc}")
+                return
+            finally:
+                unit.assigned -= 1
+            status = response.status
+            if status == 0 and isinstance(response, SubmitSmResp):
+                unit.throttle_level = 0
+                part.state, part.message_id = _OK, response.message_id
+                part.pid = self.ids.submitted(response.message_id)
+                self.book.in_send[part.pid] = done
+                self.stats["submitted"] += 1
+                return
+            if status == 0:  # generic_nack without a status: the SMSC did not take it
+                status = CommandStatus.ESME_RSYSERR
+            name = status_name(status)
+            kind = classify_status(status)
+            tries += 1
+            if kind is StatusKind.THROTTLE:
+                self.stats["throttled"] += 1
+                part.throttled = True
+                if tries > self.throttle_retries:
+                    self._refused(part, status, f"{name} after {tries} tries")
+                    return
+                self._throttle(unit, session)
+                continue
+            if kind is StatusKind.RETRY and tries < RETRY_TRIES:
+                await asyncio.sleep(self.throttle_pause_s * tries)
+                continue
+            if kind is StatusKind.RETRY:
+                self._refused(part, status, f"{name} {tries} times")
+                return
+            if kind is StatusKind.RETRY_FEW and tries < RETRY_FEW_TRIES:
+                await asyncio.sleep(self.throttle_pause_s * tries)
+                continue
+            if kind is StatusKind.RECONNECT and tries < RETRY_TRIES:
+                log.warning("%s: %s on submit_sm: rebinding the session", self.where, name)
+                await session.close(SessionClosed(f"{name} answered to submit_sm"))
+                continue
+            part.state, part.status_code, part.status = _FAIL, status, name
+            via = " (generic_nack)" if isinstance(response, GenericNack) else ""
+            part.detail = f"{name}{via}: submit_sm refused by the SMSC"
+            return
+
+    def _throttle(self, unit: Unit, session: Session) -> None:
+        """Pause the whole session; longer for each throttling answer in a row."""
+        if session.paused_until > asyncio.get_running_loop().time():
+            return  # already paused: the parts in flight were throttled by the same burst
+        unit.throttle_level += 1
+        pause = self.throttle_pause_s * 2 ** min(unit.throttle_level - 1, 10)
+        pause = min(pause, MAX_THROTTLE_PAUSE_S)
+        log.info("%s: throttled by the SMSC; session paused %.2f s", self.where, pause)
+        session.pause(pause)
+
+    def _unknown(self, part: _Part, why: str) -> None:
+        self.stats["unknown"] += 1
+        part.state, part.status = _UNKNOWN, "UNKNOWN"
+        part.detail = (
+            f"{why}; the submit_sm was written, so the SMSC may have accepted (and delivered) "
+            "it: not sent again, to avoid a duplicate"
+        )
+
+    @staticmethod
+    def _refused(part: _Part, status: int, detail: str) -> None:
+        part.state, part.status_code, part.status = _REFUSED, status, status_name(status)
+        part.detail = detail
+
+    def _result(self, job: _Job) -> SmsResult:
+        if job.result is not None:
+            return job.result
+        parts = job.parts
+        total = len(parts)
+        first = parts[0].pid
+        if all(p.state == _OK for p in parts):
+            return SmsResult(
+                partnerMessageId=first,
+                partnerStatus="ESME_ROK",
+                apiStatus=ApiStatus.OK,
+                smsMessageCount=total,
+            )
+        where = f"part {{}}/{total}: " if total > 1 else ""
+        failed = next((p for p in parts if p.state == _FAIL), None)
+        if failed is not None:
+            result = _fail(failed.status, where.format(failed.number) + failed.detail)
+            if failed.status_code in _SENDER_STATUSES:
+                result.reason = REASON_SENDER
+            result.partnerMessageId = first
+            result.smsMessageCount = total
+            return result
+        unknown = next((p for p in parts if p.state == _UNKNOWN), None)
+        if unknown is not None:
+            result = _fail("UNKNOWN", where.format(unknown.number) + unknown.detail)
+            result.partnerMessageId = first
+            result.smsMessageCount = total
+            return result
+        refused = next(p for p in parts if p.state == _REFUSED)
+        accepted = sum(1 for p in parts if p.state == _OK)
+        detail = (
+            where.format(refused.number)
+            + f"{refused.status}: {refused.detail}; "
+            + (
+                f"{accepted} of its {total} parts were accepted, so it cannot be resent whole"
+                if accepted
+                else "never accepted by the SMSC while other messages of its batch were: "
+                "safe to send again"
+            )
+        )
+        result = _fail(refused.status or "NOT_SUBMITTED", detail)
+        result.partnerMessageId = first
+        result.smsMessageCount = total
+        return result
+
+    def _records(self, job: _Job, pid: str, now: float) -> dict[str, dict[str, Any]]:
+        first = job.parts[0].pdu
+        record: dict[str, Any] = {
+            "t": now,
+            "r": job.parts[0].message_id,
+            "s": [first.source_addr_ton, first.source_addr_npi, first.source_addr],
+        }
+        out = {pid: record}
+        if len(job.parts) > 1:
+            pids = [p.pid for p in job.parts]
+            record["p"] = pids
+            record["pr"] = [p.message_id for p in job.parts]
+            for n, part_pid in enumerate(pids[1:], 2):
+                out[part_pid] = {"f": pid, "i": n, "n": len(pids)}
+        return out
+
+    # --- Report -------------------------------------------------------------------------------
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        """Answer from part states already known; query_sm ids older than
+        ``query_when_no_receipt_s`` without a receipt; every other id stays WAITING."""
+        ids = list(dict.fromkeys(request.messages))
+        try:
+            records = await self.book.records(ids)
+        except Exception as exc:
+            log.warning("%s: submission records unavailable (%s); querying all", self.where, exc)
+            records = {}
+        now = time.time()
+        results = await asyncio.gather(
+            *(self._report_one(pid, records.get(pid), now) for pid in ids)
+        )
+        return SmsResponse("", [r for r in results if r is not None])
+
+    async def _report_one(
+        self, pid: str, record: dict[str, Any] | None, now: float
+    ) -> SmsResult | None:
+        if record is not None and "f" in record:
+            return None  # a later part's id is never a partnerMessageId
+        parts: list[str] = list(record.get("pr", [])) if record else []
+        if parts:
+            try:
+                known = combine(await self.book.part_states(pid, len(parts)), pid)
+            except Exception:
+                known = None
+            if known is not None:
+                return known
+        if record is not None and now - float(record.get("t", 0)) < self.query_after_s:
+            return _waiting(pid)
+        raws = parts or [str(record.get("r", pid)) if record else pid]
+        source = record.get("s", [0, 0, ""]) if record else [0, 0, ""]
+        states = await asyncio.gather(*(self._query(raw, source) for raw in raws))
+        if any(s is None for s in states):
+            return _waiting(pid)
+        finals = [s for s in states if s is not None]
+        return _from_states(pid, finals, self.book.accepted)
+
+    async def _query(self, raw_id: str, source: list[Any]) -> QuerySmResp | None:
+        unit = self.client.pick()
+        if unit is None or unit.session is None:
+            return None
+        self.stats["queries"] += 1
+        pdu = QuerySm(
+            message_id=raw_id,
+            source_addr_ton=int(source[0]),
+            source_addr_npi=int(source[1]),
+            source_addr=str(source[2]),
+        )
+        try:
+            response = await unit.session.request(pdu)
+        except (ResponseTimeout, SessionClosed, PduError) as exc:
+            log.info("%s: query_sm %s failed (%s); stays WAITING", self.where, raw_id, exc)
+            return None
+        if response.status or not isinstance(response, QuerySmResp):
+            log.info(
+                "%s: query_sm %s answered %s; stays WAITING",
+                self.where,
+                raw_id,
+                status_name(response.status),
+            )
+            return None
+        return response
+
+
+def _fail(status: str, detail: str) -> SmsResult:
+    return SmsResult(partnerStatus=status, partnerDetail=detail, apiStatus=ApiStatus.FAIL)
+
+
+def _waiting(pid: str) -> SmsResult:
+    return SmsResult(partnerMessageId=pid, partnerStatus="ENROUTE", apiStatus=ApiStatus.WAITING)
+
+
+def _from_states(pid: str, answers: list[QuerySmResp], accepted: ApiStatus) -> SmsResult:
+    """One result from the query_sm answers of a message's parts (as receipts combine)."""
+    total = len(answers)
+    statuses = [api_status(a.message_state, accepted=accepted) for a in answers]
+    pick = 0
+    if ApiStatus.FAIL in statuses:
+        pick = statuses.index(ApiStatus.FAIL)
+        status = ApiStatus.FAIL
+    elif all(s == ApiStatus.DELIVERED for s in statuses):
+        status = ApiStatus.DELIVERED
+    elif all(s.final for s in statuses):
+        pick = next(i for i, s in enumerate(statuses) if s != ApiStatus.DELIVERED)
+        status = statuses[pick]
+    else:
+        pick = next(i for i, s in enumerate(statuses) if not s.final)
+        status = ApiStatus.WAITING
+    answer = answers[pick]
+    try:
+        stat = stat_name(MessageState(answer.message_state))
+    except ValueError:
+        stat = f"STATE_{answer.message_state}"
+    where = f"part {pick + 1}/{total} " if total > 1 else ""
+    detail = f"query_sm: {where}{stat} error_code {answer.error_code}"
+    if answer.final_date:
+        detail += f" final_date {answer.final_date}"
+    return SmsResult(
+        partnerMessageId=pid,
+        partnerStatus=stat,
+        partnerDetail=detail,
+        apiStatus=status,
+        smsMessageCount=total,
+    )

@@ -1,0 +1,316 @@
+"""What the SMPP server knows of its clients: credentials, rates, message records, waiting receipts.
+
+* :class:`Directory` checks a bind's ``system_id``/``password`` against the ``[[smpp_client]]``
+  entries in constant time (:func:`hmac.compare_digest`, also run for an unknown system_id so
+  the answer time does not tell which ids exist), and slows repeated failures down: each
+  failure counts against the peer's IP address and against the system_id, and the bind_resp
+  of a failure waits ``base * 2**(n-2)`` seconds (n = the larger count, the first failure is
+  answered at once), at most ``max_delay``; counts are forgotten ``forget_s`` after the last
+  failure, and at most 10,000 keys are kept (oldest dropped). Successful binds are never
+  delayed.
+* :class:`Bucket` is the per-client token bucket behind ESME_RTHROTTLED (rate = the client's
+  ``throughput``, burst = one second of it). It is per process: a client bound to N server
+  processes at once may get up to N times its rate.
+* :class:`Records` holds, in Redis, what ``query_sm``, ``cancel_sm`` and the receipts need of
+  every message submitted through the server, and the receipts waiting for a client to bind.
+  Keys (``P`` = ``{<prefix>}``, the hash tag every key of the prefix shares):
+
+  ``P:smpp:m:<batchId>``  hash  index → :class:`Record` (a short JSON array) of the message
+                          ``<batchId>:<index>``; one HSET per published micro-batch, expires
+                          ``RECORD_TTL_S`` (48 h) after its last update.
+  ``P:smpp:a:<partId>``   string  the MMP message id of the long message a non-final part
+                          belongs to (see :mod:`mta.smppserver` on part ids), same TTL.
+  ``P:smpp:rq:<systemId>`` list  receipts waiting for a receiver/transceiver bind of that
+                          system_id (RPUSH, trimmed to the newest ``PENDING_RECEIPTS_MAX``,
+                          expire ``PENDING_TTL_S`` after the last push).
+
+The key names themselves are spelled in :mod:`mta.store`, with every other Redis key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from mta.config import SmppClient
+from mta.smpp.pdu import CommandStatus
+from mta.smpp.receipt import MessageState
+from mta.store import Store
+
+__all__ = [
+    "PENDING_RECEIPTS_MAX",
+    "RECORD_TTL_S",
+    "Bucket",
+    "Directory",
+    "Job",
+    "Record",
+    "Records",
+]
+
+RECORD_TTL_S: Final = 48 * 3600
+PENDING_RECEIPTS_MAX: Final = 10_000
+PENDING_TTL_S: Final = 3 * 86400
+_MAX_FAILURE_KEYS: Final = 10_000
+_DUMMY: Final = b"\0" * 8  # compared against when the system_id is unknown
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    last: float
+
+
+class Directory:
+    """The configured clients by system_id, with the bind check and its failure slowdown."""
+
+    def __init__(
+        self,
+        clients: Iterable[SmppClient],
+        *,
+        base_delay: float = 0.25,
+        max_delay: float = 8.0,
+        forget_s: float = 900.0,
+    ) -> None:
+        self.by_id: dict[str, SmppClient] = {c.system_id: c for c in clients}
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.forget_s = forget_s
+        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self._buckets = {c.system_id: Bucket(c.throughput) for c in self.by_id.values()}
+
+    @property
+    def account_ids(self) -> set[int]:
+        return {c.account_id for c in self.by_id.values()}
+
+    def bucket(self, system_id: str) -> Bucket:
+        return self._buckets[system_id]
+
+    def check(self, system_id: str, password: str) -> tuple[SmppClient | None, int]:
+        """(client, ESME_ROK) or (None, ESME_RINVSYSID / ESME_RINVPASWD)."""
+        client = self.by_id.get(system_id)
+        given = password.encode("latin-1", "replace")
+        expected = client.password.encode("latin-1", "replace") if client else _DUMMY
+        matches = hmac.compare_digest(given, expected)
+        if client is None:
+            return None, CommandStatus.ESME_RINVSYSID
+        if not matches:
+            return None, CommandStatus.ESME_RINVPASWD
+        return client, CommandStatus.ESME_ROK
+
+    def failed(self, ip: str, system_id: str) -> float:
+        """Count a failed bind from *ip* for *system_id*; the seconds to wait before answering."""
+        now = time.monotonic()
+        worst = 0
+        for key in (f"ip:{ip}", f"sys:{system_id}"):
+            entry = self._failures.pop(key, None)
+            if entry is None or now - entry.last > self.forget_s:
+                entry = _Failures(0, now)
+            entry.count += 1
+            entry.last = now
+            self._failures[key] = entry  # re-inserted: most recent last
+            worst = max(worst, entry.count)
+        while len(self._failures) > _MAX_FAILURE_KEYS:
+            self._failures.popitem(last=False)
+        if worst <= 1:
+            return 0.0
+        return float(min(self.max_delay, self.base_delay * 2 ** (worst - 2)))
+
+
+class Bucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` (default: one second's)."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
+@dataclass(slots=True)
+class Record:
+    """What the server keeps of one submitted message (packed as a JSON array, ~150 octets).
+
+    ``state`` is a :class:`~mta.smpp.receipt.MessageState` (ENROUTE until the final);
+    ``final_ms`` when it became final (0 before); ``parts`` the ids given to the non-final
+    parts of a long message (each gets its own receipt); ``text`` the first 20 characters
+    (the receipt's ``text:``); ``err`` the receipt's ``err:``.
+    """
+
+    state: int
+    final_ms: int
+    system_id: str
+    registered_delivery: int
+    source_ton: int
+    source_npi: int
+    source_addr: str
+    dest_ton: int
+    dest_npi: int
+    dest_addr: str
+    submit_ms: int
+    text: str
+    err: int = 0
+    parts: list[str] = field(default_factory=list)
+    account_id: int = 0
+
+    @property
+    def final(self) -> bool:
+        try:
+            return MessageState(self.state).final
+        except ValueError:
+            return False
+
+    def pack(self) -> bytes:
+        return orjson.dumps(
+            [
+                self.state,
+                self.final_ms,
+                self.system_id,
+                self.registered_delivery,
+                self.source_ton,
+                self.source_npi,
+                self.source_addr,
+                self.dest_ton,
+                self.dest_npi,
+                self.dest_addr,
+                self.submit_ms,
+                self.text,
+                self.err,
+                self.parts,
+                self.account_id,
+            ]
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Record:
+        return cls(*orjson.loads(raw))
+
+
+@dataclass(slots=True)
+class Job:
+    """One receipt to send: the id the client knows, the state, and the message's record."""
+
+    message_id: str
+    state: int
+    done_ms: int
+    record: Record
+
+    def pack(self) -> bytes:
+        return orjson.dumps(
+            [self.message_id, self.state, self.done_ms, orjson.Fragment(self.record.pack())]
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Job:
+        message_id, state, done_ms, record = orjson.loads(raw)
+        return cls(message_id, state, done_ms, Record(*record))
+
+
+class Records:
+    """The server's Redis state under one prefix (see the module docstring for the keys)."""
+
+    def __init__(self, store: Store) -> None:
+        self.r = store.r
+        self.batch_key = store.smpp_batch_key
+        self.part_key = store.smpp_part_key
+        self.receipts_key = store.smpp_receipts_key
+
+    async def add_batch(
+        self, batch_id: str, records: Sequence[Record], parts: dict[str, str]
+    ) -> None:
+        """Record a micro-batch's messages (index → record) and its part ids, in one trip."""
+        pipe = self.r.pipeline(transaction=False)
+        key = self.batch_key(batch_id)
+        pipe.hset(key, mapping={str(i): r.pack() for i, r in enumerate(records)})
+        pipe.expire(key, RECORD_TTL_S)
+        for part_id, message_id in parts.items():
+            pipe.set(self.part_key(part_id), message_id, ex=RECORD_TTL_S)
+        await pipe.execute()
+
+    async def resolve(self, given_id: str) -> str | None:
+        """The MMP message id of an id we gave out (itself, or the one a part id maps to)."""
+        if ":" in given_id:
+            return given_id
+        if not given_id:
+            return None
+        value = await self.r.get(self.part_key(given_id))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def get(self, message_ids: Sequence[str]) -> dict[str, Record]:
+        """The records of MMP message ids (``batch:index``); unknown ids are left out."""
+        by_batch: dict[str, list[str]] = {}
+        for message_id in message_ids:
+            batch, _, index = message_id.rpartition(":")
+            if batch and index.isdigit():
+                by_batch.setdefault(batch, []).append(message_id)
+        if not by_batch:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        order: list[list[str]] = []
+        for batch, ids in by_batch.items():
+            pipe.hmget(self.batch_key(batch), [i.rpartition(":")[2] for i in ids])
+            order.append(ids)
+        out: dict[str, Record] = {}
+        for ids, values in zip(order, await pipe.execute(), strict=True):
+            for message_id, raw in zip(ids, values, strict=True):
+                if raw is not None:
+                    out[message_id] = Record.unpack(raw)
+        return out
+
+    async def put(self, records: dict[str, Record]) -> None:
+        """Write updated records back (and give their batches a fresh TTL)."""
+        if not records:
+            return
+        by_batch: dict[str, dict[str, bytes]] = {}
+        for message_id, record in records.items():
+            batch, _, index = message_id.rpartition(":")
+            by_batch.setdefault(batch, {})[index] = record.pack()
+        pipe = self.r.pipeline(transaction=False)
+        for batch, mapping in by_batch.items():
+            key = self.batch_key(batch)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(key, RECORD_TTL_S)
+        await pipe.execute()
+
+    async def stash(self, jobs: Sequence[Job]) -> None:
+        """Keep receipts for clients without a receiving session here (bounded per client)."""
+        by_client: dict[str, list[bytes]] = {}
+        for job in jobs:
+            by_client.setdefault(job.record.system_id, []).append(job.pack())
+        pipe = self.r.pipeline(transaction=False)
+        for system_id, packed in by_client.items():
+            key = self.receipts_key(system_id)
+            pipe.rpush(key, *packed)
+            pipe.ltrim(key, -PENDING_RECEIPTS_MAX, -1)
+            pipe.expire(key, PENDING_TTL_S)
+        if by_client:
+            await pipe.execute()
+
+    async def take(self, system_id: str, limit: int) -> list[Job]:
+        """Pop up to *limit* waiting receipts of *system_id* (oldest first)."""
+        raw: Any = await self.r.lpop(self.receipts_key(system_id), limit)
+        if not raw:
+            return []
+        return [Job.unpack(x) for x in raw]
+
+    async def waiting(self, system_id: str) -> int:
+        return int(await self.r.llen(self.receipts_key(system_id)))

@@ -1,0 +1,175 @@
+"""Benchmark (not a test): submit_sm/s from ONE client session through ``mta smpp-server`` into
+RabbitMQ with publisher confirms.
+
+Starts ``mta smpp-server`` as its own process on a fresh prefix (real RabbitMQ and Redis), binds
+one transmitter session (our asyncio Session, window W), submits N messages as fast as the
+window allows, and prints the rate (first submit to last submit_sm_resp, every resp carrying a
+confirmed MMP message id), the latency percentiles, the server's CPU per 1,000 submits and how
+many MMP batches the broker got. Cleans its queues and keys up afterwards.
+
+    .venv/bin/python tests/bench/bench_smpp_server.py -n 50000 -w 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from mta.smpp import pdu as P  # noqa: E402
+from mta.smpp.session import connect  # noqa: E402
+from mta.smppserver import receipts_queue  # noqa: E402
+from mta.store import Store  # noqa: E402
+from mta.topology import Topology  # noqa: E402
+
+AMQP_URL = os.environ.get("MTA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("MTA_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+ACCOUNTS = """
+[[account]]
+id = 0
+name = "sim"
+adapter = "simulator"
+default = true
+
+[[smpp_client]]
+system_id = "bench"
+password = "bench"
+account_id = 7
+throughput = 1000000
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_port(port: int, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(200):
+        if proc.returncode is not None:
+            raise SystemExit(f"mta smpp-server exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise SystemExit("mta smpp-server did not listen")
+
+
+async def run(total: int, window: int, text: str) -> None:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    accounts = Path(tempfile.mkdtemp()) / "accounts.toml"
+    accounts.write_text(ACCOUNTS)
+    env = dict(os.environ, MTA_PREFIX=prefix, MTA_ACCOUNTS=str(accounts))
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mta.cli", "smpp-server", "--listen", f"127.0.0.1:{port}"),
+        env=env,
+        cwd=ROOT,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_port(port, proc)
+        session = await connect("127.0.0.1", port, window=window, response_timeout=60)
+        bound = await session.request(P.BindTransmitter(system_id="bench", password="bench"))
+        assert bound.status == 0, P.status_name(bound.status)
+        body = text.encode()
+        # warm-up (first connections, JIT-free Python: just caches and the AMQP channel)
+        await asyncio.gather(
+            *(
+                session.request(P.SubmitSm(destination_addr="905330000000", short_message=body))
+                for _ in range(min(window, 500))
+            )
+        )
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        next_n = 0
+        loop = asyncio.get_running_loop()
+
+        async def sender() -> None:
+            nonlocal next_n
+            while next_n < total:
+                n = next_n
+                next_n += 1
+                pdu = P.SubmitSm(
+                    source_addr="BENCH",
+                    destination_addr=f"9053{n % 100_000_000:08d}",
+                    short_message=body,
+                )
+                sent = loop.time()
+                resp = await session.request(pdu)
+                latencies.append(loop.time() - sent)
+                if resp.status:
+                    name = P.status_name(resp.status)
+                    errors[name] = errors.get(name, 0) + 1
+
+        cpu0 = cpu_seconds(proc.pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(window)))
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(proc.pid) - cpu0
+        await session.unbind()
+        latencies.sort()
+        ok = total - sum(errors.values())
+
+        def pct(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        topology = Topology(prefix)
+        queue = await channel.declare_queue(topology.send_queue("bulk"), passive=True)
+        batches = queue.declaration_result.message_count
+        print(f"mta smpp-server benchmark: {total} submit_sm, window {window}, text {len(text)} ch")
+        print(f"  rate         {total / elapsed:,.0f} submit_sm/s ({ok} OK, errors {errors})")
+        print(f"  latency      p50 {pct(0.5):.1f} ms  p99 {pct(0.99):.1f} ms")
+        print(f"  server CPU   {cpu / total * 1e6:.0f} µs per submit ({cpu:.2f} s)")
+        print(f"  MMP batches  {batches} on {topology.send_queue('bulk')} (incl. warm-up)")
+        for name, _ in topology.queues():
+            await channel.queue_delete(name)
+        await channel.queue_delete(receipts_queue(prefix))
+        for name, _ in topology.exchanges():
+            await channel.exchange_delete(name)
+        await connection.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+        store = Store.connect(REDIS_URL, prefix)
+        await store.delete_all()
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--messages", type=int, default=50_000)
+    parser.add_argument("-w", "--window", type=int, default=200)
+    parser.add_argument("--text", default="benchmark message from one SMPP session")
+    args = parser.parse_args()
+    asyncio.run(run(args.messages, args.window, args.text))
+
+
+if __name__ == "__main__":
+    main()
