@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from mta.smpp import pdu as P  # noqa: E402
 from mta.smpp.session import connect  # noqa: E402
-from mta.smppserver import receipts_queue  # noqa: E402
 from mta.store import Store  # noqa: E402
 from mta.topology import Topology  # noqa: E402
 
@@ -147,7 +146,7 @@ async def run(total: int, window: int, text: str) -> None:
         print(f"  MMP batches  {batches} on {topology.send_queue('bulk')} (incl. warm-up)")
         for name, _ in topology.queues():
             await channel.queue_delete(name)
-        await channel.queue_delete(receipts_queue(prefix))
+        await channel.queue_delete(Topology(prefix).smpp_receipts_queue)
         for name, _ in topology.exchanges():
             await channel.exchange_delete(name)
         await connection.close()
