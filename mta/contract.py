@@ -85,7 +85,8 @@ class SmsResult:
 
     ``reason`` is not on the wire: an adapter sets it to :data:`REASON_SENDER` on a FAIL that
     the partner caused by rejecting the sender, so the worker can retry with the account's
-    ``fallback_sender``.
+    ``fallback_sender``, or to :data:`REASON_RETRY` on a FAIL for a message that was never
+    accepted and may be sent again later.
     """
 
     partnerMessageId: str = ""
@@ -100,6 +101,10 @@ class SmsResult:
 
 #: ``SmsResult.reason`` of a FAIL caused by the partner rejecting the sender (originator).
 REASON_SENDER = "sender"
+#: ``SmsResult.reason`` of a FAIL for a message the partner never accepted and that may be
+#: sent again (e.g. unsent inside an SMPP batch whose other messages went): the worker sends
+#: it through the delayed-retry queue instead of publishing the FAIL.
+REASON_RETRY = "retry"
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ from mta.adapter import AdapterError, PermanentError, SendPattern, ThrottledErro
 from mta.broker import PUBLISH_ERRORS, Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
+    REASON_RETRY,
     REASON_SENDER,
     ApiStatus,
     BatchError,
@@ -635,7 +636,13 @@ class Worker:
                 self._fail(work, item, detail, "ADAPTER_ERROR")
             return
         again: list[Item] = []
+        later: list[Item] = []
+        later_detail = ""
         for item, message, result in zip(items, messages, response.results, strict=True):
+            if result.reason == REASON_RETRY and result.apiStatus == ApiStatus.FAIL:
+                later.append(item)
+                later_detail = later_detail or f"{result.partnerStatus}: {result.partnerDetail}"
+                continue
             if (
                 result.reason == REASON_SENDER
                 and result.apiStatus == ApiStatus.FAIL
@@ -664,7 +671,9 @@ class Worker:
                 )
                 continue
             self._result(work, item, result, name)
-        self.stats["sent"] += len(items)
+        self.stats["sent"] += len(items) - len(later)
+        if later:
+            self._retry(work, later, later_detail)
         if again:
             self.stats["fallback_sender"] += len(again)
             await self._send_chunk(work, runtime, again)

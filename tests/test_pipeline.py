@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 import orjson
 
 from mta.adapter import AdapterMeta, OptionSpec, SendPattern, TransientError
-from mta.contract import ApiStatus, SmsReportRequest, SmsResponse, SmsResult, SmsSendRequest
+from mta.contract import (
+    REASON_RETRY,
+    ApiStatus,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
+)
 from mta.store import MARK_INFLIGHT
 from tests.conftest import Env, eventually, sim_accounts
 
@@ -428,3 +435,60 @@ async def test_cancel_before_a_partner_saw_it(env: Env) -> None:
     assert await store.cancel("held1:0") == ""
     assert (await store.counts())["held"] == 0
     await store.close()
+
+
+class HalfAdapter:
+    """A partner that, in its first call, accepts the first message and leaves the rest
+    unsent (reason 'retry'), as an SMPP session that dropped mid-batch does."""
+
+    meta: ClassVar[AdapterMeta] = AdapterMeta(name="half", description="half", options=())
+    calls = 0
+
+    def __init__(self, options: Any) -> None:
+        return None
+
+    async def login(self, secret_key: str) -> bool:
+        return True
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        type(self).calls += 1
+        first = type(self).calls == 1
+        return SmsResponse(
+            "",
+            [
+                SmsResult(partnerMessageId=f"h-{time.time_ns()}-{n}", apiStatus=ApiStatus.OK)
+                if n == 0 or not first
+                else SmsResult(
+                    partnerStatus="NOT_SUBMITTED",
+                    partnerDetail="never written",
+                    apiStatus=ApiStatus.FAIL,
+                    reason=REASON_RETRY,
+                )
+                for n, _ in enumerate(request.messages)
+            ],
+        )
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        return SmsResponse(
+            "",
+            [
+                SmsResult(partnerMessageId=p, apiStatus=ApiStatus.DELIVERED)
+                for p in request.messages
+            ],
+        )
+
+    async def destroy(self) -> None:
+        return None
+
+
+async def test_unsent_messages_marked_retry_come_back_through_the_retry_queue(env: Env) -> None:
+    env.accounts('[[account]]\nid = 0\nname = "h"\nadapter = "half"\ndefault = true\n')
+    HalfAdapter.calls = 0
+    tail = await env.tail()
+    await env.start("worker", "reporter", extra={"half": HalfAdapter})
+    mid = await env.publish(batch(3))
+    finals = await tail.wait_finals(3, timeout=20)
+    assert {f["apiStatus"] for f in finals} == {"DELIVERED"}
+    assert {f["messageId"] for f in finals} == {f"{mid}:{i}" for i in range(3)}
+    assert HalfAdapter.calls == 2
+    assert not [r for r in tail.results if r["apiStatus"] == "FAIL"], "no FAIL was published"

@@ -30,9 +30,9 @@ same concatenation reference. When *nothing* of a batch was accepted or written 
 answer, Send raises :class:`~mta.adapter.TransientError` (``ThrottledError`` when throttling
 was the cause), so the worker moves the batch to its delayed-retry queue — and with no bound
 session it raises at once, without waiting: an outage never becomes a busy requeue loop.
-A message left unsent inside a batch that was otherwise accepted cannot be retried alone (the
-worker's Send contract has no per-message retry), so it FAILs with ``NOT_SUBMITTED`` and a
-detail saying it is safe to send again.
+A message left unsent inside a batch that was otherwise accepted (no part of it accepted:
+``NOT_SUBMITTED``, or throttled out) is answered FAIL with ``reason = REASON_RETRY``, so the
+worker sends it again through the delayed-retry queue instead of publishing the FAIL.
 
 Report answers from what is known (the reporter reads pushed receipts first); for ids
 submitted at least ``query_when_no_receipt_s`` ago without a receipt it sends query_sm (every
@@ -77,6 +77,7 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
+    REASON_RETRY,
     REASON_SENDER,
     ApiStatus,
     SmsMessage,
@@ -113,6 +114,10 @@ log = logging.getLogger(__name__)
 RESUME_WAIT_S: Final = 5.0
 #: Longest session pause after throttling answers in a row.
 MAX_THROTTLE_PAUSE_S: Final = 30.0
+#: Refusals after which a message no part of which was accepted may be sent again later.
+_RETRYABLE_REFUSALS: Final = frozenset(
+    {"ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RSYSERR", "ESME_RX_T_APPN"}
+)
 #: Tries of a part answered with a transient status (ESME_RSYSERR, …) / a suspicious one.
 RETRY_TRIES: Final = 3
 RETRY_FEW_TRIES: Final = 2
@@ -578,6 +583,8 @@ class SmppAdapter:
         result = _fail(refused.status or "NOT_SUBMITTED", detail)
         result.partnerMessageId = first
         result.smsMessageCount = total
+        if not accepted and refused.status in ("NOT_SUBMITTED", *_RETRYABLE_REFUSALS):
+            result.reason = REASON_RETRY  # never accepted: the worker sends it again later
         return result
 
     def _records(self, job: _Job, pid: str, now: float) -> dict[str, dict[str, Any]]:
