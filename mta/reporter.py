@@ -229,19 +229,11 @@ class Reporter:
 
     @staticmethod
     def _final(mid: str, record: Pending, answer: SmsResult) -> ReportResult:
-        return ReportResult(
-            messageId=mid,
-            mobileNumber=record.mobile,
-            accountId=record.account_id,
-            senderId=record.sender_id,
-            smsType=record.sms_type,
-            apiStatus=answer.apiStatus,
-            partnerMessageId=record.partner_id,
-            partnerStatus=answer.partnerStatus,
-            partnerDetail=answer.partnerDetail,
-            sendAt=answer.sendAt or record.send_at,
-            smsOperator=answer.smsOperator,
-            smsMessageCount=answer.smsMessageCount or record.count,
+        return ReportResult(  # positional: this runs for every final
+            mid, record.mobile, record.account_id, record.sender_id, record.sms_type,
+            answer.apiStatus, record.partner_id, answer.partnerStatus, answer.partnerDetail,
+            answer.sendAt or record.send_at, answer.smsOperator,
+            answer.smsMessageCount or record.count,
         )
 
     def _entries(self, finals: list[ReportResult]) -> dict[str, bytes]:

@@ -587,7 +587,7 @@ class Worker:
             messages = [m if m.sender else replace(m, sender=account.sender) for m in messages]
         request = SmsSendRequest(messages)
         name = account.name
-        if not await self._pace(work, runtime, len(messages)):
+        if account.rate_limit > 0 and not await self._pace(work, runtime, len(messages)):
             work.deferred.extend(items)
             for item in items:
                 work.mark(item.message_id, MARK_RETRY)
