@@ -306,7 +306,9 @@ class Worker:
         raw_attempt = headers.get(HEADER_ATTEMPT, 0)
         attempt = raw_attempt if isinstance(raw_attempt, int) else 0
         released = bool(headers.get(HEADER_RELEASED))
-        accept = (MARK_HELD if released else "") + (MARK_RETRY if attempt else "")
+        # Internal copies (released held messages, delayed retries, rate-limit deferrals) carry
+        # their message ids; their markers ('h', 'r') are theirs to take over.
+        accept = (MARK_HELD if released else "") + (MARK_RETRY if given is not None else "")
         now = time.time()
         send_at = format_time(now, self.tz)
         work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))

@@ -296,3 +296,29 @@ secret_key = "nok"
     assert code == 1 and "FAIL  login: NOK" in out and "FAIL  send: skipped" in out
     code, out = await _mta(env, "accounts", "test", "nobody")
     assert code != 0 and "no account named 'nobody'" in out and "good, refused" in out
+
+
+async def test_rate_limited_batches_beyond_the_longest_wait_are_deferred_not_lost(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mta import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "RATE_MAX_WAIT_MS", 200)
+    env.accounts("""
+[[account]]
+id = 0
+name = "slow"
+adapter = "simulator"
+default = true
+rate_limit = 10
+[account.options]
+report_delay_s = 0.0
+""")
+    tail = await env.tail()
+    service = await env.start("worker", "reporter", bulk_concurrency=1)
+    await env.publish(batch(10, text="first"))
+    await env.publish(batch(10, text="second"))  # its slot is ~1 s away: deferred, not slept
+    await tail.wait(lambda t: len(t.finals()) == 20, timeout=20)
+    assert service.worker is not None and service.worker.stats["rate_deferred"] >= 10
+    assert {f["apiStatus"] for f in tail.finals()} == {"DELIVERED"}
+    assert len({f["messageId"] for f in tail.finals()}) == 20
