@@ -313,6 +313,7 @@ default = true
 rate_limit = 10
 [account.options]
 report_delay_s = 0.0
+deliver_ratio = 1.0
 """)
     tail = await env.tail()
     service = await env.start("worker", "reporter", bulk_concurrency=1)
