@@ -36,7 +36,6 @@ Decisions where the research is silent:
 
 from __future__ import annotations
 
-import hmac
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, NoReturn
@@ -159,7 +158,6 @@ class ClickatellAdapter(HttpAdapter):
     def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
         super().__init__(options, context)
         self._api_key = str(self.options.get("api_key") or "")
-        self._webhook_token = str(self.options.get("webhook_token") or "")
 
     # --- HttpAdapter hooks ------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
@@ -328,14 +326,7 @@ class ClickatellAdapter(HttpAdapter):
         returned. 400 when malformed, 403 when ``webhook_token`` is set and not presented.
         """
         account = self.context.account_name
-        if self._webhook_token:
-            given = request.query.get("token", "")
-            if not hmac.compare_digest(given.encode(), self._webhook_token.encode()):
-                raise WebhookError(
-                    403,
-                    f"clickatell callback for account {account!r}: missing or wrong 'token' "
-                    "query parameter (the account's webhook_token)",
-                )
+        self.check_webhook_token(request, f"clickatell callback for account {account!r}")
         try:
             doc = orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:

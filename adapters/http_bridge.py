@@ -169,10 +169,11 @@ class HttpBridgeAdapter(HttpAdapter):
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     # --- the wire -----------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        for secret in (self._token, self._secret_key):
-            if len(secret) >= _SCRUB_MIN:
-                text = text.replace(secret, _MASK)
+    def scrub(self, text: str) -> str:
+        """The base's scrub (secret options: the token), plus the Login secret key."""
+        text = super().scrub(text)
+        if len(self._secret_key) >= _SCRUB_MIN:
+            text = text.replace(self._secret_key, _MASK)
         return text
 
     def _what(self, endpoint: str) -> str:
@@ -201,14 +202,14 @@ class HttpBridgeAdapter(HttpAdapter):
             raise TransientError(
                 f"{what}: cannot reach the bridge service at "
                 f"{_without_userinfo(self.base_url)} ({type(exc).__name__}: "
-                f"{self._scrub(str(exc))}); is it running?"
+                f"{self.scrub(str(exc))}); is it running?"
             ) from None
         if response.status_code != 200:
             raise self._error(what, response)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            problem = f"its body is not JSON ({short(self._scrub(response.text), 120)!r})"
+            problem = f"its body is not JSON ({short(self.scrub(response.text), 120)!r})"
             raise self._bad(endpoint, problem) from None
 
     def _error(self, what: str, response: httpx.Response) -> AdapterError:
@@ -224,7 +225,7 @@ class HttpBridgeAdapter(HttpAdapter):
         cls = _ERROR_KINDS.get(kind) if isinstance(kind, str) else None
         if isinstance(error, dict) and cls is not None:
             raw_detail = error.get("detail")
-            detail = short(self._scrub(raw_detail if isinstance(raw_detail, str) else ""))
+            detail = short(self.scrub(raw_detail if isinstance(raw_detail, str) else ""))
             text = f"{what}: {kind} error from the bridge service (HTTP {status}): {detail}"
             if cls is ThrottledError:
                 wait = error.get("retryAfter")
@@ -240,7 +241,7 @@ class HttpBridgeAdapter(HttpAdapter):
         unknown = f" (unknown error kind {kind!r})" if isinstance(kind, str) else ""
         text = (
             f"{what}: HTTP {status} from the bridge service without a valid error "
-            f"object{unknown}: {short(self._scrub(response.text))}"
+            f"object{unknown}: {short(self.scrub(response.text))}"
         )
         if status == 429:
             return ThrottledError(text, header_wait)

@@ -23,6 +23,7 @@ Subclasses declare ``meta`` (its ``options`` = :data:`HTTP_OPTIONS` + their own)
 from __future__ import annotations
 
 import email.utils
+import hmac
 import logging
 import time
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ from mta.adapter import (
     PermanentError,
     ThrottledError,
     TransientError,
+    WebhookError,
+    WebhookRequest,
 )
 
 # httpx logs every request URL at INFO, and some partners put credentials in URLs (Twilio's
@@ -121,6 +124,19 @@ class HttpAdapter:
             if spec.secret and isinstance(value, str) and len(value) >= 4:
                 text = text.replace(value, "***")
         return text
+
+    def check_webhook_token(self, request: WebhookRequest, where: str) -> None:
+        """For partners that do not sign their callbacks: when the account sets the option
+        ``webhook_token``, refuse (403) a call whose ``?token=`` is missing or different
+        (compared in constant time)."""
+        token = str(self.options.get("webhook_token") or "")
+        if token and not hmac.compare_digest(
+            request.query.get("token", "").encode(), token.encode()
+        ):
+            raise WebhookError(
+                403,
+                f"{where}: missing or wrong ?token= query parameter (the account's webhook_token)",
+            )
 
     # --- the client -------------------------------------------------------------------
     @property

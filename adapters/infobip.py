@@ -49,7 +49,6 @@ Errors
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import time
 from collections import OrderedDict
@@ -454,15 +453,8 @@ class InfobipAdapter(HttpAdapter):
     # --- Webhook ----------------------------------------------------------------------------
     async def webhook(self, request: WebhookRequest) -> list[SmsResult]:
         """Infobip's pushed delivery reports (``{"results": [...]}``) as results."""
-        if self._token:
-            given = request.query.get("token", "")
-            if not hmac.compare_digest(given.encode(), self._token.encode()):
-                raise WebhookError(
-                    403,
-                    f"infobip webhook for account {self.context.account_name!r}: missing or "
-                    "wrong ?token= (the notify URL carries the account's webhook_token)",
-                )
         where = f"infobip webhook for account {self.context.account_name!r}"
+        self.check_webhook_token(request, where)
         try:
             doc = orjson.loads(request.body)
         except orjson.JSONDecodeError:

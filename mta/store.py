@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -386,12 +386,6 @@ class Store:
             pipe.zadd(self.k_outbox_due, dict.fromkeys(outcome.outbox, grace))
         if len(pipe):
             await pipe.execute()
-
-    async def unmark(self, batch_id: str, indexes: Iterable[str]) -> None:
-        """Forget in-flight markers of messages we give back unprocessed (graceful stop)."""
-        fields = list(indexes)
-        if fields:
-            await self.r.hdel(self.markers_key(batch_id), *fields)
 
     async def cancel(self, message_id: str) -> str:
         """Cancel a message that has not reached a partner yet; '' when cancelled, else the
