@@ -156,14 +156,6 @@ class AccountRuntime:
                 self.failures,
             )
 
-    def usable(self) -> bool:
-        """Active, logged in (or not known NOK/down), and the breaker lets traffic through."""
-        return (
-            self.account.active
-            and self.state not in (State.NOK, State.DOWN)
-            and (not self.open_until or time.monotonic() >= self.open_until)
-        )
-
     def _down(self, detail: str) -> None:
         self.state, self.detail = State.DOWN, detail
         self.retry_at = time.monotonic() + RELOGIN_AFTER_S

@@ -413,25 +413,8 @@ class Worker:
                         ),
                         "NO_ACCOUNT",
                     )
-                elif not runtime.account.active and self._usable_failover(runtime):
-                    assert runtime.failover is not None
-                    item.note = (
-                        f"via failover account {runtime.failover.account.name!r}: account "
-                        f"{runtime.account.name!r} is inactive"
-                    )
-                    groups[runtime.failover].append(item)
-                elif not runtime.account.active:
-                    self._fail(
-                        work,
-                        item,
-                        (
-                            f"accountId: account {runtime.account.name!r} serving {msg.accountId} "
-                            "is inactive"
-                        ),
-                        "INACTIVE",
-                    )
                 else:
-                    groups[runtime].append(item)
+                    groups[runtime].append(item)  # _submit fails over from inactive accounts
         return groups
 
     def _fail_raw(
@@ -505,19 +488,17 @@ class Worker:
         work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
 
     # --- partner calls ------------------------------------------------------------------
-    @staticmethod
-    def _usable_failover(runtime: AccountRuntime) -> bool:
-        failover = runtime.failover
-        return failover is not None and failover.usable()
-
     async def _submit(
         self, work: Pass, runtime: AccountRuntime, items: list[Item], hop: int = 0
     ) -> None:
         """Send items through an account, or its failover when it cannot take them (one hop:
-        its Login is NOK, it is down, or its circuit breaker is open)."""
-        state = await runtime.ensure_login()
+        it is inactive, its Login is NOK, it is down, or its circuit breaker is open)."""
+        inactive = not runtime.account.active
+        state = State.NEW if inactive else await runtime.ensure_login()
         reason = ""
-        if state == State.NOK:
+        if inactive:
+            reason = "is inactive"
+        elif state == State.NOK:
             reason = "has a NOK login"
         elif state != State.READY:
             reason = f"is unavailable ({runtime.detail})"
@@ -540,6 +521,16 @@ class Worker:
                     item.note = note + reason
                 self.stats["failover"] += len(items)
                 await self._submit(work, failover, items, hop + 1)
+            elif inactive:
+                for item in items:
+                    account_id = item.checked.message.accountId
+                    self._fail(
+                        work,
+                        item,
+                        f"accountId: account {runtime.account.name!r} serving {account_id} "
+                        "is inactive",
+                        "INACTIVE",
+                    )
             elif state == State.NOK:
                 for item in items:
                     self._fail(

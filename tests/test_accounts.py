@@ -119,6 +119,29 @@ report_delay_s = 0.0
     )
 
 
+async def test_inactive_account_without_failover_fails(env: Env) -> None:
+    env.accounts("""
+[[account]]
+id = 0
+name = "sim"
+adapter = "simulator"
+default = true
+
+[[account]]
+id = 3
+name = "off"
+adapter = "simulator"
+active = false
+""")
+    tail = await env.tail()
+    service = await env.start("worker", "reporter")
+    await env.publish(batch(2, accountId=3))
+    finals = await tail.wait_finals(2)
+    assert {f["partnerStatus"] for f in finals} == {"INACTIVE"}
+    assert all("account 'off' serving 3 is inactive" in f["partnerDetail"] for f in finals)
+    assert service.worker is not None and service.worker.stats["sent"] == 0
+
+
 async def test_nok_login_fails_over_and_without_failover_fails(env: Env) -> None:
     env.accounts("""
 [[account]]
