@@ -153,18 +153,54 @@ class BatchError(ValueError):
     """The body is not a send batch at all; the whole AMQP message goes to ``<prefix>.dead``."""
 
 
-def decode_batch(body: bytes) -> list[Any]:
-    """Decode a send batch body into its raw message list, or raise :class:`BatchError`."""
+def decode_batch(body: bytes, max_bytes: int = 0, max_messages: int = 0) -> list[Any]:
+    """Decode a send batch body into its raw message list, or raise :class:`BatchError`.
+
+    A body over ``max_bytes`` or a batch over ``max_messages`` (0 = no limit) is refused whole:
+    one clear reason instead of thousands of results. A lone surrogate escape (``"\\ud800"``)
+    does not refuse the batch: such a body is decoded by the standard library instead, and
+    the message holding it FAILs alone (:func:`check_message`).
+    """
+    if max_bytes and len(body) > max_bytes:
+        raise BatchError(
+            f"body is {len(body)} bytes, over the limit of {max_bytes} (MTA_MAX_BATCH_BYTES); "
+            "split the batch"
+        )
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BatchError(f"body is not JSON: {exc}") from None
+        doc = _decode_lenient(body, exc)
     if not isinstance(doc, dict):
         raise BatchError(f"body is JSON {type(doc).__name__}, expected an object with 'messages'")
     messages = doc.get("messages")
     if not isinstance(messages, list):
         raise BatchError("body has no 'messages' list")
+    if max_messages and len(messages) > max_messages:
+        raise BatchError(
+            f"batch has {len(messages)} messages, over the limit of {max_messages} "
+            "(MTA_MAX_BATCH); split the batch"
+        )
     return messages
+
+
+def _decode_lenient(body: bytes, error: orjson.JSONDecodeError) -> Any:
+    """orjson refuses lone surrogate escapes; the standard library takes them, and the
+    messages that hold one are refused one by one (:func:`has_surrogate`)."""
+    import json
+
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BatchError(f"body is not JSON: {error}") from None
+
+
+def has_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate anywhere (not encodable as UTF-8)."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 class Invalid(ValueError):
@@ -179,6 +215,19 @@ class Rules:
     strict_numbers: bool = False
     max_batch: int = 1000
     max_text: int = 1600
+
+
+#: ``accountId`` and ``senderId`` are at most this (a signed 64-bit integer).
+MAX_ID = (1 << 63) - 1
+#: The longest ``smsType`` (kind plus the upstream's ``|correlation``).
+MAX_SMS_TYPE = 128
+#: The longest ``brandCode``, ``recipientType``, ``messageType`` and ``priority``.
+MAX_FIELD = 64
+#: Characters of an alphanumeric sender: letters, digits, space and ``. - _ & +``.
+SENDER_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .-_&+"
+)
+_FIELD_LIMITS = {"brandCode": MAX_FIELD, "recipientType": MAX_FIELD, "messageType": MAX_FIELD}
 
 
 _STR_FIELDS = ("sender", "startTime", "expireTime", "brandCode", "recipientType", "messageType")
@@ -205,10 +254,19 @@ def _as_int(raw: dict[str, Any], name: str) -> int:
     if isinstance(value, int):
         if value < 0:
             raise Invalid(f"{name}: must not be negative, got {value}")
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise Invalid(f"{name}: expected a non-negative integer, got {value!r}")
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    else:
+        raise Invalid(f"{name}: expected a non-negative integer, got {_short(value)}")
+    if value > MAX_ID:
+        raise Invalid(f"{name}: {_short(value)} is over the largest id, {MAX_ID}")
+    return value
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr`` of an upstream value for a detail, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def normalise_number(value: Any, strict: bool) -> str:
@@ -217,6 +275,8 @@ def normalise_number(value: Any, strict: bool) -> str:
         value = str(value)
     if not isinstance(value, str) or not value:
         raise Invalid("mobileNumber: required, a string of digits in international format")
+    if len(value) > 32:
+        raise Invalid(f"mobileNumber: {_short(value)} is longer than 32 characters")
     digits = value.translate(_NUMBER_JUNK)
     if digits.startswith("+"):
         digits = digits[1:]
@@ -251,11 +311,18 @@ def _check_numbering_plan(value: str, digits: str) -> None:
 def _check_sender(sender: str) -> None:
     if not sender:
         return
-    if sender.isdigit():
+    if sender.isascii() and sender.isdigit():
         if len(sender) > 16:
-            raise Invalid(f"sender: numeric sender {sender!r} is longer than 16 digits")
+            raise Invalid(f"sender: numeric sender {_short(sender)} is longer than 16 digits")
     elif len(sender) > 11:
-        raise Invalid(f"sender: alphanumeric sender {sender!r} is longer than 11 characters")
+        raise Invalid(
+            f"sender: alphanumeric sender {_short(sender)} is longer than 11 characters"
+        )
+    elif not SENDER_CHARS.issuperset(sender):
+        raise Invalid(
+            f"sender: {sender!r} may hold only letters, digits, space and . - _ & + "
+            "(ASCII)"
+        )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -324,6 +391,8 @@ def check_message(raw: Any, rules: Rules) -> Checked:
         raise Invalid("text: required, a non-empty string")
     if len(body) > rules.max_text:
         raise Invalid(f"text: {len(body)} characters, the limit is {rules.max_text}")
+    if not body.isascii() and _has_lone_surrogate(body):
+        raise Invalid("text: holds a lone surrogate (not valid Unicode text)")
     sender = brand = recipient = mtype = start_s = expire_s = priority = ""
     start_at = expire_at = None
     sms_type = _BULK
@@ -332,20 +401,32 @@ def check_message(raw: Any, rules: Rules) -> Checked:
         strs = [_as_str(raw, name) if name in raw else "" for name in _STR_FIELDS]
         sender, _, _, brand, recipient, mtype = strs
         _check_sender(sender)
+        for name, limit in _FIELD_LIMITS.items():
+            value = get(name)
+            if type(value) is str and len(value) > limit:
+                raise Invalid(f"{name}: {len(value)} characters, the limit is {limit}")
         start_s, start_at = _time(raw, "startTime", rules.tz)
         expire_s, expire_at = _time(raw, "expireTime", rules.tz)
         sms_type = _as_str(raw, "smsType") or sms_type
+        if len(sms_type) > MAX_SMS_TYPE:
+            raise Invalid(f"smsType: {len(sms_type)} characters, the limit is {MAX_SMS_TYPE}")
         if sms_type not in _SMS_TYPES and sms_type.split("|", 1)[0].upper() not in _SMS_TYPES:
             raise Invalid(f"smsType: {sms_type!r}, expected one of BULK, OTP, TCKN, TAXNO")
         given = get("priority")
         if isinstance(given, bool):
             priority = "yes" if given else "no"
         elif isinstance(given, str):
+            if len(given) > MAX_FIELD:
+                raise Invalid(f"priority: {len(given)} characters, the limit is {MAX_FIELD}")
             priority = given
         elif given is not None:
             raise Invalid(f"priority: expected 'yes' or 'no', got {given!r}")
         account_id = _as_int(raw, "accountId")
         sender_id = _as_int(raw, "senderId")
+        if not all(x.isascii() for x in strs) and any(_has_lone_surrogate(x) for x in strs):
+            raise Invalid("message: a field holds a lone surrogate (not valid Unicode text)")
+        if not sms_type.isascii() and _has_lone_surrogate(sms_type):
+            raise Invalid("smsType: holds a lone surrogate (not valid Unicode text)")
     message = SmsMessage(
         number, body, sender, start_s, expire_s, priority, sms_type, brand, recipient, mtype,
         account_id, sender_id,
@@ -353,17 +434,38 @@ def check_message(raw: Any, rules: Rules) -> Checked:
     return Checked(message, start_at, expire_at, smstext.segment_count(body))
 
 
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean(value: Any, limit: int) -> str:
+    """An upstream string fit to echo in a result: bounded, and valid Unicode."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return ""
+    cut: str = value[:limit]
+    return cut if cut.isascii() else cut.encode("utf-8", "replace").decode("utf-8")
+
+
+def _clean_id(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        return value
+    return 0
+
+
 def raw_correlation(raw: Any) -> tuple[str, int, int, str]:
-    """Best-effort correlation fields of a message that failed validation, for its FAIL result."""
+    """Best-effort correlation fields of a message that failed validation, for its FAIL result:
+    always encodable and bounded, whatever the upstream sent."""
     if not isinstance(raw, dict):
         return "", 0, 0, ""
-    number = raw.get("mobileNumber")
-    account = raw.get("accountId")
-    sender = raw.get("senderId")
-    sms_type = raw.get("smsType")
     return (
-        number if isinstance(number, str) else str(number) if isinstance(number, int) else "",
-        account if isinstance(account, int) and not isinstance(account, bool) else 0,
-        sender if isinstance(sender, int) and not isinstance(sender, bool) else 0,
-        sms_type if isinstance(sms_type, str) else "",
+        _clean(raw.get("mobileNumber"), 32),
+        _clean_id(raw.get("accountId")),
+        _clean_id(raw.get("senderId")),
+        _clean(raw.get("smsType"), MAX_SMS_TYPE),
     )

@@ -1,17 +1,32 @@
-"""Report bodies recorded in Redis before publishing: publish them, and recover a dead writer's."""
+"""Report bodies recorded in Redis before publishing: publish them, and recover a dead writer's.
+
+Publishing and forgetting are two steps, each waited through its own outage: a Redis outage
+after the broker confirmed a body never publishes that body again (it only delays the delete).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable
 
 from mta.broker import Broker
+from mta.contract import ReportResult, encode_report
+from mta.outage import until_back
 from mta.store import Store
+from mta.topology import Topology
 
 log = logging.getLogger(__name__)
 
 RECOVERY_EVERY_S = 5.0
+
+
+#: Results per report message: with partnerDetail cut to 1000 characters, a report body stays
+#: well under a megabyte, far from any broker's message-size limit, whatever the batch size.
+MAX_RESULTS = 500
 
 
 def entry(routing_key: str, body: bytes) -> bytes:
@@ -19,23 +34,78 @@ def entry(routing_key: str, body: bytes) -> bytes:
     return routing_key.encode() + b"\n" + body
 
 
-async def publish(store: Store, broker: Broker, entries: dict[str, bytes]) -> None:
-    """Publish recorded entries with confirms in flight together, then delete them."""
+def entries(
+    topology: Topology, writer: str, *results: Iterable[ReportResult]
+) -> dict[str, bytes]:
+    """Outbox entries for results: one report message per (accountId, apiStatus), so its
+    routing key is true for each result, split into bodies of at most :data:`MAX_RESULTS`."""
+    groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
+    for some in results:
+        for result in some:
+            groups[(result.accountId, result.apiStatus)].append(result)
+    if not groups:
+        return {}
+    token = os.urandom(8).hex()
+    out: dict[str, bytes] = {}
+    for (account_id, status), members in groups.items():
+        key = topology.report_key(account_id, status)
+        for start in range(0, len(members), MAX_RESULTS):
+            body = encode_report("", members[start : start + MAX_RESULTS])
+            out[f"{writer}:{token}:{len(out)}"] = entry(key, body)
+    return out
+
+
+async def publish(
+    store: Store,
+    broker: Broker,
+    entries: dict[str, bytes],
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Publish recorded entries with confirms in flight together, then delete them.
+
+    Each entry is published (and retried through outages) on its own, and the delete is a
+    step of its own: an entry the broker confirmed is never published again because another
+    entry or the delete failed.
+    """
     if not entries:
         return
-    messages = []
-    for value in entries.values():
+    exchange = broker.topology.reports_exchange
+    done: list[str] = []
+
+    async def one(name: str, value: bytes) -> None:
         key, _, body = value.partition(b"\n")
-        messages.append((key.decode(), body))
-    await broker.publish_reports(messages)
-    await store.outbox_done(list(entries))
+        await until_back(
+            "report publish",
+            lambda: broker.publish(exchange, key.decode(), body, mandatory=False),
+            stopping,
+        )
+        done.append(name)
+
+    failures: list[BaseException] = []
+    if len(entries) == 1:
+        [(name, value)] = entries.items()
+        try:
+            await one(name, value)
+        except Exception as exc:
+            failures.append(exc)
+    else:
+        outcomes = await asyncio.gather(
+            *(one(name, value) for name, value in entries.items()), return_exceptions=True
+        )
+        failures = [x for x in outcomes if isinstance(x, BaseException)]
+    if done:
+        await until_back("outbox delete", lambda: store.outbox_done(done), stopping)
+    if failures:
+        raise failures[0]
 
 
-async def recover_once(store: Store, broker: Broker) -> int:
+async def recover_once(
+    store: Store, broker: Broker, stopping: asyncio.Event | None = None
+) -> int:
     """Publish entries whose writer did not finish within the grace period (it died)."""
     taken = await store.take_outbox()
     if taken:
-        await publish(store, broker, dict(taken))
+        await publish(store, broker, dict(taken), stopping)
         log.warning(
             "outbox recovery published %d report message(s) of a stopped process", len(taken)
         )
@@ -45,7 +115,7 @@ async def recover_once(store: Store, broker: Broker) -> int:
 async def recovery_loop(store: Store, broker: Broker, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         try:
-            await recover_once(store, broker)
+            await recover_once(store, broker, stopping)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

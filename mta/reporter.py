@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -34,7 +33,6 @@ from mta.contract import (
     ReportResult,
     SmsReportRequest,
     SmsResult,
-    encode_report,
     unpack_result,
 )
 from mta.registry import AccountRuntime, Registry, State
@@ -43,6 +41,8 @@ from mta.store import Claim, Pending, Store
 log = logging.getLogger(__name__)
 
 IDLE_S = 0.2
+#: partnerDetail is cut to this many characters (a partner may answer with a whole page).
+MAX_DETAIL = 1000
 
 
 class Reporter:
@@ -157,7 +157,7 @@ class Reporter:
                 step = min(max(age, self.first_ms), self.max_ms)
                 waits.append((mid, min(now_ms + step, record.deadline_ms)))
         while True:
-            entries = self._entries(list(finals.values()))
+            entries = outbox.entries(self.topology, "r", finals.values())
             lost = await self.store.finish(claim.token, list(finals), waits, entries)
             if not lost:
                 break
@@ -168,7 +168,7 @@ class Reporter:
             )
             for mid in lost:
                 finals.pop(mid, None)
-        await outbox.publish(self.store, self.broker, entries)
+        await outbox.publish(self.store, self.broker, entries, self.stopping)
         await self._drop_receipts(records, finals)
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
@@ -231,19 +231,9 @@ class Reporter:
     def _final(mid: str, record: Pending, answer: SmsResult) -> ReportResult:
         return ReportResult(  # positional: this runs for every final
             mid, record.mobile, record.account_id, record.sender_id, record.sms_type,
-            answer.apiStatus, record.partner_id, answer.partnerStatus, answer.partnerDetail,
+            answer.apiStatus, record.partner_id, answer.partnerStatus,
+            answer.partnerDetail[:MAX_DETAIL],
             answer.sendAt or record.send_at, answer.smsOperator,
             answer.smsMessageCount or record.count,
         )
 
-    def _entries(self, finals: list[ReportResult]) -> dict[str, bytes]:
-        groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
-        for result in finals:
-            groups[(result.accountId, result.apiStatus)].append(result)
-        token = os.urandom(8).hex()
-        return {
-            f"r:{token}:{n}": outbox.entry(
-                self.topology.report_key(account_id, status), encode_report("", results)
-            )
-            for n, ((account_id, status), results) in enumerate(groups.items())
-        }

@@ -32,6 +32,12 @@ HEADER_DEAD_REASON = "x-mta-dead-reason"
 HEADER_ATTEMPT = "x-mta-attempt"
 HEADER_IDS = "x-mta-message-ids"
 HEADER_RELEASED = "x-mta-released"
+#: Signs the three headers above and the body of an internal republish (keyed BLAKE2b, key in
+#: Redis): what an upstream sets in ``x-mta-*`` cannot change which messages are sent, under
+#: which ids, or when.
+HEADER_SIGNATURE = "x-mta-signature"
+HEADER_ORIGINAL_KEY = "x-mta-original-routing-key"
+INTERNAL_HEADERS = (HEADER_IDS, HEADER_ATTEMPT, HEADER_RELEASED, HEADER_SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,14 @@ class Topology:
                     )
                 )
         return out
+
+    def queue_arguments(self, name: str) -> dict[str, Any]:
+        """The declared arguments of one of our queues (consumers declare with them, so a
+        robust channel re-declares the queue and restores its consumer after a reconnect)."""
+        for queue, args in self.queues():
+            if queue == name:
+                return args
+        raise KeyError(f"{name!r} is not a queue of prefix {self.prefix!r}")
 
     def bindings(self) -> list[tuple[str, str, str]]:
         """(exchange, queue, routing key) of every binding we own."""

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
-import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -30,19 +31,17 @@ from typing import Any, TypeVar
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryError,
     retry_if_exception,
-    retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
 from mta import outbox
 from mta.adapter import AdapterError, PermanentError, SendPattern, ThrottledError, TransientError
-from mta.broker import PUBLISH_ERRORS, Broker
+from mta.broker import Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
     REASON_RETRY,
@@ -58,16 +57,18 @@ from mta.contract import (
     SmsSendRequest,
     check_message,
     decode_batch,
-    encode_report,
     format_time,
+    has_surrogate,
     raw_correlation,
 )
+from mta.outage import is_outage, until_back
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import (
     MARK_DONE,
     MARK_HELD,
     MARK_INFLIGHT,
     MARK_RETRY,
+    MARK_TAKEN,
     Outcome,
     Store,
     pack_pending,
@@ -76,7 +77,10 @@ from mta.topology import (
     HEADER_ATTEMPT,
     HEADER_DEAD_REASON,
     HEADER_IDS,
+    HEADER_ORIGINAL_KEY,
     HEADER_RELEASED,
+    HEADER_SIGNATURE,
+    INTERNAL_HEADERS,
     LANE_BULK,
     LANE_PRIORITY,
     LANES,
@@ -87,8 +91,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Errors of Redis or RabbitMQ: the step is retried until they come back (or we stop).
-INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, *PUBLISH_ERRORS)
 #: Tries of a partner call in place, before its messages go to a delayed-retry queue.
 SEND_TRIES = 3
 HELD_BATCH = 100
@@ -96,6 +98,9 @@ HELD_BATCH = 100
 #: delayed-retry queue instead (well under RabbitMQ's consumer timeout).
 RATE_MAX_WAIT_MS = 60_000
 _OK = ApiStatus.OK
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: partnerDetail is cut to this many characters (a partner may answer with a whole page).
+MAX_DETAIL = 1000
 _FINAL = frozenset(status for status in ApiStatus if status.final)
 
 
@@ -104,6 +109,65 @@ def batch_id_of(message_id: str | None, body: bytes) -> str:
     if message_id:
         return message_id
     return "h" + hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+def sign(key: bytes, message_id: str, body: bytes, ids: list[str], attempt: int, released: bool
+         ) -> str:
+    """The signature of an internal republish: its id, message ids, attempt, release, body."""
+    mac = hashlib.blake2b(key=key, digest_size=16)
+    mac.update("\x00".join((message_id, *ids, str(attempt), "1" if released else "")).encode())
+    mac.update(b"\x00")
+    mac.update(body)
+    return mac.hexdigest()
+
+
+@dataclass(slots=True)
+class Internal:
+    """What the signed ``x-mta-*`` headers of an internal republish say."""
+
+    ids: list[str] | None = None
+    attempt: int = 0
+    released: bool = False
+
+
+class Forged(ValueError):
+    """``x-mta-*`` headers that this MTA did not sign (an upstream's, or a stale key's)."""
+
+
+def read_internal(
+    key: bytes, message_id: str, body: bytes, size: int, headers: dict[str, Any], max_attempts: int
+) -> Internal:
+    """Trust the internal headers only with a valid signature; raise :class:`Forged` else."""
+    if not any(name in headers for name in INTERNAL_HEADERS):
+        return Internal()
+    raw_ids = headers.get(HEADER_IDS)
+    attempt = headers.get(HEADER_ATTEMPT, 0)
+    released = bool(headers.get(HEADER_RELEASED))
+    given = headers.get(HEADER_SIGNATURE)
+    if isinstance(given, bytes):
+        given = given.decode("ascii", "replace")
+    ids = None if raw_ids is None else _header_ids(raw_ids, size)
+    if raw_ids is not None and ids is None:
+        raise Forged(f"header {HEADER_IDS} does not match the messages")
+    if type(attempt) is not int or not 0 <= attempt <= max_attempts:
+        raise Forged(f"header {HEADER_ATTEMPT} is not an attempt number: {attempt!r:.40}")
+    expected = sign(key, message_id, body, ids or [], attempt, released)
+    if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+        raise Forged(
+            "x-mta-* headers without a valid signature: they are set by the MTA only; "
+            "publish batches without them"
+        )
+    return Internal(ids, attempt, released)
+
+
+def _header_ids(header: Any, size: int) -> list[str] | None:
+    """Message ids carried by an internal batch (retry, released), or None if malformed."""
+    if not isinstance(header, list) or len(header) != size:
+        return None
+    ids = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in header]
+    if not all(isinstance(x, str) and ":" in x for x in ids):
+        return None
+    return ids
 
 
 @dataclass(slots=True)
@@ -138,6 +202,7 @@ class Pass:
     deferred: list[Item] = field(default_factory=list)  # rate-limited: no attempt spent
     size: int = 0  # messages in the AMQP message
     whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
+    suspect: bool = False  # the body has a surrogate escape: check each message for one
 
     def mark(self, message_id: str, marker: str) -> None:
         batch, index = message_id.rsplit(":", 1)
@@ -165,6 +230,8 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self.stats: dict[str, int] = defaultdict(int)
         self._max_wait_ms = int(settings.max_wait_s * 1000)
+        self._key = b""
+        self._policy_fail = settings.inflight_policy == InFlightPolicy.FAIL
         self._poll_first_ms = int(settings.poll_first_s * 1000)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -173,9 +240,15 @@ class Worker:
             LANE_BULK: self.settings.bulk_concurrency,
             LANE_PRIORITY: self.settings.priority_concurrency,
         }
+        self._key = await self.store.signing_key()
         for lane in LANES:
             channel = await self.broker.consumer_channel(prefetch=concurrency[lane])
-            queue = await channel.get_queue(self.topology.send_queue(lane), ensure=False)
+            # Declared (not merely looked up), so the robust channel re-declares the queue and
+            # restores the consumer after RabbitMQ comes back.
+            name = self.topology.send_queue(lane)
+            queue = await channel.declare_queue(
+                name, durable=True, arguments=self.topology.queue_arguments(name)
+            )
             tag = await queue.consume(self._consumer(lane))
             self._consumers.append((queue, tag))
         self._loops.append(asyncio.create_task(self._held_loop(), name="held-release"))
@@ -229,28 +302,8 @@ class Worker:
         return on_message
 
     async def _infra(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        """Run a Redis/RabbitMQ step, retrying outages with backoff until it works or we stop."""
-        try:
-            return await step()  # the common case, without the retry machinery's cost
-        except INFRA_ERRORS as exc:
-            if self.stopping.is_set():
-                raise
-            log.warning("%s failed (%s); retrying until Redis/RabbitMQ answer", what, exc)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(INFRA_ERRORS)
-            & retry_if_exception(lambda _: not self.stopping.is_set()),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5),
-            reraise=True,
-        ):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    log.warning(
-                        "%s: retrying after an outage (try %d)",
-                        what,
-                        attempt.retry_state.attempt_number,
-                    )
-                return await step()
-        raise AssertionError("unreachable")
+        """Run a Redis/RabbitMQ step, waiting out outages until it works or we stop."""
+        return await until_back(what, step, self.stopping)
 
     # --- one batch ----------------------------------------------------------------------
     async def handle(self, lane: str, message: AbstractIncomingMessage) -> None:
@@ -259,18 +312,21 @@ class Worker:
             await self._handle(lane, message, batch_id)
         except asyncio.CancelledError:
             raise
-        except INFRA_ERRORS:
-            raise  # only while stopping: the batch stays unacked and comes back
-        except Exception as exc:  # a bug: park the batch with the reason, keep the process up
+        except Exception as exc:
+            if self.stopping.is_set() and is_outage(exc):
+                raise  # the batch stays unacked and comes back
+            # A bug or a deterministic refusal: park the batch with the reason, keep going.
             log.exception(
-                "batch %s: unexpected error; sent to %s", batch_id, self.topology.dead_queue
+                "batch %r: unexpected error; sent to %s", batch_id, self.topology.dead_queue
             )
-            await self._dead(message, f"worker error: {type(exc).__name__}: {exc}")
+            await self._dead(message, f"worker error: {type(exc).__name__}: {exc}"[:1000])
 
     async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
-        headers = dict(message.headers or {})
+        headers = {
+            k: v for k, v in (message.headers or {}).items() if k not in INTERNAL_HEADERS
+        }
         headers[HEADER_DEAD_REASON] = reason
-        headers.setdefault("x-mta-original-routing-key", message.routing_key or "")
+        headers.setdefault(HEADER_ORIGINAL_KEY, message.routing_key or "")
         await self._infra(
             "dead-letter",
             lambda: self.broker.publish(
@@ -285,33 +341,38 @@ class Worker:
         self.stats["dead"] += 1
 
     async def _handle(self, lane: str, message: AbstractIncomingMessage, batch_id: str) -> None:
+        settings = self.settings
         try:
-            raws = decode_batch(message.body)
-        except BatchError as exc:
-            log.warning(
-                "batch %s is not a send batch (%s); sent to %s",
+            raws = decode_batch(message.body, settings.max_batch_bytes, settings.max_batch)
+            internal = read_internal(
+                self._key,
                 batch_id,
-                exc,
-                self.topology.dead_queue,
+                message.body,
+                len(raws),
+                message.headers or {},
+                settings.max_attempts,
+            )
+        except (BatchError, Forged) as exc:
+            log.warning(
+                "batch %r refused (%s); sent to %s", batch_id, exc, self.topology.dead_queue
             )
             await self._dead(message, str(exc))
+            self.stats["refused"] += 1
             return
-        headers = message.headers or {}
-        header_ids = headers.get(HEADER_IDS)
-        given = None if header_ids is None else self._header_ids(raws, header_ids)
-        if header_ids is not None and given is None:
-            await self._dead(message, f"header {HEADER_IDS} does not match the messages")
-            return
+        given = internal.ids
         ids = given if given is not None else [f"{batch_id}:{i}" for i in range(len(raws))]
-        raw_attempt = headers.get(HEADER_ATTEMPT, 0)
-        attempt = raw_attempt if isinstance(raw_attempt, int) else 0
-        released = bool(headers.get(HEADER_RELEASED))
+        attempt = internal.attempt
+        released = internal.released
         # Internal copies (released held messages, delayed retries, rate-limit deferrals) carry
-        # their message ids; their markers ('h', 'r') are theirs to take over.
-        accept = (MARK_HELD if released else "") + (MARK_RETRY if given is not None else "")
+        # their message ids; their markers ('h', 'r') are theirs to take over. A message only
+        # taken ('q') by a worker that stopped was never sent: anyone may take it over.
+        accept = (
+            MARK_TAKEN + (MARK_HELD if released else "") + (MARK_RETRY if given is not None else "")
+        )
         now = time.time()
         send_at = format_time(now, self.tz)
         work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
+        work.suspect = _SURROGATE_ESCAPE.search(message.body) is not None
         states = await self._infra("begin", lambda: self._begin(work, given, len(raws), accept))
         groups = self._classify(work, raws, ids, states)
         if len(groups) == 1:
@@ -321,20 +382,11 @@ class Worker:
             await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
         await self._finish(work, message)
 
-    @staticmethod
-    def _header_ids(raws: list[Any], header: Any) -> list[str] | None:
-        """Message ids carried by an internal batch (retry, released), or None if malformed."""
-        if not isinstance(header, list) or len(header) != len(raws):
-            return None
-        ids = [x.decode() if isinstance(x, bytes) else x for x in header]
-        if not all(isinstance(x, str) and ":" in x for x in ids):
-            return None
-        return ids
-
     async def _begin(self, work: Pass, ids: list[str] | None, size: int, accept: str) -> list[str]:
         """Mark messages in flight: one Lua call per originating batch (usually exactly one)."""
+        mark = MARK_TAKEN if self._policy_fail else MARK_INFLIGHT
         if ids is None:  # a batch from upstream: every index of this batch
-            got = await self.store.begin(work.batch_id, size, accept)
+            got = await self.store.begin(work.batch_id, size, accept, mark=mark)
             if got is None:
                 work.whole.add(work.batch_id)
                 return [""] * size
@@ -345,7 +397,9 @@ class Worker:
             by_batch[batch].append((n, index))
         states = [""] * len(ids)
         for batch, members in by_batch.items():
-            got = await self.store.begin(batch, [index for _, index in members], accept)
+            got = await self.store.begin(
+                batch, [index for _, index in members], accept, mark=mark
+            )
             assert got is not None
             for (n, _), state in zip(members, got, strict=True):
                 states[n] = state
@@ -355,9 +409,10 @@ class Worker:
         self, work: Pass, raws: list[Any], ids: list[str], states: list[str]
     ) -> dict[AccountRuntime, list[Item]]:
         groups: dict[AccountRuntime, list[Item]] = defaultdict(list)
-        policy_fail = self.settings.inflight_policy == InFlightPolicy.FAIL
-        limit = self.rules.max_batch
-        for n, (raw, message_id, state) in enumerate(zip(raws, ids, states, strict=True)):
+        policy_fail = self._policy_fail
+        # Only a body with a surrogate escape can hold a lone surrogate (decoded leniently).
+        suspect = work.suspect
+        for raw, message_id, state in zip(raws, ids, states, strict=True):
             if state == MARK_INFLIGHT:
                 if policy_fail:
                     self._fail_raw(
@@ -375,19 +430,10 @@ class Worker:
             elif state:
                 self.stats["skipped"] += 1
                 continue
-            if n >= limit:
-                self._fail_raw(
-                    work,
-                    message_id,
-                    raw,
-                    (
-                        f"batch: {len(raws)} messages, more than the limit of {limit} "
-                        "(MTA_MAX_BATCH); split the batch"
-                    ),
-                )
-                continue
             try:
                 checked = check_message(raw, self.rules)
+                if suspect and has_surrogate(raw):
+                    raise Invalid("message: holds a lone surrogate (not valid Unicode text)")
             except Invalid as exc:
                 self._fail_raw(work, message_id, raw, str(exc), "INVALID")
                 continue
@@ -430,7 +476,7 @@ class Worker:
                 smsType=sms_type,
                 apiStatus=ApiStatus.FAIL,
                 partnerStatus=status,
-                partnerDetail=detail,
+                partnerDetail=detail[:MAX_DETAIL],
             )
         )
         work.mark(message_id, MARK_DONE)
@@ -456,7 +502,7 @@ class Worker:
             status if final else _OK,
             result.partnerMessageId,
             result.partnerStatus,
-            _with_note(result.partnerDetail, item.note),
+            _with_note(result.partnerDetail, item.note)[:MAX_DETAIL],
             result.sendAt or ("" if final else work.send_at),
             result.smsOperator,
             result.smsMessageCount or item.checked.segments,
@@ -586,6 +632,9 @@ class Worker:
                 work.mark(item.message_id, MARK_RETRY)
             self.stats["rate_deferred"] += len(items)
             return
+        if self._policy_fail:  # exact: only a message whose Send starts is ever 'i'
+            ids = [item.message_id for item in items]
+            await self._infra("in-flight mark", lambda: self.store.mark_inflight(ids))
         try:
             async with runtime.semaphore:
                 try:
@@ -693,11 +742,7 @@ class Worker:
             self.stats["retried"] += len(work.retry)
         if work.deferred:
             await self._republish(work, work.deferred, RETRY_TIERS_S[0], work.attempt)
-        reports = self._reports(work)
-        token = os.urandom(8).hex()
-        entries = {
-            f"w:{token}:{n}": outbox.entry(key, body) for n, (key, body) in enumerate(reports)
-        }
+        entries = outbox.entries(self.topology, "w", work.oks, work.finals)
         outcome = Outcome(
             markers=self._compact_markers(work),
             pending=work.pending,
@@ -708,9 +753,7 @@ class Worker:
         )
         await self._infra("record", lambda: self.store.record(outcome))
         if entries:
-            await self._infra(
-                "report publish", lambda: outbox.publish(self.store, self.broker, entries)
-            )
+            await outbox.publish(self.store, self.broker, entries, self.stopping)
         await message.ack()
         self.stats["batches"] += 1
         self.stats["oks"] += len(work.oks)
@@ -731,24 +774,19 @@ class Worker:
     async def _republish(self, work: Pass, items: list[Item], delay: int, attempt: int) -> None:
         """Send items to a delayed-retry queue, which dead-letters them back to the lane."""
         body = orjson.dumps({"messages": [item.raw for item in items]})
-        headers = {HEADER_IDS: [item.message_id for item in items], HEADER_ATTEMPT: attempt}
+        ids = [item.message_id for item in items]
+        headers = {
+            HEADER_IDS: ids,
+            HEADER_ATTEMPT: attempt,
+            HEADER_SIGNATURE: sign(self._key, work.batch_id, body, ids, attempt, work.released),
+        }
+        if work.released:
+            headers[HEADER_RELEASED] = 1
         queue = self.topology.retry_queue(work.lane, delay)
         await self._infra(
             "retry publish",
             lambda: self.broker.publish("", queue, body, headers=headers, message_id=work.batch_id),
         )
-
-    def _reports(self, work: Pass) -> list[tuple[str, bytes]]:
-        """Group results by (accountId, apiStatus): one report message per group."""
-        groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
-        for result in work.oks:
-            groups[(result.accountId, result.apiStatus)].append(result)
-        for result in work.finals:
-            groups[(result.accountId, result.apiStatus)].append(result)
-        return [
-            (self.topology.report_key(account_id, status), encode_report("", results))
-            for (account_id, status), results in groups.items()
-        ]
 
     # --- held messages ------------------------------------------------------------------
     async def _held_loop(self) -> None:
@@ -780,18 +818,20 @@ class Worker:
             lanes[(lane, attempt)].append((message_id, raw))
         for (lane, attempt), members in lanes.items():
             body = orjson.dumps({"messages": [raw for _, raw in members]})
+            message_id = "held-" + hashlib.blake2b(body, digest_size=12).hexdigest()
+            ids = [m for m, _ in members]
             headers = {
-                HEADER_IDS: [m for m, _ in members],
+                HEADER_IDS: ids,
                 HEADER_RELEASED: 1,
                 HEADER_ATTEMPT: attempt,
+                HEADER_SIGNATURE: sign(self._key, message_id, body, ids, attempt, True),
             }
-            digest = hashlib.blake2b(body, digest_size=12).hexdigest()
             await self.broker.publish(
                 self.topology.send_exchange,
                 lane,
                 body,
                 headers=headers,
-                message_id="held-" + digest,
+                message_id=message_id,
             )
         await self.store.drop_held(ids)
         return len(ids)
