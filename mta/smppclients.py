@@ -2,12 +2,9 @@
 
 * :class:`Directory` checks a bind's ``system_id``/``password`` against the ``[[smpp_client]]``
   entries in constant time (:func:`hmac.compare_digest`, also run for an unknown system_id so
-  the answer time does not tell which ids exist), and slows repeated failures down: each
-  failure counts against the peer's IP address and against the system_id, and the bind_resp
-  of a failure waits ``base * 2**(n-2)`` seconds (n = the larger count, the first failure is
-  answered at once), at most ``max_delay``; counts are forgotten ``forget_s`` after the last
-  failure, and at most 10,000 keys are kept (oldest dropped). Successful binds are never
-  delayed.
+  the answer time does not tell which ids exist) and answers every failure with the same
+  ESME_RBINDFAIL, so the status does not tell either. How many attempts a peer may make is
+  :class:`mta.smpp.guard.BindLimiter`'s business.
 * :class:`Bucket` is the per-client token bucket behind ESME_RTHROTTLED (rate = the client's
   ``throughput``, burst = one second of it). It is per process: a client bound to N server
   processes at once may get up to N times its rate.
@@ -31,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -56,32 +52,14 @@ __all__ = [
 RECORD_TTL_S: Final = 48 * 3600
 PENDING_RECEIPTS_MAX: Final = 10_000
 PENDING_TTL_S: Final = 3 * 86400
-_MAX_FAILURE_KEYS: Final = 10_000
 _DUMMY: Final = b"\0" * 8  # compared against when the system_id is unknown
 
 
-@dataclass(slots=True)
-class _Failures:
-    count: int
-    last: float
-
-
 class Directory:
-    """The configured clients by system_id, with the bind check and its failure slowdown."""
+    """The configured clients by system_id, with the bind check."""
 
-    def __init__(
-        self,
-        clients: Iterable[SmppClient],
-        *,
-        base_delay: float = 0.25,
-        max_delay: float = 8.0,
-        forget_s: float = 900.0,
-    ) -> None:
+    def __init__(self, clients: Iterable[SmppClient]) -> None:
         self.by_id: dict[str, SmppClient] = {c.system_id: c for c in clients}
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.forget_s = forget_s
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
         self._buckets = {c.system_id: Bucket(c.throughput) for c in self.by_id.values()}
 
     @property
@@ -92,34 +70,19 @@ class Directory:
         return self._buckets[system_id]
 
     def check(self, system_id: str, password: str) -> tuple[SmppClient | None, int]:
-        """(client, ESME_ROK) or (None, ESME_RINVSYSID / ESME_RINVPASWD)."""
+        """(client, ESME_ROK), or (None, ESME_RBINDFAIL) for an unknown system_id and for a
+        wrong password alike (the same work is done for both)."""
         client = self.by_id.get(system_id)
         given = password.encode("latin-1", "replace")
         expected = client.password.encode("latin-1", "replace") if client else _DUMMY
         matches = hmac.compare_digest(given, expected)
-        if client is None:
-            return None, CommandStatus.ESME_RINVSYSID
-        if not matches:
-            return None, CommandStatus.ESME_RINVPASWD
+        if client is None or not matches:
+            return None, CommandStatus.ESME_RBINDFAIL
         return client, CommandStatus.ESME_ROK
 
-    def failed(self, ip: str, system_id: str) -> float:
-        """Count a failed bind from *ip* for *system_id*; the seconds to wait before answering."""
-        now = time.monotonic()
-        worst = 0
-        for key in (f"ip:{ip}", f"sys:{system_id}"):
-            entry = self._failures.pop(key, None)
-            if entry is None or now - entry.last > self.forget_s:
-                entry = _Failures(0, now)
-            entry.count += 1
-            entry.last = now
-            self._failures[key] = entry  # re-inserted: most recent last
-            worst = max(worst, entry.count)
-        while len(self._failures) > _MAX_FAILURE_KEYS:
-            self._failures.popitem(last=False)
-        if worst <= 1:
-            return 0.0
-        return float(min(self.max_delay, self.base_delay * 2 ** (worst - 2)))
+    def knows(self, system_id: str) -> bool:
+        """For the server's own log only, never for an answer."""
+        return system_id in self.by_id
 
 
 class Bucket:

@@ -4,10 +4,18 @@ We act as the SMSC (protocols.md §1.13). Each connection is a :class:`~mta.smpp
 (framing, window, enquire_link, unbind, generic_nack for malformed or unknown PDUs); this
 module decides what each request means.
 
+Abuse controls (the decisions in :mod:`mta.smpp.guard` and :mod:`mta.smpp.reassembly`, the
+limits in :class:`~mta.smpp.guard.SmppLimits`): connections at once are capped in total and
+per IP (excess ones are closed at once); a connection not bound within ``bind_timeout_s`` is
+closed, whatever it sends meanwhile; bind attempts are counted when they start, per IP and
+per system_id (:class:`~mta.smpp.guard.BindLimiter`), and one over the limit is refused
+without its password being looked at.
+
 Binds. ``bind_transmitter``/``_receiver``/``_transceiver`` are checked by
-:class:`~mta.smppclients.Directory` (constant-time compare, growing delay on repeated
-failures); a refused bind is answered ESME_RINVSYSID or ESME_RINVPASWD and the connection is
-closed, so failures cannot be pipelined on one connection. Any PDU but a bind (and
+:class:`~mta.smppclients.Directory` (constant-time compare); every refused bind — unknown
+system_id, wrong password or over the attempt limit — is answered ESME_RBINDFAIL after the
+same ``bind_fail_delay_s``, and the connection is closed, so failures cannot be pipelined on
+one connection. Any PDU but a bind (and
 enquire_link/unbind, which the Session answers) before bind gets ESME_RINVBNDSTS; a second bind
 ESME_RALYBND; submit_sm on a receiver bind ESME_RINVBNDSTS. query_sm and cancel_sm are taken on
 every bind type (clients disagree on where they belong, protocols.md §1.3).
@@ -40,8 +48,11 @@ ESME_RMSGQFUL, any other failure ESME_RSYSERR: the client retries, nothing is ha
 
 Long messages (UDH with 8/16-bit reference, or SAR TLVs) are reassembled per (system_id,
 source_addr, destination_addr, reference) in this process by
-:class:`~mta.smpp.coding.Reassembler` (parts older than 5 min are dropped) and published as
-ONE MMP message. Every part gets its own submit_sm_resp at once: the part that completes the
+:class:`~mta.smpp.reassembly.Reassembly` — within a budget per system_id (incomplete messages,
+parts, octets; over it the client's own oldest incomplete message is dropped, never another
+client's), dropped ``reassembly_timeout_s`` (5 min) after their first part — and published as
+ONE MMP message. A repeated part (same reference and number) counts once and gets the same
+id. Every part gets its own submit_sm_resp at once: the part that completes the
 message gets the MMP message id after the confirm; each other part gets its own part id (32 hex
 digits, no ``:``) answered immediately, which Redis maps to the MMP id once the message is
 published. query_sm and cancel_sm accept any of them; the final state sends one receipt per id
@@ -108,7 +119,9 @@ from mta.broker import Broker
 from mta.config import Settings, SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
 from mta.smpp import pdu as P
-from mta.smpp.coding import CodingError, Reassembler, concat_info, decode_text
+from mta.smpp.coding import CodingError, concat_info, decode_text
+from mta.smpp.guard import BindLimiter, ConnectionCaps, LogLimiter, SmppLimits
+from mta.smpp.reassembly import Budget, Reassembly, ReassemblyFull
 from mta.smpp.receipt import MessageState, format_receipt, receipt_state, wants_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
 from mta.smppclients import Directory, Job, Record, Records
@@ -226,6 +239,7 @@ class Conn:
     bound: str = ""  # TX, RX, TRX once bound
     client: SmppClient | None = None
     binding: bool = False
+    deadline: asyncio.TimerHandle | None = None  # closes it unless bound by then
 
 
 # --- micro-batches ----------------------------------------------------------------------
@@ -316,11 +330,16 @@ class SmppServer:
         receipt_timeout_s: float = 30.0,
         enquire_link_s: float = 30.0,
         window: int = 50,
-        fail_delay_s: float = 0.25,
-        fail_delay_max_s: float = 8.0,
+        limits: SmppLimits | None = None,
     ) -> None:
         self.settings = settings
-        self.directory = Directory(clients, base_delay=fail_delay_s, max_delay=fail_delay_max_s)
+        self.directory = Directory(clients)
+        self.limits = limits = limits if limits is not None else SmppLimits.from_env()
+        self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
+        self.binds = BindLimiter(
+            limits.bind_rate_per_ip, limits.bind_rate_per_system_id, limits.bind_burst
+        )
+        self._warnings = LogLimiter(burst=20, window_s=60.0)
         self.store = store
         self.records = Records(store)
         self.broker = broker
@@ -340,6 +359,10 @@ class SmppServer:
             (
                 "binds",
                 "bind_failures",
+                "bind_limited",
+                "connections_refused",
+                "bind_timeouts",
+                "parts_evicted",
                 "submits",
                 "throttled",
                 "rejected",
@@ -354,8 +377,14 @@ class SmppServer:
         self.sessions: set[Session] = set()
         self._receivers: dict[str, list[Session]] = {}
         self._rr = itertools.count()
-        self._reassembler = Reassembler(timeout=300.0)
-        self._parts: dict[tuple[Any, int], tuple[float, list[str]]] = {}
+        self._reassembly = Reassembly(
+            limits.reassembly_timeout_s,
+            Budget(
+                limits.reassembly_max_messages,
+                limits.reassembly_max_parts,
+                limits.reassembly_max_bytes,
+            ),
+        )
         self._server: asyncio.Server | None = None
         self._batcher: _Batcher | None = None
         self._channel: AbstractChannel | None = None
@@ -423,6 +452,12 @@ class SmppServer:
         if self._stopping:
             writer.close()
             return
+        refused = self.caps.admit(ip)
+        if refused:
+            self.stats["connections_refused"] += 1
+            self._warn("conn-cap", "SMPP connection from %s closed at once: %s", ip, refused)
+            writer.close()
+            return
         session = Session(
             reader,
             writer,
@@ -432,13 +467,45 @@ class SmppServer:
             response_timeout=self.receipt_timeout_s,
             enquire_link_s=self.enquire_link_s,
         )
-        session.context = Conn(ip)
+        conn = session.context = Conn(ip)
+        conn.deadline = asyncio.get_running_loop().call_later(
+            self.limits.bind_timeout_s, self._bind_timeout, session
+        )
         self.sessions.add(session)
         session.start()
+
+    def _bind_timeout(self, session: Session) -> None:
+        conn: Conn = session.context
+        conn.deadline = None
+        if conn.bound or session.closed:
+            return
+        self.stats["bind_timeouts"] += 1
+        self._warn(
+            "bind-timeout",
+            "SMPP %s: not bound within %g s; closed",
+            session.name,
+            self.limits.bind_timeout_s,
+        )
+        reason = SessionClosed(f"no bind within {self.limits.bind_timeout_s:g} s")
+        self._spawn(session.close(reason))
+
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        """A warning about a peer's behaviour, at most 20 of one *kind* a minute."""
+        suppressed = self._warnings.allow(kind)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += " (%d similar warnings suppressed)"
+            args = (*args, suppressed)
+        log.warning(message, *args)
 
     def _on_close(self, session: Session, reason: BaseException | None) -> None:
         self.sessions.discard(session)
         conn: Conn = session.context
+        self.caps.release(conn.ip)
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
         if conn.client is not None and conn.bound in (RX, TRX):
             receivers = self._receivers.get(conn.client.system_id, [])
             if session in receivers:
@@ -476,8 +543,20 @@ class SmppServer:
         assert isinstance(pdu, P.BindTransmitter | P.BindReceiver | P.BindTransceiver)
         if self._stopping:
             return resp_cls(status=S.ESME_RSYSERR)
-        client, status = self.directory.check(pdu.system_id, pdu.password)
+        over = self.binds.start(conn.ip, pdu.system_id)
+        if over:
+            client, status = None, int(S.ESME_RBINDFAIL)
+            self.stats["bind_limited"] += 1
+            why = f"over the bind attempt limit per {over}"
+        else:
+            client, status = self.directory.check(pdu.system_id, pdu.password)
+            known = self.directory.knows(pdu.system_id)
+            why = "wrong password" if known else "unknown system_id"
         if client is not None:
+            self.binds.succeeded(conn.ip, client.system_id)
+            if conn.deadline is not None:
+                conn.deadline.cancel()
+                conn.deadline = None
             conn.bound = kind
             conn.client = client
             self.stats["binds"] += 1
@@ -490,12 +569,16 @@ class SmppServer:
             return resp
         conn.binding = True
         self.stats["bind_failures"] += 1
-        delay = self.directory.failed(conn.ip, pdu.system_id)
-        log.warning(
-            "SMPP %s: bind %s refused for system_id %r (%s); answered after %.2f s",
+        if not over:
+            self.binds.failed(conn.ip, pdu.system_id)
+        delay = self.limits.bind_fail_delay_s
+        self._warn(
+            "bind-refused",
+            "SMPP %s: bind %s refused for system_id %r (%s); %s after %.2f s",
             session.name,
             kind,
             pdu.system_id,
+            why,
             P.status_name(status),
             delay,
         )
@@ -587,23 +670,28 @@ class SmppServer:
         if esm & P.EsmClass.UDHI or P.Tag.SAR_TOTAL_SEGMENTS in tlvs:
             try:
                 info = concat_info(esm, pdu.short_message, tlvs)
-                key = (client.system_id, pdu.source_addr, dest)
-                assembled = self._reassembler.add(
-                    key, esm, pdu.data_coding, pdu.short_message, tlvs
-                )
             except CodingError as exc:
                 raise _Refused(S.ESME_RINVMSGLEN, str(exc)) from None
+            data, coding = info.data, pdu.data_coding
             if info.total > 1:
-                slot = (key, info.ref)
-                self._prune_parts()
-                if assembled is None:
-                    part_id = uuid.uuid4().hex
-                    self._parts.setdefault(slot, (time.monotonic(), []))[1].append(part_id)
-                    return None, _NO_RECORD, [part_id]
-                parts = self._parts.pop(slot, (0.0, []))[1]
-            if assembled is None:  # pragma: no cover - total 1 always assembles
-                raise _Refused(S.ESME_RSYSERR, "part of a single-part message")
-            text = assembled.text
+                owner = client.system_id
+                evicted = self._reassembly.evicted(owner)
+                try:
+                    done = self._reassembly.add(owner, (pdu.source_addr, dest), info, coding)
+                except ReassemblyFull as exc:
+                    raise _Refused(S.ESME_RMSGQFUL, str(exc)) from None
+                if self._reassembly.evicted(owner) > evicted:
+                    self.stats["parts_evicted"] += 1
+                    self._warn(
+                        "reassembly-budget",
+                        "SMPP client %r: oldest incomplete long message dropped (its "
+                        "reassembly budget is full: complete or stop sending parts)",
+                        owner,
+                    )
+                if isinstance(done, str):  # a part of an incomplete message: its own id
+                    return None, _NO_RECORD, [done]
+                data, coding, parts = done.data, done.data_coding, done.part_ids
+            text = decode_text(data, coding)
         else:
             data = pdu.short_message if payload is None else payload
             text = decode_text(data, pdu.data_coding)
@@ -641,14 +729,6 @@ class SmppServer:
             client.account_id,
         )
         return message, record, parts
-
-    def _prune_parts(self) -> None:
-        """Forget part ids of long messages that never completed (the Reassembler's timeout)."""
-        if len(self._parts) < 1000:
-            return
-        cutoff = time.monotonic() - self._reassembler.timeout
-        for slot in [s for s, (t, _) in self._parts.items() if t < cutoff]:
-            del self._parts[slot]
 
     async def _publish(self, lane: str, entries: list[_Entry]) -> None:
         """One micro-batch: records to Redis, the MMP batch to <prefix>.send with a confirm,

@@ -382,25 +382,22 @@ async def test_binds(smpp_env: Env) -> None:
     assert enquire.command == "enquire_link_resp" and enquire.status == 0
 
     timings = []
-    for system_id, password, status in (
-        ("acme", "wrong", C.SMPP_ESME_RINVPASWD),
-        ("nobody", "secret1", C.SMPP_ESME_RINVSYSID),
-        ("acme", "secret", C.SMPP_ESME_RINVPASWD),
-    ):
+    for system_id, password in (("acme", "wrong"), ("nobody", "secret1"), ("acme", "secret")):
         client = await Esme(server.port).connect()
         started = time.monotonic()
         resp = await client.bind(system_id, password)
         timings.append(time.monotonic() - started)
-        assert resp.status == status, (system_id, resp.status)
+        # one status for an unknown system_id and a wrong password: nothing to enumerate
+        assert resp.status == C.SMPP_ESME_RBINDFAIL, (system_id, resp.status)
         assert await client.closed_by_server()  # a refused bind ends the connection
         await client.close()
-    # per source IP: the 1st failure is answered at once, the 2nd after 0.4 s, the 3rd 0.8 s
-    assert timings[0] < 0.35 and 0.38 <= timings[1] < 2.0 and 0.78 <= timings[2] < 3.0
+    # every refused bind is answered after the same delay (bind_fail_delay_s, 1 s by default)
+    assert all(0.95 <= t < 2.0 for t in timings), timings
     # a correct bind is never slowed down, and receivers/transmitters bind too
     started = time.monotonic()
     rx = await esme(server, "acme", "receiver")
     tx = await esme(server, "otp", "transmitter")
-    assert time.monotonic() - started < 1.0  # a 4th failure would have waited 1.6 s
+    assert time.monotonic() - started < 0.9  # a correct bind is not delayed
     refused = await rx.submit()
     assert refused.status == C.SMPP_ESME_RINVBNDSTS  # a receiver cannot submit
     assert mid(await tx.submit())

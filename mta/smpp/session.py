@@ -12,11 +12,20 @@ Incoming requests go to the owner's ``on_request(session, pdu)``: it returns the
 (sent at once), an awaitable of it (run as a task, so slow answers such as a publish with
 confirm overlap; at most ``max_incoming`` at a time, after which the session stops reading),
 or None when it answers later with :meth:`Session.reply`. A handler that raises answers
-ESME_RSYSERR. The session itself answers ``enquire_link``, answers ``unbind`` with
-``unbind_resp`` and closes, and answers undecodable PDUs with ``generic_nack`` carrying the
-status from :class:`~mta.smpp.pdu.PduError` — neither a malformed PDU nor a handler error ends
-the session or the process. When idle (nothing received for ``enquire_link_s``) it sends
-``enquire_link``; ``enquire_link_misses`` unanswered in a row close the session.
+ESME_RSYSERR. The session itself answers ``enquire_link``; on ``unbind`` it stops reading,
+lets every request already received be answered first (up to ``response_timeout``), then
+sends ``unbind_resp`` and closes; it answers undecodable PDUs with ``generic_nack`` carrying
+the status from :class:`~mta.smpp.pdu.PduError` (warnings about them are rate-limited in the
+log) — neither a malformed PDU nor a handler error ends the session or the process.
+
+Back-pressure: after each read, while more than ``_HIGH_WATER`` octets of output wait for a
+peer that does not read its responses, the session reads nothing more (TCP then stops the
+peer); a peer that reads nothing for ``response_timeout`` is closed. Every ``_FAIR_SLICE``
+PDUs of one read the loop is yielded, so a peer pipelining thousands of PDUs does not hold
+the event loop (and every other session) up.
+
+When idle (nothing received for ``enquire_link_s``) it sends ``enquire_link``;
+``enquire_link_misses`` unanswered in a row close the session.
 
 TCP_NODELAY is set on the socket on both sides: without it, receipts interleaved with submits
 stall ~40 ms each on Nagle + delayed ACK (research/ecosystem.md §6: smpp34 fell from 7k/s to
@@ -34,6 +43,7 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from mta.smpp.guard import LogLimiter
 from mta.smpp.pdu import (
     HEADER,
     MAX_SEQUENCE,
@@ -70,6 +80,8 @@ CloseHook = Callable[["Session", "BaseException | None"], None]
 _READ_CHUNK: Final = 1 << 16
 _HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
 _NO_ANSWER: Final = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
+_FAIR_SLICE: Final = 64  # PDUs handled before the read loop yields to the event loop
+_WARNINGS: Final = LogLimiter(burst=20, window_s=60.0)  # protocol warnings, process-wide
 
 
 class SessionClosed(ConnectionError):
@@ -134,6 +146,9 @@ class Session:
         self._incoming: set[asyncio.Task[None]] = set()
         self._incoming_room = asyncio.Event()
         self._incoming_room.set()
+        self._deferred: set[int] = set()  # requests the handler answers later (reply())
+        self._settled: asyncio.Future[None] | None = None
+        self._unbind_seq = 0
         self._drained: asyncio.Future[None] | None = None
         self._closing = False  # unbinding: no new requests
         self._closing_by_peer = False  # the peer sent unbind: answered, closing
@@ -255,6 +270,9 @@ class Session:
     def reply(self, request: Pdu, response: Pdu) -> None:
         """Answer *request* with *response* (the sequence is copied); dropped if closed."""
         response.sequence = request.sequence
+        if self._deferred:
+            self._deferred.discard(request.sequence)
+            self._check_settled()
         if self._closed:
             log.debug("SMPP %s: %s after close dropped", self.name, response.name)
             return
@@ -348,6 +366,7 @@ class Session:
         reason: BaseException | None = None
         buffer = bytearray()
         unpack = HEADER.unpack_from
+        handled = 0
         try:
             while not self._closed:
                 chunk = await self._reader.read(_READ_CHUNK)
@@ -382,9 +401,16 @@ class Session:
                         )
                     if self._closed or self._closing_by_peer:
                         break
-                if reason is not None or self._closing_by_peer:
+                    handled += 1
+                    if handled % _FAIR_SLICE == 0:
+                        await asyncio.sleep(0)  # let other sessions (and the batcher) run
+                        if self._closed:
+                            break
+                if reason is not None or self._closing_by_peer or self._closed:
                     break
                 del buffer[:pos]
+                if self._out or self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                    await self._back_pressure()
                 if len(self._incoming) >= self.max_incoming:
                     self._incoming_room.clear()
                     await self._incoming_room.wait()
@@ -395,9 +421,40 @@ class Session:
         except Exception as exc:  # a bug here must not leave a half-dead session
             log.exception("SMPP %s: reader failed", self.name)
             reason = exc
-        if self._closing_by_peer:
+        if self._closing_by_peer and not self._closed:
             reason = SessionClosed("unbind from peer")
+            await self._settle()
+            if not self._closed:
+                self._write(encode(UnbindResp(sequence=self._unbind_seq)))
         await self.close(reason)
+
+    async def _back_pressure(self) -> None:
+        """Write what waits; while the peer leaves more than ``_HIGH_WATER`` octets unread,
+        read nothing (closing it after ``response_timeout`` without progress)."""
+        self._flush()
+        if self._writer.transport.get_write_buffer_size() <= _HIGH_WATER:
+            return
+        try:
+            await asyncio.wait_for(self._writer.drain(), self.response_timeout)
+        except TimeoutError:
+            raise SessionClosed(
+                f"the peer read none of {self._writer.transport.get_write_buffer_size()} "
+                f"octets of responses in {self.response_timeout:g} s"
+            ) from None
+
+    async def _settle(self) -> None:
+        """Wait (up to ``response_timeout``) until every request received was answered."""
+        if not self._incoming and not self._deferred:
+            return
+        self._settled = self._loop.create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._settled), self.response_timeout)
+
+    def _check_settled(self) -> None:
+        settled = self._settled
+        if settled is None or settled.done() or self._incoming or self._deferred:
+            return
+        settled.set_result(None)
 
     def _dispatch(self, frame: bytes, cid: int, seq: int) -> None:
         try:
@@ -416,14 +473,23 @@ class Session:
         if cid == CommandId.ENQUIRE_LINK:
             self._write(encode(EnquireLinkResp(sequence=seq)))
             return
-        if cid == CommandId.UNBIND:
-            self._write(encode(UnbindResp(sequence=seq)))
+        if cid == CommandId.UNBIND:  # answered once what came before it is (_read_loop)
+            self._unbind_seq = seq
             self._closing_by_peer = True
             return
         self._handle_request(pdu, cid)
 
     def _on_bad_pdu(self, exc: PduError, cid: int, seq: int) -> None:
-        log.warning("SMPP %s: bad %s seq %d: %s", self.name, command_name(cid), seq, exc)
+        suppressed = _WARNINGS.allow("bad-pdu")
+        if suppressed is not None:
+            log.warning(
+                "SMPP %s: bad %s seq %d: %r%s",
+                self.name,
+                command_name(cid),
+                seq,
+                str(exc),
+                f" ({suppressed} similar warnings suppressed)" if suppressed else "",
+            )
         if cid & RESPONSE_BIT:
             future = self._pending.get(seq)
             if future is not None and not future.done():
@@ -445,6 +511,8 @@ class Session:
             self._answer_error(pdu, cid)
             return
         if result is None:
+            if cid not in _NO_ANSWER:
+                self._deferred.add(pdu.sequence)  # the owner answers it later with reply()
             return
         if isinstance(result, Pdu):
             self._safe_reply(pdu, cid, result)
@@ -480,6 +548,7 @@ class Session:
         self._incoming.discard(task)
         if len(self._incoming) < self.max_incoming:
             self._incoming_room.set()
+        self._check_settled()
 
     def _answer_error(self, pdu: Pdu, cid: int) -> None:
         if cid in _NO_ANSWER or self._closed:
