@@ -138,6 +138,21 @@ class HttpAdapter:
                 f"{where}: missing or wrong ?token= query parameter (the account's webhook_token)",
             )
 
+    def webhook_closed_reason(self) -> str | None:
+        """Why ``mta http`` must not serve this account's webhook (an instruction to the
+        operator), or None when its calls can be authenticated.
+
+        An adapter declares the option ``webhook_token`` exactly when its partner does not sign
+        callbacks (Infobip, Clickatell): without a token anyone could post a forged receipt, so
+        such an account gets no webhook until ``webhook_token`` is set."""
+        if self.meta.option("webhook_token") is None or self.options.get("webhook_token"):
+            return None
+        return (
+            f"{self.meta.name} does not sign its callbacks, so without a token anyone could "
+            "forge a receipt: set webhook_token (a long random secret) in the account's "
+            "[account.options] and give the partner the webhook URL with ?token=<webhook_token>"
+        )
+
     # --- the client -------------------------------------------------------------------
     @property
     def callback_url(self) -> str | None:

@@ -124,6 +124,20 @@ _SETTINGS: list[tuple[str, str, str, Any, str]] = [
         float,
         "On SIGTERM, how long in-flight work may take before it is returned.",
     ),
+    (
+        "--webhook-max-body",
+        "MTA_WEBHOOK_MAX_BODY",
+        "webhook_max_body",
+        int,
+        "mta http: largest webhook body in bytes; larger ones are refused (413) unread.",
+    ),
+    (
+        "--webhook-receipts-cap",
+        "MTA_WEBHOOK_RECEIPTS_CAP",
+        "webhook_receipts_cap",
+        int,
+        "mta http: unclaimed pushed receipts stored per account; beyond it webhooks get 429.",
+    ),
 ]
 
 

@@ -55,6 +55,9 @@ class Settings:
     report_concurrency: int = 2
     lease_s: float = 60.0
     shutdown_grace_s: float = 30.0
+    # mta http webhooks (docs/webhooks.md): body limit, stored receipts per account
+    webhook_max_body: int = 1 << 20
+    webhook_receipts_cap: int = 100_000
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", self.prefix):
@@ -79,6 +82,9 @@ class Settings:
                 raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
         if self.poll_max_s < self.poll_first_s:
             raise ConfigError("MTA_POLL_MAX_S: must not be below MTA_POLL_FIRST_S")
+        for name in ("webhook_max_body", "webhook_receipts_cap"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
         self.tz  # noqa: B018 - fail early on an unknown zone
 
     @property

@@ -6,12 +6,29 @@ Routes:
     Hands the call to the account's adapter (``webhook()``), which parses it and checks the
     partner's signature; the final states it returns are stored as pushed receipts in Redis
     (the same store SMPP receipts use), so whichever reporter holds the message finds them.
-    Unknown accounts and adapters that do not push → 404; bad signatures → 403; malformed
-    bodies → 400. Refused calls are logged and never stored.
+    Unknown accounts, adapters that do not push and accounts whose webhook is closed → 404;
+    bad signatures or tokens → 403; malformed bodies → 400; bodies over the limit → 413;
+    a body not received within :data:`BODY_TIMEOUT_S` → 408; an account already holding its
+    cap of stored receipts → 429 with ``Retry-After``. Refused calls are never stored.
 ``/healthz``
     200 while the process runs.
 ``/readyz``
     200 when Redis answers PING and the RabbitMQ connection is open, else 503 with the reason.
+
+Hardening (docs/webhooks.md):
+
+* **Closed webhooks.** An adapter may say its account's calls cannot be authenticated
+  (``webhook_closed_reason()``, e.g. Infobip or Clickatell without ``webhook_token``): that
+  account gets no webhook (404), and a WARNING at start names it and says what to set.
+* **Body limit** (``webhook_max_body``): a ``Content-Length`` over it is refused (413) before
+  any of the body is read; a body without one (chunked) is read chunk by chunk and refused as
+  soon as it passes the limit. Never more than the limit (plus one chunk) is held in memory.
+* **Bounded receipt store** (``webhook_receipts_cap``): an account holding that many unclaimed
+  receipts (unknown ids included; each kept ``RECEIPT_TTL_S``) stores no more until the
+  reporter spends some or they expire; the call is answered 429 so the partner retries later.
+* **Logs**: every string from the caller (account name in the path, partner ids, error details
+  built from the body) is logged with ``%r``, so a newline cannot forge a log line; refusals
+  are logged at most once a minute per account (and reason), with the count of those skipped.
 
 Why Starlette under uvicorn: an ASGI toolkit that is small, typed and well kept, and uvicorn's
 ``Server.serve()`` runs inside our own event loop, so ``mta run`` can host the webhooks next to
@@ -23,25 +40,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import traceback
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mta.adapter import ReceiptMode, WebhookError, WebhookRequest
 from mta.broker import Broker
+from mta.config import Settings
 from mta.contract import pack_result
 from mta.registry import Registry
 from mta.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20  # a receipt call is small; anything larger is refused
+#: Default body limit: a receipt call is small; anything larger is refused.
+MAX_BODY = 1 << 20
+#: Default cap of stored (unclaimed) receipts per account.
+RECEIPTS_CAP = 100_000
+#: A body must arrive within this long (a slow sender holds a connection, not the server).
+BODY_TIMEOUT_S = 30.0
+#: Most fields a urlencoded body may have.
+MAX_FORM_FIELDS = 1000
+#: Longest partner message id stored; longer ones cannot be ours (and would be huge keys).
+MAX_PARTNER_ID = 256
+#: Seconds a client is told to wait (Retry-After) when the account's receipt store is full.
+RETRY_AFTER_S = 60
+#: At most one log line per account and reason in this many seconds.
+LOG_EVERY_S = 60.0
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -52,31 +85,142 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def create_app(registry: Registry, store: Store, broker: Broker | None) -> Starlette:
-    """The ASGI app; ``broker`` None means readiness checks Redis only."""
+class _Refused(Exception):
+    """A call refused before it reached the adapter: HTTP status + reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class ThrottledLog:
+    """Log lines limited to one per key per interval; the next one says how many were skipped.
+
+    Keys are bounded by the caller (configured account names plus fixed reasons), so the map
+    cannot grow with what attackers send."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = LOG_EVERY_S) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def log(self, level: int, key: tuple[str, str], msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, skipped = self._last.get(key, (-self.every_s, 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, skipped + 1)
+            return
+        self._last[key] = (now, 0)
+        if skipped:
+            msg += " (%d similar line(s) skipped in the last %.0f s)"
+            args = (*args, skipped, self.every_s)
+        self.logger.log(level, msg, *args)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (:class:`_Refused` 413) once it passes ``limit`` bytes: at
+    once from ``Content-Length``, else while streaming. Never reads more than it keeps."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        declared = declared.strip()
+        if not (declared.isascii() and declared.isdigit()):
+            raise _Refused(400, "Content-Length is not a number")
+        if len(declared) > 18 or int(declared) > limit:
+            raise _Refused(413, f"body over {limit} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _Refused(413, f"body over {limit} bytes")
+    except TimeoutError:
+        raise _Refused(408, f"body not received within {BODY_TIMEOUT_S:.0f} s") from None
+    return bytes(body)
+
+
+def closed_webhooks(registry: Registry) -> dict[str, str]:
+    """Accounts that take pushed receipts but whose webhook must stay closed → why (what the
+    operator must set), from the adapter's optional ``webhook_closed_reason()``."""
+    closed: dict[str, str] = {}
+    for name, runtime in registry.by_name.items():
+        if runtime.meta.receipts == ReceiptMode.PULL:
+            continue
+        probe = getattr(runtime.adapter, "webhook_closed_reason", None)
+        reason = probe() if callable(probe) else None
+        if reason:
+            closed[name] = str(reason)
+    return closed
+
+
+def create_app(
+    registry: Registry, store: Store, broker: Broker | None, settings: Settings | None = None
+) -> Starlette:
+    """The ASGI app; ``broker`` None means readiness checks Redis only. ``settings`` gives
+    ``webhook_max_body`` and ``webhook_receipts_cap`` (defaults :data:`MAX_BODY`,
+    :data:`RECEIPTS_CAP`). Logs a WARNING per account whose webhook stays closed."""
+    max_body = settings.webhook_max_body if settings is not None else MAX_BODY
+    receipts_cap = settings.webhook_receipts_cap if settings is not None else RECEIPTS_CAP
     stats: dict[str, int] = {"stored": 0, "refused": 0}
+    throttled = ThrottledLog(log)
+    closed = closed_webhooks(registry)
+    for name, reason in closed.items():
+        runtime = registry.by_name[name]
+        log.warning(
+            "account %r (%s): webhook /webhooks/%s is closed (404): %s",
+            name,
+            runtime.meta.name,
+            name,
+            reason,
+        )
+
+    def refuse(name: str, status: int, detail: str, level: int = logging.WARNING) -> Response:
+        stats["refused"] += 1
+        known = name if name in registry.by_name else "<unknown>"
+        throttled.log(
+            level,
+            (known, str(status)),
+            "webhook for account %r refused (%d): %r",
+            name,
+            status,
+            detail,
+        )
+        return JSONResponse({"error": detail}, status_code=status)
 
     async def webhook(request: Request) -> Response:
         name = request.path_params["account"]
         runtime = registry.by_name.get(name)
         if runtime is None or runtime.meta.receipts == ReceiptMode.PULL:
-            log.warning("webhook for %r refused: no account of that name takes receipts", name)
-            stats["refused"] += 1
-            return JSONResponse({"error": "unknown account"}, status_code=404)
+            return refuse(name, 404, "unknown account, or it takes no pushed receipts")
+        if name in closed:
+            return refuse(name, 404, "webhook closed for this account (see the start-up warning)")
         handler = getattr(runtime.adapter, "webhook", None)
         if handler is None:
-            return JSONResponse({"error": "adapter takes no webhooks"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+            return refuse(name, 404, "the account's adapter takes no webhooks")
+        try:
+            body = await read_body(request, max_body)
+        except _Refused as exc:
+            return refuse(name, exc.status, exc.detail)
+        except ClientDisconnect:
+            stats["refused"] += 1
+            return Response(status_code=400)  # nobody is listening any more
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form"):
             # Parsed here (stdlib) rather than with Starlette's form(), which needs
             # python-multipart; partners post small urlencoded bodies.
             try:
-                form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+                form = dict(
+                    parse_qsl(
+                        body.decode("utf-8"),
+                        keep_blank_values=True,
+                        max_num_fields=MAX_FORM_FIELDS,
+                    )
+                )
             except UnicodeDecodeError:
-                return JSONResponse({"error": "form body is not UTF-8"}, status_code=400)
+                return refuse(name, 400, "form body is not UTF-8")
+            except ValueError:
+                return refuse(name, 400, f"form body has over {MAX_FORM_FIELDS} fields")
         call = WebhookRequest(
             method=request.method,
             url=str(request.url),
@@ -88,20 +232,58 @@ def create_app(registry: Registry, store: Store, broker: Broker | None) -> Starl
         try:
             results = await handler(call)
         except WebhookError as exc:
-            log.warning("webhook for account %r refused (%d): %s", name, exc.status, exc.detail)
-            stats["refused"] += 1
-            return JSONResponse({"error": exc.detail}, status_code=exc.status)
+            status = exc.status if 400 <= exc.status < 600 else 400
+            return refuse(name, status, exc.detail)
         except Exception as exc:
-            log.exception("webhook for account %r: adapter raised %s", name, type(exc).__name__)
             stats["refused"] += 1
+            # The message may carry upstream text: repr'd; the frames are our code only.
+            log.error(
+                "webhook for account %r: the adapter raised %s: %r (an adapter bug; the call "
+                "was refused with 400)\n%s",
+                name,
+                type(exc).__name__,
+                str(exc),
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             return JSONResponse({"error": "malformed receipt"}, status_code=400)
-        finals = {
-            r.partnerMessageId: pack_result(r)
-            for r in results
-            if r.apiStatus.final and r.partnerMessageId
-        }
-        stored = await store.push_receipts(name, finals)
+        finals: dict[str, bytes] = {}
+        for result in results:
+            pid = result.partnerMessageId
+            if not (result.apiStatus.final and pid):
+                continue
+            if len(pid) > MAX_PARTNER_ID:
+                throttled.log(
+                    logging.WARNING,
+                    (name, "long id"),
+                    "webhook for account %r: receipt for a partner id of %d characters "
+                    "ignored (over %d, not one of ours): %r",
+                    name,
+                    len(pid),
+                    MAX_PARTNER_ID,
+                    pid[:64],
+                )
+                continue
+            finals[pid] = pack_result(result)
+        stored, over = await store.store_receipts(name, finals, receipts_cap)
         stats["stored"] += stored
+        if over:
+            stats["refused"] += 1
+            throttled.log(
+                logging.WARNING,
+                (name, "cap"),
+                "webhook for account %r: %d receipt(s) refused (429): the account holds "
+                "%d unclaimed receipts, its cap (webhook_receipts_cap). Receipts for ids the "
+                "MTA never sent (a misrouted or hostile sender?) use the cap until they expire; "
+                "raise the cap if the traffic is genuine",
+                name,
+                over,
+                receipts_cap,
+            )
+            return JSONResponse(
+                {"error": "too many unclaimed receipts; retry later", "stored": stored},
+                status_code=429,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return JSONResponse({"received": len(results), "stored": stored})
 
     async def healthz(_: Request) -> Response:

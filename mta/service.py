@@ -66,7 +66,8 @@ class Service:
             await self.worker.start()
         if "http" in self.roles:
             host, port = parse_listen(self.listen)
-            self.http = HttpServer(create_app(self.registry, self.store, self.broker), host, port)
+            app = create_app(self.registry, self.store, self.broker, self.settings)
+            self.http = HttpServer(app, host, port)
             await self.http.start()
         if "smpp" in self.roles:
             host, port = parse_listen(self.smpp_listen)

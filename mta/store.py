@@ -17,6 +17,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
 ``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
+``P:rcptix:<account>``  zset  partnerId → expiry (epoch ms) of each stored receipt of the
+                            account: counts them, so webhooks stop storing at a cap.
 ``P:astate:<account>:<key>``  string  small state an adapter shares across processes (e.g.
                             the SMSC ids of one long message), with the adapter's TTL.
 ``P:smpp:m:<batchId>``  hash  index → the SMPP server's record of a message it took in
@@ -492,17 +494,66 @@ class Store:
         return None if int(wait) < 0 else int(wait)
 
     # --- pushed receipts --------------------------------------------------------------
+    # KEYS[1] the account's receipt index, KEYS[2..] receipt keys; ARGV[1] ttl (s), ARGV[2]
+    # cap (-1 = none), then per receipt its partner id and packed result. Drops expired index
+    # entries (their keys expired with them), then stores each receipt whose key is free while
+    # the account holds fewer than cap; returns {stored, refused at the cap}. Redis's own clock
+    # times both the key and its index entry.
+    _PUSH_RECEIPTS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local live = redis.call('ZCARD', KEYS[1])
+local expiry = now + ttl * 1000
+local stored, refused = 0, 0
+for i = 2, #KEYS do
+  if cap >= 0 and live >= cap then
+    if redis.call('EXISTS', KEYS[i]) == 0 then refused = refused + 1 end
+  elseif redis.call('SET', KEYS[i], ARGV[2 * i], 'EX', ttl, 'NX') then
+    live = live + redis.call('ZADD', KEYS[1], expiry, ARGV[2 * i - 1])
+    stored = stored + 1
+  end
+end
+if stored > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return {stored, refused}
+"""
+
     def receipt_key(self, account: str, partner_id: str) -> str:
         return f"{self.tag}:rcpt:{account}:{partner_id}"
 
+    def receipt_index_key(self, account: str) -> str:
+        return f"{self.tag}:rcptix:{account}"
+
     async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
-        """Store pushed final states (partner id → packed result); an earlier final is kept."""
+        """Store pushed final states (partner id → packed result); an earlier final is kept.
+        No cap: for receipts from authenticated sources (SMPP deliver_sm, a pull drain)."""
+        stored, _ = await self.store_receipts(account, receipts, None)
+        return stored
+
+    async def store_receipts(
+        self, account: str, receipts: dict[str, bytes], cap: int | None
+    ) -> tuple[int, int]:
+        """Like :meth:`push_receipts`, but while the account already holds ``cap`` stored
+        receipts (None = no cap) the rest are refused; returns (stored, refused). One script:
+        O(log n) per receipt plus the expired index entries it drops."""
         if not receipts:
-            return 0
-        pipe = self.r.pipeline(transaction=False)
+            return 0, 0
+        script = self.__dict__.get("_push_script")
+        if script is None:
+            script = self.__dict__["_push_script"] = self.r.register_script(self._PUSH_RECEIPTS)
+        keys = [self.receipt_index_key(account)]
+        args: list[Any] = [RECEIPT_TTL_S, -1 if cap is None else max(0, cap)]
         for partner_id, packed in receipts.items():
-            pipe.set(self.receipt_key(account, partner_id), packed, ex=RECEIPT_TTL_S, nx=True)
-        return sum(1 for stored in await pipe.execute() if stored)
+            keys.append(self.receipt_key(account, partner_id))
+            args += (partner_id, packed)
+        stored, refused = await script(keys=keys, args=args)
+        return int(stored), int(refused)
+
+    async def stored_receipts(self, account: str) -> int:
+        """How many receipts the account holds (expired ones may count until the next push)."""
+        return int(await self.r.zcard(self.receipt_index_key(account)))
 
     async def receipts(self, account: str, partner_ids: Sequence[str]) -> dict[str, bytes]:
         """The pushed receipts stored for these partner ids (one MGET)."""
@@ -531,8 +582,12 @@ class Store:
         }
 
     async def drop_receipts(self, account: str, partner_ids: Sequence[str]) -> None:
+        """Delete spent receipts (and their index entries, so they stop counting)."""
         if partner_ids:
-            await self.r.delete(*(self.receipt_key(account, pid) for pid in partner_ids))
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(*(self.receipt_key(account, pid) for pid in partner_ids))
+            pipe.zrem(self.receipt_index_key(account), *partner_ids)
+            await pipe.execute()
 
     # --- inspection and clean-up --------------------------------------------------------
     async def counts(self) -> dict[str, int]:
