@@ -632,11 +632,11 @@ class Worker:
                 work.mark(item.message_id, MARK_RETRY)
             self.stats["rate_deferred"] += len(items)
             return
-        if self._policy_fail:  # exact: only a message whose Send starts is ever 'i'
-            ids = [item.message_id for item in items]
-            await self._infra("in-flight mark", lambda: self.store.mark_inflight(ids))
         try:
             async with runtime.semaphore:
+                if self._policy_fail:  # exact: only a message whose Send starts is ever 'i'
+                    ids = [item.message_id for item in items]
+                    await self._infra("in-flight mark", lambda: self.store.mark_inflight(ids))
                 try:
                     response = await runtime.adapter.send(request)
                 except Exception as exc:
