@@ -230,11 +230,12 @@ class ClickatellAdapter(HttpAdapter):
             doc = None
         if response.status_code not in (200, 202):
             error = doc.get("error") if isinstance(doc, dict) else None
-            self._raise_global(response, error or short(response.text))
+            self._raise_global(response, error or response.text)
         if not isinstance(doc, dict) or not isinstance(doc.get("messages", []), list):
             raise PermanentError(
                 f"account {self.context.account_name!r}: clickatell POST {MESSAGE_PATH}: HTTP "
-                f"{response.status_code} with an unreadable body ({short(response.text, 120)!r});"
+                f"{response.status_code} with an unreadable body "
+                f"({short(self.scrub(response.text), 120)!r});"
                 " outcome unknown: check the Clickatell portal before resending"
             )
         if doc.get("error"):
@@ -245,9 +246,11 @@ class ClickatellAdapter(HttpAdapter):
         """Raise the kind a whole-payload error calls for (module docstring)."""
         status = response.status_code
         code, text = _error_parts(error)
-        detail = self.scrub(
+        text = short(self.scrub(text))
+        detail = (
             f"account {self.context.account_name!r}: clickatell POST {MESSAGE_PATH}: HTTP "
-            f"{status}: {short(text) or 'no error text'}" + (f" (code {code})" if code else "")
+            f"{status}: {text or 'no error text'}"
+            + (f" (code {short(self.scrub(code), 40)})" if code else "")
         )
         if status == 402 or code in _FUNDS_CODES:
             raise PermanentError(f"{detail}; {_TOP_UP}")
@@ -294,9 +297,9 @@ class ClickatellAdapter(HttpAdapter):
             results.append(
                 SmsResult(
                     partnerMessageId=message_id if isinstance(message_id, str) else "",
-                    partnerStatus=code or "REJECTED",
-                    partnerDetail=self.scrub(
-                        short(text or "rejected by Clickatell without an error text")
+                    partnerStatus=short(self.scrub(code), 40) or "REJECTED",
+                    partnerDetail=short(
+                        self.scrub(text or "rejected by Clickatell without an error text")
                     ),
                 )
             )

@@ -35,7 +35,8 @@ Decisions the issue left open, stated here and in the guide:
   never raises (shutdown must finish when the service is gone) and logs a failure instead.
   Every MTA process calls ``/login`` and ``/destroy`` on its own, so they are not a session.
 * The secret key and the token are never in ``repr`` nor in error details: text the service
-  echoes back has them replaced by ``***`` (for secrets of four characters or more). A ``url``
+  echoes back has them masked as ``***`` in every encoding (:mod:`mta.redact`; for secrets
+  of four characters or more), and so has the ``partnerDetail`` of its results. A ``url``
   with ``user:password@`` is refused: ``url`` is not a secret option (listings show it), and
   httpx would send it as Basic auth in place of the bearer token.
 """
@@ -106,9 +107,6 @@ _LEGAL = ", ".join(_API_STATUSES)
 _STR_FIELDS = ("partnerMessageId", "partnerStatus", "partnerDetail", "sendAt", "smsOperator")
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _EMPTY_OBJECT = b"{}"
-_MASK = "***"
-#: Shorter secrets are not scrubbed from echoed text: replacing "ok" everywhere would garble it.
-_SCRUB_MIN = 4
 _GUIDE = "see docs/adapters/http-bridge.md"
 
 
@@ -169,12 +167,13 @@ class HttpBridgeAdapter(HttpAdapter):
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     # --- the wire -----------------------------------------------------------------------
-    def scrub(self, text: str) -> str:
-        """The base's scrub (secret options: the token), plus the Login secret key."""
-        text = super().scrub(text)
-        if len(self._secret_key) >= _SCRUB_MIN:
-            text = text.replace(self._secret_key, _MASK)
-        return text
+    def secrets(self) -> set[str]:
+        """The base's secrets (secret options: the token, the proxy password), plus the Login
+        secret key: :meth:`scrub` masks them all, in every encoding."""
+        found = super().secrets()
+        if self._secret_key:
+            found.add(self._secret_key)
+        return found
 
     def _what(self, endpoint: str) -> str:
         return f"http-bridge account {self.context.account_name!r}: POST /{endpoint}"
@@ -182,8 +181,8 @@ class HttpBridgeAdapter(HttpAdapter):
     def _bad(self, endpoint: str, problem: str) -> PermanentError:
         """The error for a 200 answer that breaks the contract."""
         return PermanentError(
-            f"{self._what(endpoint)}: the bridge service answered HTTP 200 but {problem}; "
-            f"fix the service ({_GUIDE})"
+            f"{self._what(endpoint)}: the bridge service answered HTTP 200 but "
+            f"{short(self.scrub(problem))}; fix the service ({_GUIDE})"
         )
 
     async def _post(self, endpoint: str, body: bytes) -> Any:
@@ -291,6 +290,8 @@ class HttpBridgeAdapter(HttpAdapter):
                     endpoint, f"results[{i}].smsMessageCount is {count!r}, not an integer >= 0"
                 )
             pid, partner_status, detail, send_at, operator = values
+            if detail:
+                detail = self.scrub(detail)
             results.append(
                 SmsResult(pid, partner_status, detail, api_status, send_at, operator, count)
             )
@@ -304,7 +305,7 @@ class HttpBridgeAdapter(HttpAdapter):
         try:
             ok = await self._login(secret_key)
         except AuthError as exc:
-            log.warning("%s", exc.detail)
+            log.warning("http-bridge login refused: %r", exc.detail)
             return False
         self._logged_in = True
         return ok
@@ -338,7 +339,7 @@ class HttpBridgeAdapter(HttpAdapter):
                         _GUIDE,
                     )
         except AdapterError as exc:
-            log.warning("%s (ignored: the account is shutting down)", exc.detail)
+            log.warning("%r (ignored: the account is shutting down)", exc.detail)
         finally:
             await super().destroy()
 
@@ -348,6 +349,6 @@ class HttpBridgeAdapter(HttpAdapter):
         try:
             await self._login(self._secret_key)
         except AdapterError as exc:
-            log.warning("%s", exc.detail)
+            log.warning("http-bridge credentials test failed: %r", exc.detail)
             return False
         return True

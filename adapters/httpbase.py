@@ -8,9 +8,9 @@ Every HTTP adapter gets, from this base:
   (our public base URL; the partner is told ``<callback_base_url>/webhooks/<account name>``);
 * one long-lived :class:`httpx.AsyncClient` per account (connection pool, keep-alive,
   timeouts, optional HTTP/2, the proxy);
-* :meth:`HttpAdapter.call`, which names the account in every error detail, removes secret
-  option values from it (:meth:`HttpAdapter.scrub`), and maps the outcome to the error kinds
-  of :mod:`mta.adapter`:
+* :meth:`HttpAdapter.call`, which names the account in every error detail, masks every secret
+  in it in every encoding (:meth:`HttpAdapter.scrub`, :mod:`mta.redact`), and maps the
+  outcome to the error kinds of :mod:`mta.adapter`:
   HTTP 429 → :class:`ThrottledError` (``Retry-After`` honoured), 5xx, timeouts and network
   errors → :class:`TransientError`, 401/403 → :class:`AuthError`, other 4xx →
   :class:`PermanentError` with the partner's own error text in the detail;
@@ -25,6 +25,7 @@ from __future__ import annotations
 import email.utils
 import hmac
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -42,6 +43,8 @@ from mta.adapter import (
     WebhookError,
     WebhookRequest,
 )
+from mta.config import proxy_url_problem
+from mta.redact import redact
 
 # httpx logs every request URL at INFO, and some partners put credentials in URLs (Twilio's
 # Account SID in the path, Vonage's keys in the query): keep those lines out of the logs.
@@ -62,6 +65,9 @@ HTTP_OPTIONS: tuple[OptionSpec, ...] = (
         description="our public base URL; partners push receipts to <it>/webhooks/<account>",
     ),
 )
+
+#: Option names whose values are user names (paired with a secret in Basic auth).
+_USERISH = re.compile(r"user|login|sid|system_id|client_id|account")
 
 #: Longest partner error text kept in a detail.
 DETAIL_MAX = 300
@@ -98,6 +104,12 @@ class HttpAdapter:
         self.context = context or AdapterContext(self.meta.name, 0)
         self.base_url = (self.options.get("url") or self.meta.default_url).rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        problem = proxy_url_problem(str(self.options.get("proxy_url") or ""))
+        if problem:
+            raise ValueError(
+                f"{self.meta.name} account {self.context.account_name!r}: option proxy_url: "
+                f"{problem}"
+            )
 
     def __repr__(self) -> str:  # never the options: some are secrets
         name = self.context.account_name
@@ -116,14 +128,32 @@ class HttpAdapter:
         """The partner's own error text from an error response (default: the body)."""
         return response.text
 
+    def secrets(self) -> set[str]:
+        """Every secret this account's requests carry: the secret options' values (the proxy
+        password among them); subclasses add what they learn later (a Login secret key)."""
+        return {
+            value
+            for spec in self.meta.options
+            if spec.secret and isinstance(value := self.options.get(spec.name), str) and value
+        }
+
+    def users(self) -> set[str]:
+        """Values that may be paired with a secret as ``user:secret`` (Basic auth, userinfo)."""
+        return {
+            value
+            for spec in self.meta.options
+            if not spec.secret
+            and _USERISH.search(spec.name)
+            and isinstance(value := self.options.get(spec.name), str)
+            and value
+        }
+
     def scrub(self, text: str) -> str:
-        """``text`` with every secret option's value (4+ characters) replaced by ``***``:
-        partners echo credentials back in errors and URLs."""
-        for spec in self.meta.options:
-            value = self.options.get(spec.name)
-            if spec.secret and isinstance(value, str) and len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
+        """``text`` with every secret of :meth:`secrets` masked as ``***`` in every encoding
+        (plain, percent-, form-, JSON-encoded, base64 alone or in ``user:secret``) and any
+        credential-looking value masked (:func:`mta.redact.redact`): partners echo
+        credentials back in errors and URLs."""
+        return redact(text, self.secrets(), self.users())
 
     def check_webhook_token(self, request: WebhookRequest, where: str) -> None:
         """For partners that do not sign their callbacks: when the account sets the option
@@ -194,14 +224,17 @@ class HttpAdapter:
         try:
             response = await self.client.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise TransientError(self.scrub(f"{what}: timed out ({type(exc).__name__})")) from None
+            raise TransientError(f"{self.scrub(what)}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise TransientError(self.scrub(f"{what}: {type(exc).__name__}: {exc}")) from None
+            raise TransientError(
+                f"{self.scrub(what)}: {type(exc).__name__}: {short(self.scrub(str(exc)))}"
+            ) from None
         if response.status_code in ok:
             return response
         status = response.status_code
-        text = short(self.error_text(response))
-        detail = self.scrub(f"{what}: HTTP {status}: {text}")
+        # Scrubbed before it is shortened: a cut would leave part of a secret unrecognised.
+        text = short(self.scrub(self.error_text(response)))
+        detail = f"{self.scrub(what)}: HTTP {status}: {text}"
         if status == 429:
             raise ThrottledError(detail, retry_after_s(response.headers.get("Retry-After")))
         if status >= 500 or status == 408:

@@ -388,7 +388,7 @@ class InfobipAdapter(HttpAdapter):
             return SmsResult(
                 partnerMessageId=message_id,
                 partnerStatus=name,
-                partnerDetail=f"{_status_detail(status, None)} (to {number})",
+                partnerDetail=self.scrub(f"{_status_detail(status, None)} (to {number})"),
                 apiStatus=ApiStatus.FAIL,
                 reason=REASON_SENDER if blames_sender else "",
             )
@@ -424,7 +424,7 @@ class InfobipAdapter(HttpAdapter):
                     except orjson.JSONDecodeError:
                         raise TransientError(
                             f"infobip GET {REPORTS_PATH}: answer is not JSON: "
-                            f"{short(response.text, 120)}"
+                            f"{short(self.scrub(response.text), 120)}"
                         ) from None
                     items = doc.get("results") if isinstance(doc, dict) else None
                     if not isinstance(items, list):

@@ -244,12 +244,11 @@ class TwilioAdapter(HttpAdapter):
         return f"{API}/Accounts/{self.account_sid}{suffix}"
 
     def _mask(self, text: str) -> str:
-        """``text`` with the Account SID shown as ``{AccountSid}`` and the token removed."""
+        """``text`` with the Account SID shown as ``{AccountSid}`` and every secret (the SID
+        and the token in every encoding, the proxy password) masked (:meth:`scrub`)."""
         if self.account_sid:
             text = text.replace(self.account_sid, "{AccountSid}")
-        if self.auth_token:
-            text = text.replace(self.auth_token, "***")
-        return text
+        return self.scrub(text)
 
     def _explain(self, exc: AdapterError, hint: str) -> str:
         detail = self._mask(exc.detail)  # the base names the account already
@@ -419,8 +418,7 @@ class TwilioAdapter(HttpAdapter):
             smsMessageCount=count,
         )
 
-    @staticmethod
-    def _failure_detail(status: str, code: Any, message: Any) -> str:
+    def _failure_detail(self, status: str, code: Any, message: Any) -> str:
         detail = f"Twilio status {status}"
         code_s, message_s = _text(code), _text(message)
         if code_s:
@@ -430,7 +428,7 @@ class TwilioAdapter(HttpAdapter):
             detail += f" (https://www.twilio.com/docs/api/errors/{code_s})"
         elif message_s:
             detail += f": {message_s}"
-        return short(detail)
+        return short(self._mask(detail))
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
         """Fetch each message (at most ``max_concurrency`` at once); see the module docstring

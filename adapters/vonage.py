@@ -204,7 +204,7 @@ class VonageAdapter(HttpAdapter):
 
     # --- HttpAdapter hooks ------------------------------------------------------------
     def error_text(self, response: httpx.Response) -> str:
-        return self.scrub(response.text)
+        return self.scrub(response.text)  # the base scrubs again; scrubbing is idempotent
 
     # --- Adapter ------------------------------------------------------------------------
     async def login(self, secret_key: str) -> bool:
@@ -277,14 +277,14 @@ class VonageAdapter(HttpAdapter):
             doc = None
         parts = doc.get("messages") if isinstance(doc, dict) else None
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
-            body = self.scrub(short(response.text, 120))
+            body = short(self.scrub(response.text), 120)
             raise PermanentError(
                 f"{what}: HTTP 200 with an unreadable body ({body!r}); "
                 "outcome unknown: check the Vonage dashboard before resending"
             )
         first = parts[0]
-        status = _as_text(first.get("status")).strip()
-        text = self.scrub(short(_as_text(first.get("error-text")))) or "no error text"
+        status = short(self.scrub(_as_text(first.get("status")).strip()), 40)
+        text = short(self.scrub(_as_text(first.get("error-text")))) or "no error text"
         if status == "0":
             message_id = _as_text(first.get("message-id"))
             if not message_id:
@@ -293,9 +293,9 @@ class VonageAdapter(HttpAdapter):
                     "dashboard before resending"
                 )
             for n, part in enumerate(parts[1:], start=2):
-                part_status = _as_text(part.get("status")).strip()
+                part_status = short(self.scrub(_as_text(part.get("status")).strip()), 40)
                 if part_status != "0":
-                    part_text = self.scrub(short(_as_text(part.get("error-text"))))
+                    part_text = short(self.scrub(_as_text(part.get("error-text"))))
                     return SmsResult(
                         partnerMessageId=message_id,
                         partnerStatus=part_status,

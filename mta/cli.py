@@ -10,12 +10,16 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import orjson
 
 from mta.config import MASK, ConfigError, InFlightPolicy, Settings
+
+if TYPE_CHECKING:
+    from mta.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,10 +153,16 @@ def settings_options(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for _, _, name, _, _ in _SETTINGS}
         try:
-            kwargs["settings"] = Settings(**values)
+            settings = kwargs["settings"] = Settings(**values)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            line = _unreachable(exc, settings)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
 
     for flag, env, name, kind, text in reversed(_SETTINGS):
         wrapper = click.option(
@@ -168,6 +178,42 @@ def settings_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _unreachable(exc: BaseException, settings: Settings) -> str | None:
+    """One line for an error that means RabbitMQ or Redis cannot be reached (the URL's
+    password masked, a hint added), else None. Every command that takes the settings reports
+    such errors this way (:func:`settings_options`), never with a traceback."""
+    from aiormq.exceptions import AMQPConnectionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from mta.redact import mask_url, redact
+
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, AMQPConnectionError):
+            what, url, variable = "RabbitMQ", settings.amqp_url, "MTA_AMQP_URL"
+        elif isinstance(error, RedisConnectionError | RedisTimeoutError):
+            what, url, variable = "Redis", settings.redis_url, "MTA_REDIS_URL"
+        else:
+            if isinstance(error, BaseExceptionGroup):
+                pending.extend(error.exceptions)
+            pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+            continue
+        password = urlsplit(url).password if "@" in url else None
+        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = redact(reason, [password] if password else [])
+        return (
+            f"cannot reach {what} at {mask_url(url)} ({reason}); is it running? "
+            f"set {variable} (or --{variable[4:].lower().replace('_', '-')})"
+        )
+    return None
+
+
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         import uvloop
@@ -177,14 +223,52 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(coro)
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Formats a log line, then masks credentials in it (URL passwords, Authorization and
+    Basic/Bearer values) and, once the accounts are known, every encoding of their secrets:
+    a last line of defence for whatever a library or a partner puts in a log line."""
+
+    def __init__(self, fmt: str) -> None:
+        from mta.redact import redact_credentials
+
+        super().__init__(fmt)
+        self.redact: Callable[[str], str] = redact_credentials
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+_FORMATTER = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _drop_transport_error(record: logging.LogRecord) -> bool:
+    """aiormq logs a failed connect before raising it; the raise is reported (one line)."""
+    return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_drop_transport_error)
+
+
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FORMATTER)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.WARNING)
+
+
+def _redact_logs(registry: Registry) -> None:
+    """From now on, log lines of this process mask every secret of every account."""
+    from mta.redact import redactor
+    from mta.registry import account_secrets
+
+    secrets: set[str] = set()
+    users: set[str] = set()
+    for runtime in registry.by_name.values():
+        more, names = account_secrets(runtime.account)
+        secrets |= more
+        users |= names
+    _FORMATTER.redact = redactor(secrets, users)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -217,6 +301,7 @@ def _serve(
         registry = build_registry(settings)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    _redact_logs(registry)
     _run(serve(settings, roles, registry, listen, **smpp))
 
 
@@ -553,29 +638,34 @@ def accounts() -> None:
 def accounts_list(settings: Settings, as_json: bool) -> None:
     """List the configured accounts; secrets are masked."""
     from mta.config import load_accounts
-    from mta.registry import discover
+    from mta.registry import account_redactor, discover
 
     try:
         found = load_accounts(settings.accounts, {n: c.meta for n, c in discover().items()})
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    rows: list[dict[str, Any]] = [
-        {
-            "id": a.id,
-            "name": a.name,
-            "adapter": a.adapter,
-            "default": a.default,
-            "active": a.active,
-            "secret_key": MASK if a.secret_key else "",
-            "concurrency": a.concurrency,
-            "sender": a.sender,
-            "fallback_sender": a.fallback_sender,
-            "failover": a.failover,
-            "rate_limit": a.rate_limit,
-            "options": a.masked_options(),
-        }
-        for a in found
-    ]
+    rows: list[dict[str, Any]] = []
+    for a in found:
+        # Secret options show as MASK; every other text is scrubbed of the account's secrets
+        # and of credentials (a URL's user:password@), in case one was put there.
+        scrub = account_redactor(a)
+        options = {k: scrub(v) if isinstance(v, str) else v for k, v in a.masked_options().items()}
+        rows.append(
+            {
+                "id": a.id,
+                "name": a.name,
+                "adapter": a.adapter,
+                "default": a.default,
+                "active": a.active,
+                "secret_key": MASK if a.secret_key else "",
+                "concurrency": a.concurrency,
+                "sender": scrub(a.sender),
+                "fallback_sender": scrub(a.fallback_sender),
+                "failover": a.failover,
+                "rate_limit": a.rate_limit,
+                "options": options,
+            }
+        )
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -583,11 +673,11 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
         flags = " ".join(
             f for f, on in (("default", row["default"]), ("inactive", not row["active"])) if on
         )
-        options = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        listed = " ".join(f"{k}={v}" for k, v in row["options"].items())
         for key in ("rate_limit", "failover", "fallback_sender", "sender", "secret_key"):
             if row[key]:
-                options = f"{key}={row[key]} {options}"
-        click.echo(f"{row['id']:>5}  {row['name']:<16} {row['adapter']:<12} {flags:<16} {options}")
+                listed = f"{key}={row[key]} {listed}"
+        click.echo(f"{row['id']:>5}  {row['name']:<16} {row['adapter']:<12} {flags:<16} {listed}")
 
 
 @accounts.command("test")
@@ -615,13 +705,22 @@ def accounts_test(settings: Settings, name: str, number: str, text: str, wait_s:
     if runtime is None:
         known = ", ".join(sorted(registry.by_name)) or "none"
         raise click.ClickException(f"no account named {name!r} (accounts: {known})")
-    ok = _run(_accounts_test(runtime.adapter, runtime.account.secret_key, number, text, wait_s))
+    ok = _run(
+        _accounts_test(
+            runtime.adapter, runtime.account.secret_key, number, text, wait_s, runtime.scrub
+        )
+    )
     if not ok:
         sys.exit(1)
 
 
 async def _accounts_test(
-    adapter: Any, secret_key: str, number: str, text: str, wait_s: float
+    adapter: Any,
+    secret_key: str,
+    number: str,
+    text: str,
+    wait_s: float,
+    scrub: Callable[[str], str],
 ) -> bool:
     import time
 
@@ -639,6 +738,7 @@ async def _accounts_test(
         nonlocal passed
         mark = "PASS" if ok else ("SKIP" if ok is None else "FAIL")
         passed = passed and ok is not False
+        detail = " ".join(scrub(detail).split())  # one line, no secret in any encoding
         click.echo(f"{mark:<5} {what}" + (f": {detail}" if detail else ""))
 
     try:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mta.adapter import AdapterMeta
@@ -195,6 +196,36 @@ def build_options(
     return options, frozenset(o.name for o in meta.options if o.secret)
 
 
+#: Schemes a proxy_url may have (SOCKS needs httpx[socks], which is not installed).
+PROXY_SCHEMES = ("http", "https")
+
+
+def proxy_url_problem(url: str) -> str | None:
+    """What is wrong with a ``proxy_url`` (None when it is empty or fine). The answer never
+    repeats the URL: it may carry a password."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return (
+            "not a valid URL (e.g. a port that is not a number); expected "
+            "scheme://host:port, e.g. http://proxy.example:3128"
+        )
+    if "@" in parts.netloc:
+        return (
+            "carries credentials (user:password@), which would show in listings and logs; "
+            "remove them from the URL and set the options proxy_username and proxy_password"
+        )
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+        return (
+            f"not a proxy URL: expected scheme://host:port with scheme "
+            f"{', '.join(PROXY_SCHEMES)}, e.g. http://proxy.example:3128"
+        )
+    return None
+
+
 def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Account]:
     """Read and check the accounts file; raise :class:`ConfigError` naming account and field."""
     path = Path(path)
@@ -258,6 +289,9 @@ def load_accounts(path: str | Path, metas: Mapping[str, AdapterMeta]) -> list[Ac
         if not isinstance(raw_options, dict):
             raise ConfigError(f"{where}: options: expected a table [account.options]")
         options, secrets = build_options(raw_options, meta, where)
+        problem = proxy_url_problem(str(options.get("proxy_url") or ""))
+        if problem:
+            raise ConfigError(f"{where}.options.proxy_url: {problem}")
         concurrency = entry.get("concurrency", meta.max_concurrency)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ConfigError(f"{where}: concurrency: expected a positive integer")

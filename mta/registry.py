@@ -20,6 +20,7 @@ from mta.adapter import (
     TransientError,
 )
 from mta.config import Account, ConfigError
+from mta.redact import Redactor, redactor
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,29 @@ RELOGIN_AFTER_S = 30.0
 BREAKER_FAILURES = 5
 #: How long an open breaker sends the account's traffic to its failover before one probe.
 BREAKER_OPEN_S = 30.0
+#: Names of non-secret options whose values are user names (paired with a secret in Basic
+#: auth or URL userinfo), e.g. proxy_username, system_id, account_sid.
+_USERISH = ("user", "login", "sid", "system_id", "client_id", "account")
+
+
+def account_secrets(account: Account) -> tuple[set[str], set[str]]:
+    """(secrets, users) of ``account``: its ``secret_key`` and secret options' values (the
+    proxy password among them); its user-ish options' values, which pair with them."""
+    secrets = {account.secret_key} if account.secret_key else set()
+    users: set[str] = set()
+    for name, value in account.options.items():
+        if not isinstance(value, str) or not value:
+            continue
+        if name in account.secret_options:
+            secrets.add(value)
+        elif any(part in name for part in _USERISH):
+            users.add(value)
+    return secrets, users
+
+
+def account_redactor(account: Account) -> Redactor:
+    """The redactor of every secret of ``account`` (:func:`account_secrets`)."""
+    return redactor(*account_secrets(account))
 
 
 def discover() -> dict[str, type[Adapter]]:
@@ -92,9 +116,19 @@ class AccountRuntime:
     open_until: float = 0.0
     probing: bool = False
     _login_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _redactor: Redactor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.account.concurrency)
+        self._redactor = account_redactor(self.account)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of the account (``secret_key``, secret options, the
+        proxy password) masked as ``***`` in every encoding — plain, percent/form-encoded,
+        JSON-escaped, base64 alone or as ``user:secret`` — and any credential-looking value
+        (``Authorization``, ``Basic``/``Bearer`` values, URL passwords) masked too
+        (:mod:`mta.redact`). For details built from adapter exceptions and partner text."""
+        return self._redactor(text)
 
     @property
     def meta(self) -> AdapterMeta:
@@ -113,12 +147,12 @@ class AccountRuntime:
                 ok = await self.adapter.login(self.account.secret_key)
             except AdapterError as exc:
                 kind = "transient" if isinstance(exc, TransientError) else "permanent"
-                self._down(f"login failed ({kind}): {exc.detail}")
+                self._down(f"login failed ({kind}): {self.scrub(exc.detail)}")
                 if not isinstance(exc, TransientError):
                     self.state = State.NOK
                 return self.state
             except Exception as exc:
-                self._down(f"login raised {type(exc).__name__}: {exc}")
+                self._down(f"login raised {type(exc).__name__}: {self.scrub(str(exc))}")
                 return self.state
             if ok:
                 self.state, self.detail = State.READY, ""
@@ -159,7 +193,7 @@ class AccountRuntime:
     def _down(self, detail: str) -> None:
         self.state, self.detail = State.DOWN, detail
         self.retry_at = time.monotonic() + RELOGIN_AFTER_S
-        log.warning("account %r (id %d): %s", self.account.name, self.account.id, detail)
+        log.warning("account %r (id %d): %r", self.account.name, self.account.id, detail)
 
 
 class Registry:
@@ -212,4 +246,6 @@ class Registry:
             try:
                 await runtime.adapter.destroy()
             except Exception as exc:
-                log.warning("account %r: destroy failed: %s", runtime.account.name, exc)
+                log.warning(
+                    "account %r: destroy failed: %r", runtime.account.name, runtime.scrub(str(exc))
+                )

@@ -292,7 +292,7 @@ class SmppAdapter:
         refused = [o for o in outcomes if isinstance(o, BindRefused)]
         if refused:
             await self.client.stop()
-            log.error("%s: login NOK: %s", self.where, refused[0].detail)
+            log.error("%s: login NOK: %r", self.where, refused[0].detail)
             return False
         if all(o is not None for o in outcomes):
             await self.client.stop()
@@ -339,7 +339,7 @@ class SmppAdapter:
                 return self.book.handle(pdu)
             self.book.stats["mo"] += 1
             log.info(
-                "%s: MO %s from %s to %s acked and dropped (MO handling is out of scope)",
+                "%s: MO %s from %r to %r acked and dropped (MO handling is out of scope)",
                 self.where,
                 pdu.name,
                 pdu.source_addr,
@@ -656,11 +656,11 @@ class SmppAdapter:
         try:
             response = await unit.session.request(pdu)
         except (ResponseTimeout, SessionClosed, PduError) as exc:
-            log.info("%s: query_sm %s failed (%s); stays WAITING", self.where, raw_id, exc)
+            log.info("%s: query_sm %r failed (%r); stays WAITING", self.where, raw_id, str(exc))
             return None
         if response.status or not isinstance(response, QuerySmResp):
             log.info(
-                "%s: query_sm %s answered %s; stays WAITING",
+                "%s: query_sm %r answered %s; stays WAITING",
                 self.where,
                 raw_id,
                 status_name(response.status),

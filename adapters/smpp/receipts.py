@@ -248,7 +248,7 @@ class ReceiptBook:
         except Exception as exc:
             self.stats["failed"] += 1
             log.warning(
-                "%s: receipt for %s not stored (%s: %s); answered ESME_RX_T_APPN so the SMSC "
+                "%s: receipt for %r not stored (%s: %s); answered ESME_RX_T_APPN so the SMSC "
                 "sends it again",
                 self.where,
                 receipt.message_id,
@@ -282,7 +282,7 @@ class ReceiptBook:
         if record is None:
             self.stats["unmatched"] += 1
             pid = self.ids.received(receipt.message_id)
-            log.debug("%s: receipt for unknown id %s stored as is", self.where, pid)
+            log.debug("%s: receipt for unknown id %r stored as is", self.where, pid)
         if record is not None and "f" in record:
             await self._store_part(
                 record["f"], int(record["i"]), int(record["n"]), status, receipt, detail
