@@ -141,12 +141,19 @@ def url_variants(url: str) -> list[str]:
     return variants
 
 
+#: Most parts a concatenated SMS can have.
+MAX_SEGMENTS = 255
+
+
 def _segments(value: Any) -> int:
-    """``num_segments`` (Twilio sends it as a string) as an int; 0 when absent or odd."""
+    """``num_segments`` (Twilio sends it as a string) as an int; 0 when absent or odd (not a
+    number, negative, or over 255: concatenated SMS have at most 255 parts, and a huge
+    number from a webhook must not reach the stored receipt)."""
     try:
-        return max(0, int(value))
+        count = int(value)
     except (TypeError, ValueError):
         return 0
+    return count if 0 <= count <= MAX_SEGMENTS else 0
 
 
 def _text(value: Any) -> str:

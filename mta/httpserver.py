@@ -9,7 +9,8 @@ Routes:
     Unknown accounts, adapters that do not push and accounts whose webhook is closed → 404;
     bad signatures or tokens → 403; malformed bodies → 400; bodies over the limit → 413;
     a body not received within :data:`BODY_TIMEOUT_S` → 408; an account already holding its
-    cap of stored receipts → 429 with ``Retry-After``. Refused calls are never stored.
+    cap of stored receipts → 429 with ``Retry-After``; Redis failing → 503 with ``Retry-After``.
+    Refused calls are never stored.
 ``/healthz``
     200 while the process runs.
 ``/readyz``
@@ -47,6 +48,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -55,7 +57,7 @@ from starlette.routing import Route
 from mta.adapter import ReceiptMode, WebhookError, WebhookRequest
 from mta.broker import Broker
 from mta.config import Settings
-from mta.contract import pack_result
+from mta.contract import SmsResult, pack_result
 from mta.registry import Registry
 from mta.store import Store
 
@@ -138,6 +140,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     except TimeoutError:
         raise _Refused(408, f"body not received within {BODY_TIMEOUT_S:.0f} s") from None
     return bytes(body)
+
+
+def _finals(results: list[SmsResult]) -> dict[str, bytes]:
+    """The final results as stored receipts (partner id → packed), ids over
+    :data:`MAX_PARTNER_ID` left out; packing fails (TypeError) on a field no JSON can hold."""
+    return {
+        r.partnerMessageId: pack_result(r)
+        for r in results
+        if r.apiStatus.final and r.partnerMessageId and len(r.partnerMessageId) <= MAX_PARTNER_ID
+    }
 
 
 def closed_webhooks(registry: Registry) -> dict[str, str]:
@@ -231,6 +243,7 @@ def create_app(
         )
         try:
             results = await handler(call)
+            finals = _finals(results)
         except WebhookError as exc:
             status = exc.status if 400 <= exc.status < 600 else 400
             return refuse(name, status, exc.detail)
@@ -246,25 +259,36 @@ def create_app(
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             return JSONResponse({"error": "malformed receipt"}, status_code=400)
-        finals: dict[str, bytes] = {}
-        for result in results:
-            pid = result.partnerMessageId
-            if not (result.apiStatus.final and pid):
-                continue
-            if len(pid) > MAX_PARTNER_ID:
-                throttled.log(
-                    logging.WARNING,
-                    (name, "long id"),
-                    "webhook for account %r: receipt for a partner id of %d characters "
-                    "ignored (over %d, not one of ours): %r",
-                    name,
-                    len(pid),
-                    MAX_PARTNER_ID,
-                    pid[:64],
-                )
-                continue
-            finals[pid] = pack_result(result)
-        stored, over = await store.store_receipts(name, finals, receipts_cap)
+        long_ids = [r.partnerMessageId for r in results if len(r.partnerMessageId) > MAX_PARTNER_ID]
+        if long_ids:
+            throttled.log(
+                logging.WARNING,
+                (name, "long id"),
+                "webhook for account %r: %d result(s) for partner ids over %d characters "
+                "ignored (not ours), e.g. %r",
+                name,
+                len(long_ids),
+                MAX_PARTNER_ID,
+                long_ids[0][:64],
+            )
+        try:
+            stored, over = await store.store_receipts(name, finals, receipts_cap)
+        except (RedisError, OSError) as exc:
+            stats["refused"] += 1
+            throttled.log(
+                logging.ERROR,
+                (name, "redis"),
+                "webhook for account %r: receipts not stored, Redis failed (%s: %s); the "
+                "partner was answered 503 and should retry",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+            return JSONResponse(
+                {"error": "receipt store unavailable; retry later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         stats["stored"] += stored
         if over:
             stats["refused"] += 1

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from mta.store import Store
 from tests.conftest import Env
 from tests.fakes.clickatell import FakeClickatell
 from tests.fakes.infobip import FakeInfobip
@@ -290,3 +291,37 @@ async def test_caller_strings_cannot_forge_log_lines(
         assert len(lines) == 3, lines
         assert all("\n" not in line for line in lines), lines
         assert any("'x\\nfake'" in line for line in lines)
+
+
+async def test_store_failures_and_unstorable_results_are_answered_not_crashed(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down → 503 with Retry-After (the partner retries); a result no JSON can hold
+    (a bug in an adapter) → 400 and an error line, never a 500 or a stored receipt."""
+    from mta.contract import ApiStatus, SmsResult
+    from mta.httpserver import create_app
+    from tests.test_httpserver import ACCOUNTS, PushAdapter
+
+    class Huge(PushAdapter):
+        async def webhook(self, request: Any) -> list[SmsResult]:
+            return [SmsResult("p-1", apiStatus=ApiStatus.DELIVERED, smsMessageCount=2**70)]
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    env.accounts(ACCOUNTS)
+    dead = Store.connect("redis://127.0.0.1:1/0", env.prefix)
+    async with serve(create_app(env.registry({"push": PushAdapter}), dead, None)) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            answer = await client.post(
+                "/webhooks/pusher", content=b"id=p-1&state=DELIVERED", headers=form
+            )
+        assert answer.status_code == 503 and answer.headers["retry-after"].isdigit()
+    await dead.close()
+    store = await env.store()
+    with caplog.at_level(logging.ERROR, logger="mta.httpserver"):
+        app = create_app(env.registry({"push": Huge}), store, None)
+        async with serve(app) as base, httpx.AsyncClient(base_url=base) as client:
+            answer = await client.post("/webhooks/pusher", content=b"{}")
+    assert answer.status_code == 400
+    assert any("TypeError" in r.getMessage() for r in caplog.records)
+    assert await store.receipts("pusher", ["p-1"]) == {}
+    await store.close()
