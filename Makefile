@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck services bench clean
+.PHONY: demo test lint typecheck services bench chaos clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -37,6 +37,12 @@ BENCH_N ?= 200000
 BENCH_B ?= 100
 bench: $(STAMP) services
 	$(VENV)/bin/mta bench -n $(BENCH_N) -b $(BENCH_B)
+
+# Fault injection at a larger scale than in `make test`: private RabbitMQ and Redis killed -9
+# and restarted under load, mta processes killed -9; prints what arrived per message.
+FAULTS_N ?= 20000
+chaos: $(STAMP) services
+	FAULTS_N=$(FAULTS_N) $(PY) -m pytest tests/test_faults.py -s -q -o addopts="" --timeout 900
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

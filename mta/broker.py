@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
@@ -109,15 +109,3 @@ class Broker:
                     message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
                 )
         log.info("publish to %r succeeded after a retry", exchange)
-
-    async def publish_reports(self, messages: Iterable[tuple[str, bytes]]) -> None:
-        """Publish report bodies (routing key, body) to the report exchange, confirms in flight."""
-        exchange = self.topology.reports_exchange
-        messages = list(messages)
-        if len(messages) == 1:
-            [(key, body)] = messages
-            await self.publish(exchange, key, body, mandatory=False)
-            return
-        await asyncio.gather(
-            *(self.publish(exchange, key, body, mandatory=False) for key, body in messages)
-        )

@@ -65,7 +65,10 @@ async def publish(
 
     Each entry is published (and retried through outages) on its own, and the delete is a
     step of its own: an entry the broker confirmed is never published again because another
-    entry or the delete failed.
+    entry or the delete failed. The entry's name is the report message's AMQP ``message_id``:
+    the one copy that can still come twice (a writer dying between the broker's confirm and
+    the delete, or a broker dying before it could confirm a body it had stored) carries the
+    same id, so a consumer can drop it.
     """
     if not entries:
         return
@@ -76,7 +79,9 @@ async def publish(
         key, _, body = value.partition(b"\n")
         await until_back(
             "report publish",
-            lambda: broker.publish(exchange, key.decode(), body, mandatory=False),
+            lambda: broker.publish(
+                exchange, key.decode(), body, mandatory=False, message_id=name
+            ),
             stopping,
         )
         done.append(name)
