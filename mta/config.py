@@ -205,6 +205,13 @@ def proxy_url_problem(url: str) -> str | None:
     repeats the URL: it may carry a password."""
     if not url:
         return None
+    # A proxy URL has no path, so any '@' is userinfo (a password with a raw '/' in it
+    # would otherwise hide it from the parser).
+    if "@" in url.split("?", 1)[0]:
+        return (
+            "carries credentials (user:password@), which would show in listings and logs; "
+            "remove them from the URL and set the options proxy_username and proxy_password"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
@@ -212,11 +219,6 @@ def proxy_url_problem(url: str) -> str | None:
         return (
             "not a valid URL (e.g. a port that is not a number); expected "
             "scheme://host:port, e.g. http://proxy.example:3128"
-        )
-    if "@" in parts.netloc:
-        return (
-            "carries credentials (user:password@), which would show in listings and logs; "
-            "remove them from the URL and set the options proxy_username and proxy_password"
         )
     if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
         return (

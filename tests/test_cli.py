@@ -196,6 +196,103 @@ def test_accounts_list_config_error_names_account_and_field(tmp_path: Path) -> N
     assert "'broken'" in result.output and "deliver_ratio" in result.output
 
 
+URL_PW, PROXY_PW = "Url-Pa55word-41", 'Px pass+/"77'
+IB_ACCOUNT = (
+    '[[account]]\nid = 3\nname = "ib"\nadapter = "infobip"\n[account.options]\n'
+    'api_key = "ib-api-key-9931"\n'
+)
+
+
+def test_accounts_list_masks_proxy_credentials_and_url_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        IB_ACCOUNT + f'url = "https://ib-user:{URL_PW}@api.example"\n'
+        'proxy_url = "http://proxy.example:3128"\nproxy_username = "px-user"\n'
+        'proxy_password = "${PX_PASSWORD}"\n',
+        encoding="utf-8",
+    )
+    env = {"MTA_ACCOUNTS": str(path), "PX_PASSWORD": PROXY_PW}
+    for args in (("accounts", "list"), ("accounts", "list", "--json")):
+        result = cli(*args, env=env)
+        assert result.exit_code == 0, result.output
+        for secret in (URL_PW, PROXY_PW, "ib-api-key-9931", "Px pass"):
+            assert secret not in result.output, (args, result.output)
+        assert "ib-user:***@api.example" in result.output
+        assert "proxy.example:3128" in result.output and "px-user" in result.output
+
+
+def test_accounts_list_refuses_a_proxy_url_with_credentials_without_showing_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        IB_ACCOUNT + 'proxy_url = "http://px-user:${PX_PASSWORD}@proxy.example:3128"\n',
+        encoding="utf-8",
+    )
+    result = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path), "PX_PASSWORD": PROXY_PW})
+    assert result.exit_code == 1
+    assert "'ib'" in result.output and "proxy_url" in result.output
+    assert "proxy_username" in result.output and "proxy_password" in result.output
+    assert PROXY_PW not in result.output and "Px pass" not in result.output
+
+
+# --- RabbitMQ or Redis down: one line, no traceback, no password ------------------------------
+
+AMQP_PW, REDIS_PW = "Amqp-Pa55-xyz", "Redis-Pa55-xyz"
+
+
+async def mta_without_services(*args: str, **env: str) -> tuple[int, str]:
+    """``mta ARGS`` in a subprocess with these settings; (exit code, stdout + stderr)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
+    proc = await asyncio.create_subprocess_exec(
+        *mta_command(*args),
+        env={**base, **env},
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "service", "variable"),
+    [
+        (("status",), "RabbitMQ", "MTA_AMQP_URL"),
+        (("status", "--json"), "Redis", "MTA_REDIS_URL"),
+        (("reports", "--idle-timeout", "1"), "RabbitMQ", "MTA_AMQP_URL"),
+        (("publish", "examples/batch.json"), "RabbitMQ", "MTA_AMQP_URL"),
+        (("worker",), "RabbitMQ", "MTA_AMQP_URL"),
+        (("worker",), "Redis", "MTA_REDIS_URL"),
+    ],
+)
+async def test_unreachable_rabbitmq_or_redis_is_one_line_with_a_hint(
+    args: tuple[str, ...], service: str, variable: str
+) -> None:
+    from tests.conftest import AMQP_URL, REDIS_URL
+
+    env = {
+        "MTA_AMQP_URL": AMQP_URL,
+        "MTA_REDIS_URL": REDIS_URL,
+        "MTA_ACCOUNTS": str(ROOT / "examples" / "accounts.toml"),
+        "MTA_PREFIX": f"t-unreachable-{os.getpid()}",
+    }
+    if service == "RabbitMQ":  # port 1: nothing listens there
+        env["MTA_AMQP_URL"] = f"amqp://guest:{AMQP_PW}@127.0.0.1:1/"
+    else:
+        env["MTA_REDIS_URL"] = f"redis://:{REDIS_PW}@127.0.0.1:1/0"
+    code, output = await mta_without_services(*args, **env)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 1, output
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    assert AMQP_PW not in output and REDIS_PW not in output
+    assert f"cannot reach {service} at " in lines[0] and ":***@127.0.0.1:1" in lines[0]
+    assert variable in lines[0] and "is it running?" in lines[0]
+
+
 # --- publish ----------------------------------------------------------------------------------
 
 

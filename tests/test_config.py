@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from adapters.httpbase import HTTP_OPTIONS
 from adapters.simulator import SimulatorAdapter
 from mta.adapter import AdapterMeta, OptionSpec
 from mta.config import MASK, Account, ConfigError, InFlightPolicy, Settings, load_accounts
@@ -239,6 +240,52 @@ def test_repr_masks_secrets(write: Any, monkeypatch: pytest.MonkeyPatch) -> None
         assert MASK in shown and "https://a.example" in shown and "'acme'" in shown
     assert account.masked_options()["api_key"] == MASK
     assert account.masked_options()["url"] == "https://a.example"
+
+
+# --- proxy_url: no credentials in it, and a URL that parses ------------------------------------
+
+PROXY_PW = "Px-pa55+/word"
+WEB = AdapterMeta(name="web", description="an HTTP adapter", options=HTTP_OPTIONS)
+
+
+def proxied(write: Any, proxy_url: str) -> list[Account]:
+    text = '[[account]]\nid = 2\nname = "web-1"\nadapter = "web"\n[account.options]\n'
+    text += f'proxy_url = "{proxy_url}"\nproxy_username = "px-user"\n'
+    return load_accounts(write(text), {"web": WEB})
+
+
+@pytest.mark.parametrize(
+    "proxy_url",
+    [
+        "http://px-user:${MTA_T_PROXY_PW}@proxy.example:3128",
+        "http://px-user:${MTA_T_PROXY_PW}@proxy.example",
+        "https://${MTA_T_PROXY_PW}@proxy.example:3128",
+        "http://px-user:${MTA_T_PROXY_PW}@proxy:abc",
+    ],
+)
+def test_proxy_url_with_credentials_is_refused_without_showing_them(
+    write: Any, monkeypatch: pytest.MonkeyPatch, proxy_url: str
+) -> None:
+    monkeypatch.setenv("MTA_T_PROXY_PW", PROXY_PW)
+    with pytest.raises(ConfigError) as info:
+        proxied(write, proxy_url)
+    message = str(info.value)
+    assert "'web-1'" in message and "options.proxy_url" in message
+    assert "proxy_username" in message and "proxy_password" in message
+    assert PROXY_PW not in message and "Px-pa55" not in message
+
+
+@pytest.mark.parametrize(
+    "proxy_url", ["http://proxy.example:port", "proxy.example:3128", "ftp://proxy:21", "http://"]
+)
+def test_unparseable_proxy_url_is_refused(write: Any, proxy_url: str) -> None:
+    with pytest.raises(ConfigError, match=r"account 'web-1'.*options\.proxy_url: not a"):
+        proxied(write, proxy_url)
+
+
+def test_plain_proxy_url_is_accepted(write: Any) -> None:
+    (account,) = proxied(write, "http://proxy.example:3128")
+    assert account.options["proxy_url"] == "http://proxy.example:3128"
 
 
 # --- Settings --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from mta.adapter import (
     AdapterContext,
     AdapterMeta,
     AuthError,
+    OptionSpec,
     PermanentError,
     ThrottledError,
     TransientError,
@@ -175,3 +176,72 @@ async def test_requests_go_through_the_accounts_proxy_with_its_credentials() -> 
     dead = Probe(options(url="http://127.0.0.1:9", proxy_url=proxy_url))
     assert not await dead.test_proxy(), "the proxy is gone: the proxy test fails"
     await dead.destroy()
+
+
+# --- secrets: masked in every encoding, before any shortening; no credentials in proxy_url ------
+
+KEY = 'Key-Secret+/"42 x'
+
+
+class Keyed(HttpAdapter):
+    meta: ClassVar[AdapterMeta] = AdapterMeta(
+        name="keyed",
+        description="test",
+        options=(*HTTP_OPTIONS, OptionSpec("api_key", str, secret=True, default="")),
+        default_url="http://unused",
+    )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"App {self.options['api_key']}"}
+
+
+async def echo_auth(request: Request) -> Response:
+    """A 400 whose body echoes the Authorization header far into the text (past the 300
+    characters a detail keeps), then again base64-encoded and form-encoded."""
+    import base64
+    from urllib.parse import quote_plus
+
+    auth = request.headers.get("authorization", "")
+    filler = "x" * int(request.path_params["at"])
+    body = f"{filler} {auth} {base64.b64encode(auth.encode()).decode()} {quote_plus(auth)}"
+    return Response(body, status_code=400)
+
+
+ECHO = Starlette(routes=[Route("/echo/{at}", echo_auth)])
+
+
+@pytest.mark.parametrize("at", [0, 270, 285, 292])
+async def test_error_details_mask_every_encoding_and_are_scrubbed_before_shortening(
+    at: int,
+) -> None:
+    import base64
+    from urllib.parse import quote_plus
+
+    async with serve(ECHO) as url:
+        adapter = Keyed(options(url=url, api_key=KEY), AdapterContext("keyed-1", 1))
+        with pytest.raises(PermanentError) as info:
+            await adapter.call("GET", f"/echo/{at}")
+        await adapter.destroy()
+    detail = info.value.detail
+    assert "keyed-1" in detail and "HTTP 400" in detail
+    for form in (KEY, quote_plus(KEY), base64.b64encode(f"App {KEY}".encode()).decode()):
+        assert form not in detail, detail
+        for i in range(len(form) - 7):  # not even a cut part of it
+            assert form[i : i + 8] not in detail, (form[i : i + 8], detail)
+
+
+@pytest.mark.parametrize(
+    "proxy_url",
+    [
+        "http://px-user:Pa55-word-9@proxy.example:3128",
+        "ftp://px-user:Pa55-word-9@proxy.example:3128",
+        "http://px-user:Pa55-word-9@proxy.example:port",
+        "proxy.example:3128",
+    ],
+)
+def test_a_bad_proxy_url_is_refused_at_construction_without_its_password(
+    proxy_url: str,
+) -> None:
+    with pytest.raises(ValueError, match=r"probe account 'acct': option proxy_url") as info:
+        Probe(options(proxy_url=proxy_url), AdapterContext("acct", 1))
+    assert "Pa55-word-9" not in str(info.value)
