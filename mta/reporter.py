@@ -218,13 +218,15 @@ class Reporter:
                 "account %r: Report failed for %d message(s): %s",
                 runtime.account.name,
                 len(partner_ids),
-                getattr(exc, "detail", None) or repr(exc),
+                runtime.scrub(getattr(exc, "detail", None) or repr(exc)),
             )
             return
         prefix = runtime.account.name + "\x00"
         wanted = set(partner_ids)
         for result in response.results:
             if result.partnerMessageId in wanted:
+                if result.partnerDetail:
+                    result.partnerDetail = runtime.scrub(result.partnerDetail)
                 answers[prefix + result.partnerMessageId] = result
 
     @staticmethod

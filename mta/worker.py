@@ -645,7 +645,9 @@ class Worker:
                     response = await _send_again(runtime, request)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            detail = cause.detail if isinstance(cause, AdapterError) else repr(cause)
+            detail = runtime.scrub(
+                cause.detail if isinstance(cause, AdapterError) else repr(cause)
+            )
             log.warning(
                 "account %r: Send failed %d times (%s); %d message(s) to delayed retry",
                 name,
@@ -657,15 +659,17 @@ class Worker:
             self._retry(work, items, detail)
             return
         except ThrottledError as exc:
-            self._retry(work, items, f"throttled: {exc.detail}")
+            self._retry(work, items, f"throttled: {runtime.scrub(exc.detail)}")
             return
         except PermanentError as exc:
             for item in items:
-                self._fail(work, item, exc.detail, "PERMANENT")
+                self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT")
             return
         except Exception as exc:  # an adapter bug: the messages retry later, loudly
-            log.exception("account %r: Send raised %s", name, type(exc).__name__)
-            self._retry(work, items, f"adapter error: {type(exc).__name__}: {exc}")
+            # No traceback: its text could carry what the adapter failed to mask.
+            detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
+            log.error("account %r: Send raised %s", name, detail)
+            self._retry(work, items, detail)
             return
         runtime.succeeded()
         if len(response.results) != len(items):
@@ -681,6 +685,8 @@ class Worker:
         later: list[Item] = []
         later_detail = ""
         for item, message, result in zip(items, messages, response.results, strict=True):
+            if result.partnerDetail and result.apiStatus == ApiStatus.FAIL:
+                result.partnerDetail = runtime.scrub(result.partnerDetail)
             if result.reason == REASON_RETRY and result.apiStatus == ApiStatus.FAIL:
                 later.append(item)
                 later_detail = later_detail or f"{result.partnerStatus}: {result.partnerDetail}"

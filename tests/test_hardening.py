@@ -4,6 +4,7 @@ forged internal headers change nothing, batches are bounded, the fail policy is 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import resource
@@ -214,7 +215,11 @@ class Gate:
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
         return SmsResponse(
-            "", [SmsResult(partnerMessageId=p, apiStatus=ApiStatus.DELIVERED) for p in request.messages]
+            "",
+            [
+                SmsResult(partnerMessageId=p, apiStatus=ApiStatus.DELIVERED)
+                for p in request.messages
+            ],
         )
 
     async def destroy(self) -> None:
@@ -262,3 +267,50 @@ async def test_upstream_strings_cannot_forge_log_lines(
     lines = [r.getMessage() for r in caplog.records]
     assert any("FORGED" in line for line in lines)
     assert not any("\nFORGED" in line for line in lines), lines
+
+
+class Leaky:
+    """A buggy partner adapter whose errors carry its credentials in every encoding."""
+
+    meta: ClassVar[AdapterMeta] = AdapterMeta(name="leaky", description="leaks", max_batch=10)
+    secret = ""
+
+    def __init__(self, options: Any) -> None:
+        pass
+
+    async def login(self, secret_key: str) -> bool:
+        type(self).secret = secret_key
+        return True
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        token = type(self).secret
+        raise RuntimeError(f"boom: key={token} auth={base64.b64encode(f'sid:{token}'.encode())!r}")
+
+    async def report(self, request: SmsReportRequest) -> SmsResponse:
+        return SmsResponse("", [])
+
+    async def destroy(self) -> None:
+        return None
+
+
+async def test_adapter_errors_never_carry_the_accounts_secret(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cr3t-Token/+="
+    env.accounts(
+        '[[account]]\nid = 0\nname = "l"\nadapter = "leaky"\ndefault = true\n'
+        f'secret_key = "{secret}"\n'
+    )
+    caplog.set_level(logging.DEBUG)
+    tail = await env.tail()
+    await env.start("worker", "reporter", extra={"leaky": Leaky}, max_attempts=1)
+    await env.publish(batch(2))
+    finals = await tail.wait_finals(2)
+    assert {f["partnerStatus"] for f in finals} == {"RETRIES_EXHAUSTED"}
+    assert "boom" in finals[0]["partnerDetail"]
+    encoded = base64.b64encode(f"sid:{secret}".encode()).decode()
+    everything = " ".join(
+        [orjson.dumps(tail.results).decode()] + [r.getMessage() for r in caplog.records]
+    )
+    for variant in (secret, encoded, "s3cr3t"):
+        assert variant not in everything
