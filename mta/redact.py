@@ -37,7 +37,6 @@ MASK = "***"
 #: Shortest secret (and shortest base64 core) masked on its own.
 MIN_LENGTH = 4
 
-_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
 _URLSAFE = str.maketrans("+/", "-_")
 _JSON_SHORT = {"\n": "n", "\r": "r", "\t": "t", "\b": "b", "\f": "f"}
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&(?:quot|#34|#x22);", "'": "&(?:#39|#x27);"}
@@ -66,15 +65,6 @@ def _char(c: str) -> str:
         high, low = 0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)
         alts.append(r"\\+u" + _hex(high, 4) + r"\\+u" + _hex(low, 4))
     return "(?:" + "|".join(alts) + ")"
-
-
-def _b64_char(c: str) -> str:
-    """A base64 character, also percent-encoded or JSON-escaped where encoders change it."""
-    if c == "+":
-        return r"(?:\+|%(?:25)?2[bB])"
-    if c == "/":
-        return r"(?:\\*/|%(?:25)?2[fF])"
-    return re.escape(c)
 
 
 def cores(data: bytes) -> set[str]:
@@ -110,12 +100,6 @@ class Redactor:
             re.compile("|".join("".join(_char(c) for c in s) for s in plain)) if plain else None
         )
         runs: set[str] = set()
-        pairs = {
-            f"{user}:{secret}"
-            for user in {u for u in users if isinstance(u, str) and u} | set(kept)
-            for secret in secrets
-            if isinstance(secret, str) and secret and user != secret
-        }
         for secret in kept:
             first: set[str] = set()
             for variant in _text_variants(secret):
@@ -123,16 +107,19 @@ class Redactor:
             runs |= first
             for core in first:  # base64 of a base64 text that carries the secret
                 runs |= cores(core.encode("ascii"))
-        for pair in pairs:
-            encoded = base64.b64encode(pair.encode("utf-8")).decode("ascii")
-            if len(encoded) >= MIN_LENGTH:
+        # A secret of 4+ characters is found by its cores at any alignment, so only the short
+        # ones need their user:secret pairs spelled out.
+        for user in {u for u in users if isinstance(u, str) and u}:
+            for secret in {s for s in secrets if isinstance(s, str) and s} - set(kept):
+                encoded = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
                 runs |= {encoded.rstrip("="), encoded.rstrip("=").translate(_URLSAFE)}
-        ordered = sorted(runs, key=len, reverse=True)
-        self._b64 = (
-            re.compile("|".join("".join(_b64_char(c) for c in run) for run in ordered))
-            if ordered
-            else None
-        )
+        # Cores by their first characters: a base64 run of the text is checked position by
+        # position against the few cores that start there (fast with many secrets).
+        self._runs: dict[str, list[str]] = {}
+        for run in sorted(runs, key=len, reverse=True):
+            if len(run) >= MIN_LENGTH:
+                self._runs.setdefault(run[:MIN_LENGTH], []).append(run)
+        self._shortest = min((len(r) for r in runs if len(r) >= MIN_LENGTH), default=0)
 
     def __repr__(self) -> str:  # never the secrets
         return f"<Redactor of {self.count} secret(s)>"
@@ -141,39 +128,36 @@ class Redactor:
         spans: list[tuple[int, int]] = []
         if self._plain is not None:
             spans.extend(m.span() for m in self._plain.finditer(text))
-        if self._b64 is not None:
-            spans.extend(_b64_run(text, *m.span()) for m in self._b64.finditer(text))
+        if self._runs:
+            for match in _B64_RUN.finditer(text):
+                if match.end() - match.start() >= self._shortest and self._carries(
+                    _b64_normal(match.group())
+                ):
+                    spans.append(match.span())
         if spans:
             text = _mask_spans(text, spans)
         return redact_credentials(text)
 
-
-def _b64_run(text: str, start: int, end: int) -> tuple[int, int]:
-    """The whole base64 run around ``text[start:end]`` (with ``%XX`` and ``\\/`` inside)."""
-    while start > 0:
-        if text[start - 1] in _B64_CHARS:
-            start -= 1
-        elif start >= 3 and text[start - 3] == "%" and _is_hex(text[start - 2 : start]):
-            start -= 3
-        elif start >= 2 and text[start - 2 : start] == "\\/":
-            start -= 2
-        else:
-            break
-    n = len(text)
-    while end < n:
-        if text[end] in _B64_CHARS:
-            end += 1
-        elif text[end] == "%" and _is_hex(text[end + 1 : end + 3]):
-            end += 3
-        elif text[end : end + 2] == "\\/":
-            end += 2
-        else:
-            break
-    return start, end
+    def _carries(self, run: str) -> bool:
+        """Whether a base64 run contains one of the secrets' cores."""
+        for i in range(len(run) - MIN_LENGTH + 1):
+            for core in self._runs.get(run[i : i + MIN_LENGTH], ()):
+                if run.startswith(core, i):
+                    return True
+        return False
 
 
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+#: A run of base64 characters (both alphabets), with '+', '/' and '=' also percent-encoded
+#: (once or twice) or '/' JSON-escaped, as encoders leave them.
+_B64_RUN = re.compile(r"(?:[A-Za-z0-9+/_=\-]|%(?:25)?(?:2[bBfF]|3[dD])|\\/)+")
+_B64_ESCAPES = re.compile(r"%(?:25)?(2[bBfF]|3[dD])|\\/")
+
+
+def _b64_normal(run: str) -> str:
+    """A base64 run with its escapes undone."""
+    if "%" not in run and "\\" not in run:
+        return run
+    return _B64_ESCAPES.sub(lambda m: unquote("%" + m.group(1)) if m.group(1) else "/", run)
 
 
 def _mask_spans(text: str, spans: list[tuple[int, int]]) -> str:
