@@ -101,6 +101,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import ssl as ssl_module
 import time
 import uuid
@@ -571,7 +572,8 @@ class SmppServer:
         self.stats["bind_failures"] += 1
         if not over:
             self.binds.failed(conn.ip, pdu.system_id)
-        delay = self.limits.bind_fail_delay_s
+        # ±10 % so refusals started together are not all answered in one loop turn
+        delay = self.limits.bind_fail_delay_s * (0.9 + 0.2 * random.random())
         self._warn(
             "bind-refused",
             "SMPP %s: bind %s refused for system_id %r (%s); %s after %.2f s",

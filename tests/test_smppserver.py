@@ -391,8 +391,8 @@ async def test_binds(smpp_env: Env) -> None:
         assert resp.status == C.SMPP_ESME_RBINDFAIL, (system_id, resp.status)
         assert await client.closed_by_server()  # a refused bind ends the connection
         await client.close()
-    # every refused bind is answered after the same delay (bind_fail_delay_s, 1 s by default)
-    assert all(0.95 <= t < 2.0 for t in timings), timings
+    # every refused bind is answered after the same delay (bind_fail_delay_s, 1 s ± 10 %)
+    assert all(0.85 <= t < 2.0 for t in timings), timings  # 1 s ± 10 %
     # a correct bind is never slowed down, and receivers/transmitters bind too
     started = time.monotonic()
     rx = await esme(server, "acme", "receiver")

@@ -20,9 +20,9 @@ log) — neither a malformed PDU nor a handler error ends the session or the pro
 
 Back-pressure: after each read, while more than ``_HIGH_WATER`` octets of output wait for a
 peer that does not read its responses, the session reads nothing more (TCP then stops the
-peer); a peer that reads nothing for ``response_timeout`` is closed. Every ``_FAIR_SLICE``
-PDUs of one read the loop is yielded, so a peer pipelining thousands of PDUs does not hold
-the event loop (and every other session) up.
+peer); a peer that reads nothing for ``response_timeout`` is closed. After ``_SLICE_S`` of
+handling the PDUs of one read the loop is yielded, so a peer pipelining thousands of PDUs
+does not hold the event loop (and every other session) up.
 
 When idle (nothing received for ``enquire_link_s``) it sends ``enquire_link``;
 ``enquire_link_misses`` unanswered in a row close the session.
@@ -80,7 +80,7 @@ CloseHook = Callable[["Session", "BaseException | None"], None]
 _READ_CHUNK: Final = 1 << 16
 _HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
 _NO_ANSWER: Final = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
-_FAIR_SLICE: Final = 64  # PDUs handled before the read loop yields to the event loop
+_SLICE_S: Final = 0.0005  # seconds of handling PDUs before the read loop yields to others
 _WARNINGS: Final = LogLimiter(burst=20, window_s=60.0)  # protocol warnings, process-wide
 
 
@@ -366,14 +366,15 @@ class Session:
         reason: BaseException | None = None
         buffer = bytearray()
         unpack = HEADER.unpack_from
-        handled = 0
+        clock = self._loop.time
+        slice_started = 0.0
         try:
             while not self._closed:
                 chunk = await self._reader.read(_READ_CHUNK)
                 if not chunk:
                     reason = SessionClosed("connection closed by peer")
                     break
-                self.last_received = self._loop.time()
+                self.last_received = slice_started = clock()
                 buffer += chunk
                 pos = 0
                 size = len(buffer)
@@ -401,9 +402,9 @@ class Session:
                         )
                     if self._closed or self._closing_by_peer:
                         break
-                    handled += 1
-                    if handled % _FAIR_SLICE == 0:
+                    if clock() - slice_started > _SLICE_S:
                         await asyncio.sleep(0)  # let other sessions (and the batcher) run
+                        slice_started = clock()
                         if self._closed:
                             break
                 if reason is not None or self._closing_by_peer or self._closed:
