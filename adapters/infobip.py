@@ -261,10 +261,12 @@ class InfobipAdapter(HttpAdapter):
 
     @property
     def notify_url(self) -> str | None:
-        """The URL Infobip pushes reports to: the callback URL, with ``?token=`` when set."""
+        """The URL Infobip pushes reports to: the callback URL with ``?token=``. None without a
+        ``webhook_token``: ``mta http`` refuses unsigned Infobip receipts (the webhook is
+        closed), so Infobip is not told a URL that would only answer 404; reports are polled."""
         url = self.callback_url
         if url is None or not self._token:
-            return url
+            return None
         return f"{url}?token={quote(self._token, safe='')}"
 
     # --- Login ------------------------------------------------------------------------------

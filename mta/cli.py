@@ -69,7 +69,14 @@ _SETTINGS: list[tuple[str, str, str, Any, str]] = [
         "MTA_MAX_BATCH",
         "max_batch",
         int,
-        "Messages per batch; those beyond FAIL with a detail.",
+        "Messages per batch; a larger batch is refused whole (to <prefix>.dead).",
+    ),
+    (
+        "--max-batch-bytes",
+        "MTA_MAX_BATCH_BYTES",
+        "max_batch_bytes",
+        int,
+        "Bytes per batch body; a larger body is refused whole (to <prefix>.dead).",
     ),
     (
         "--inflight-policy",

@@ -48,6 +48,7 @@ class Settings:
     max_wait_s: float = 86400.0
     strict_numbers: bool = False
     max_batch: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     inflight_policy: str = InFlightPolicy.RESUBMIT
     max_attempts: int = 8
     bulk_concurrency: int = 16
@@ -77,6 +78,7 @@ class Settings:
             "report_batch",
             "report_concurrency",
             "max_batch",
+            "max_batch_bytes",
             "max_attempts",
         ):
             if getattr(self, name) < 1:

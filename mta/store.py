@@ -3,7 +3,9 @@
 All keys of one prefix share the hash tag ``{<prefix>}``, so every script and MULTI touches one
 Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 
-``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight, ``o`` outcome recorded,
+``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight (or, under the ``resubmit``
+                            policy, taken by a worker), ``q`` taken by a worker whose Send has
+                            not started (``fail`` policy only), ``o`` outcome recorded,
                             ``h`` held for its startTime, ``r`` handed to a delayed-retry queue,
                             ``c`` cancelled before it reached a partner (never sent);
                             field ``*`` stands for every index without a field of its own, so
@@ -28,6 +30,7 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             receipts waiting for that client to bind (see mta.smppclients).
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
+``P:signing``       string  the key (random, made once) that signs internal republishes.
 ``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
                             was published; ``P:outbox:due`` (zset) when a recovery may publish it
                             if its writer died. Deleted once the broker confirmed it.
@@ -35,6 +38,7 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +58,7 @@ except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
     _pack = None
 
 MARK_INFLIGHT = "i"
+MARK_TAKEN = "q"
 MARK_DONE = "o"
 MARK_HELD = "h"
 MARK_RETRY = "r"
@@ -61,38 +66,48 @@ MARK_CANCELLED = "c"
 CANCEL_TTL_S = 2 * 86400
 
 OUTBOX_GRACE_MS = 30_000
+MAX_CLAIM = 2000
 RECEIPT_TTL_S = 3 * 86400
 DEDUP_TTL_S = 3600
 
-# KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3] 'n' then
-# ARGV[4] = the batch size (every index of a batch), or 'i' then ARGV[4..] = indexes.
-# Marks every free index in flight; returns, per index, '' (taken) or the marker that stops it.
-# A batch never seen before (no markers at all) costs one field: '*' = 'i' stands for every
-# index, and the script returns {} ("all yours"). Per-index fields override '*'.
+# KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3] the marker to
+# set, ARGV[4] 'n' then ARGV[5] = the batch size (every index of a batch), or 'i' then
+# ARGV[5..] = indexes. Marks every free index with ARGV[3]; returns, per index, '' (taken) or
+# the marker that stops it. A batch never seen before (no markers at all) costs one field:
+# '*' = ARGV[3] stands for every index, and the script returns {} ("all yours"). Per-index
+# fields override '*'. Lua's unpack takes a few thousand values at most: chunks of 1000.
 _BEGIN = """
 local fields = {}
-if ARGV[3] == 'n' then
+if ARGV[4] == 'n' then
   if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('HSET', KEYS[1], '*', 'i')
+    redis.call('HSET', KEYS[1], '*', ARGV[3])
     redis.call('EXPIRE', KEYS[1], ARGV[1])
     return {}
   end
-  for i = 0, tonumber(ARGV[4]) - 1 do fields[#fields + 1] = tostring(i) end
+  for i = 0, tonumber(ARGV[5]) - 1 do fields[#fields + 1] = tostring(i) end
 else
-  for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 end
 local star = redis.call('HGET', KEYS[1], '*')
-local current = redis.call('HMGET', KEYS[1], unpack(fields))
 local out, take = {}, {}
 local accept = ARGV[2]
-for i, v in ipairs(current) do
-  v = v or star
-  if (not v) or (accept ~= '' and string.find(accept, v, 1, true)) then
-    out[i] = ''
-    take[#take + 1] = fields[i]
-    take[#take + 1] = 'i'
-  else
-    out[i] = v
+for c = 1, #fields, 1000 do
+  local part = {}
+  for i = c, math.min(c + 999, #fields) do part[#part + 1] = fields[i] end
+  local current = redis.call('HMGET', KEYS[1], unpack(part))
+  for j, v in ipairs(current) do
+    v = v or star
+    if (not v) or (accept ~= '' and string.find(accept, v, 1, true)) then
+      out[#out + 1] = ''
+      take[#take + 1] = part[j]
+      take[#take + 1] = ARGV[3]
+    else
+      out[#out + 1] = v
+    end
+  end
+  if #take >= 1000 then
+    redis.call('HSET', KEYS[1], unpack(take))
+    take = {}
   end
 end
 if #take > 0 then redis.call('HSET', KEYS[1], unpack(take)) end
@@ -318,6 +333,7 @@ class Store:
         self.k_held_data = f"{tag}:held:data"
         self.k_outbox = f"{tag}:outbox"
         self.k_outbox_due = f"{tag}:outbox:due"
+        self.k_signing = f"{tag}:signing"
         self._begin = client.register_script(_BEGIN)
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
@@ -351,9 +367,9 @@ class Store:
     # --- worker -------------------------------------------------------------------------
     async def begin(
         self, batch_id: str, indexes: Sequence[str] | int, accept: str = "",
-        ttl_s: int = DEDUP_TTL_S,
+        ttl_s: int = DEDUP_TTL_S, mark: str = MARK_INFLIGHT,
     ) -> list[str] | None:
-        """Mark free messages of a batch in flight.
+        """Mark free messages of a batch with ``mark`` (in flight, or taken).
 
         ``indexes`` is either the batch size (every index) or a list of indexes. Returns, per
         index, '' (ours now) or the marker that stops it; ``None`` when the whole batch was new
@@ -361,14 +377,35 @@ class Store:
         """
         key = [self.markers_key(batch_id)]
         if isinstance(indexes, int):
-            out = await self._begin(keys=key, args=[ttl_s, accept, "n", indexes])
+            out = await self._begin(keys=key, args=[ttl_s, accept, mark, "n", indexes])
             if not out:
                 return None
         elif not indexes:
             return []
         else:
-            out = await self._begin(keys=key, args=[ttl_s, accept, "i", *indexes])
+            out = await self._begin(keys=key, args=[ttl_s, accept, mark, "i", *indexes])
         return [v.decode() if isinstance(v, bytes) else str(v) for v in out]
+
+    async def mark_inflight(self, message_ids: Sequence[str]) -> None:
+        """Mark messages whose Send is about to start (the ``fail`` policy's exact record)."""
+        by_batch: dict[str, dict[str, str]] = {}
+        for message_id in message_ids:
+            batch, index = message_id.rsplit(":", 1)
+            by_batch.setdefault(batch, {})[index] = MARK_INFLIGHT
+        pipe = self.r.pipeline(transaction=True)
+        for batch, fields in by_batch.items():
+            pipe.hset(self.markers_key(batch), mapping=fields)  # type: ignore[arg-type]
+        if len(pipe):
+            await pipe.execute()
+
+    async def signing_key(self) -> bytes:
+        """The key that signs internal republishes (created once, shared by every worker), so
+        an upstream cannot forge the ``x-mta-*`` headers that carry message ids and attempts."""
+        await self.r.set(self.k_signing, os.urandom(32).hex(), nx=True)
+        value = await self.r.get(self.k_signing)
+        if value is None:  # pragma: no cover - just set
+            raise RuntimeError(f"Redis key {self.k_signing} vanished")
+        return bytes.fromhex(value.decode() if isinstance(value, bytes) else str(value))
 
     async def record(self, outcome: Outcome) -> None:
         """Write a batch's outcomes atomically: markers, pending + due, held, outbox."""
@@ -437,7 +474,10 @@ class Store:
 
     # --- reporter -----------------------------------------------------------------------
     async def claim(self, limit: int, lease_ms: int) -> Claim:
-        """Lease up to ``limit`` due messages (and return expired leases to ``due`` first)."""
+        """Lease up to ``limit`` due messages (and return expired leases to ``due`` first).
+
+        At most :data:`MAX_CLAIM` per call: Lua's ``unpack`` takes a few thousand values."""
+        limit = min(limit, MAX_CLAIM)
         now = time.time()
         token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
         ids, vals = await self._claim(
