@@ -490,15 +490,16 @@ class SmppServer:
         reason = SessionClosed(f"no bind within {self.limits.bind_timeout_s:g} s")
         self._spawn(session.close(reason))
 
-    def _warn(self, kind: str, message: str, *args: Any) -> None:
-        """A warning about a peer's behaviour, at most 20 of one *kind* a minute."""
+    def _warn(self, kind: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+        """A line about a peer's behaviour, at most 20 of one *kind* a minute (client-supplied
+        strings go in *args* formatted with %r)."""
         suppressed = self._warnings.allow(kind)
         if suppressed is None:
             return
         if suppressed:
-            message += " (%d similar warnings suppressed)"
+            message += " (%d similar lines suppressed)"
             args = (*args, suppressed)
-        log.warning(message, *args)
+        log.log(level, message, *args)
 
     def _on_close(self, session: Session, reason: BaseException | None) -> None:
         self.sessions.discard(session)
@@ -612,12 +613,14 @@ class SmppServer:
             message, record, parts = self._accept_submit(client, pdu)
         except _Refused as exc:
             self.stats["rejected"] += 1
-            log.info(
+            self._warn(
+                "submit-refused",
                 "SMPP %s: submit_sm from %r refused: %s (%s)",
                 session.name,
                 client.system_id,
                 P.status_name(exc.status),
                 exc.detail,
+                level=logging.INFO,
             )
             return P.SubmitSmResp(status=exc.status)
         if message is None:  # a part of a long message: its own id, answered now
