@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mta.config import Settings, load_accounts
+from mta.contract import ApiStatus, SmsReportRequest, SmsResponse, SmsResult
 from mta.registry import Registry, discover
 from mta.service import Service
 from mta.store import Store
@@ -40,6 +41,24 @@ report_delay_s = {delay}
 latency_ms = {latency}
 seed = "tests"
 """
+
+
+def batch(n: int, start: int = 0, **fields: Any) -> dict[str, Any]:
+    """A send batch of ``n`` valid messages (numbers and texts numbered from ``start``)."""
+    return {
+        "messages": [
+            {"mobileNumber": f"90533{start + i:07d}", "text": f"hello {start + i}", **fields}
+            for i in range(n)
+        ]
+    }
+
+
+def all_delivered(request: SmsReportRequest) -> SmsResponse:
+    """A test partner's Report answer: every asked message DELIVERED."""
+    return SmsResponse(
+        "",
+        [SmsResult(partnerMessageId=p, apiStatus=ApiStatus.DELIVERED) for p in request.messages],
+    )
 
 
 def sim_accounts(

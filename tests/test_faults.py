@@ -23,8 +23,8 @@ import pytest
 
 from mta.store import Store
 from mta.topology import Topology
-from tests.conftest import Env, sim_accounts
-from tests.test_process import Proc, batch, procs, spawn  # noqa: F401 - procs is a fixture
+from tests.conftest import Env, batch, sim_accounts
+from tests.test_process import Proc, procs, spawn  # noqa: F401 - procs is a fixture
 
 if TYPE_CHECKING:
     from tests.faults import PrivateRabbit, PrivateRedis

@@ -30,16 +30,7 @@ from mta.outage import is_outage
 from mta.outbox import MAX_RESULTS
 from mta.store import MARK_INFLIGHT, MARK_TAKEN
 from mta.topology import HEADER_ATTEMPT, HEADER_IDS, HEADER_RELEASED
-from tests.conftest import Env, eventually
-
-
-def batch(n: int, start: int = 0, **fields: Any) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"mobileNumber": f"90533{start + i:07d}", "text": f"hello {start + i}", **fields}
-            for i in range(n)
-        ]
-    }
+from tests.conftest import Env, all_delivered, batch, eventually
 
 
 async def dead_letters(env: Env, n: int, timeout: float = 10.0) -> list[aio_pika.IncomingMessage]:
@@ -214,13 +205,7 @@ class Gate:
         )
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
-        return SmsResponse(
-            "",
-            [
-                SmsResult(partnerMessageId=p, apiStatus=ApiStatus.DELIVERED)
-                for p in request.messages
-            ],
-        )
+        return all_delivered(request)
 
     async def destroy(self) -> None:
         return None

@@ -20,16 +20,7 @@ from mta.contract import (
     SmsSendRequest,
 )
 from mta.store import MARK_INFLIGHT
-from tests.conftest import Env, eventually, sim_accounts
-
-
-def batch(n: int, start: int = 0, **fields: Any) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"mobileNumber": f"90533{start + i:07d}", "text": f"hello {start + i}", **fields}
-            for i in range(n)
-        ]
-    }
+from tests.conftest import Env, batch, eventually, sim_accounts
 
 
 async def test_batch_reaches_finals_with_correlation(env: Env) -> None:

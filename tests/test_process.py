@@ -11,24 +11,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import Env, mta_command, sim_accounts
+from tests.conftest import Env, batch, mta_command, sim_accounts
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = " running (prefix "
-
-
-def batch(n: int, start: int = 0, **fields: Any) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"mobileNumber": f"90533{start + i:07d}", "text": f"hello {start + i}", **fields}
-            for i in range(n)
-        ]
-    }
 
 
 def process_env(env: Env, **extra: str) -> dict[str, str]:
