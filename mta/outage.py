@@ -29,6 +29,7 @@ _REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis_errors.ReadOnlyError,  # a replica promoted while we still talk to the old master
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
+    redis_errors.OutOfMemoryError,  # maxmemory reached: waits for memory, as for a restart
 )
 #: Channel errors that a retry will meet again: the broker refused this request itself.
 _AMQP_REFUSALS: tuple[type[BaseException], ...] = (

@@ -257,10 +257,15 @@ class Worker:
             if self.stopping.is_set() and is_outage(exc):
                 raise  # the batch stays unacked and comes back
             # A bug or a deterministic refusal: park the batch with the reason, keep going.
-            log.exception(
-                "batch %r: unexpected error; sent to %s", batch_id, self.topology.dead_queue
+            log.error(  # the traceback is masked by the process's log formatter
+                "batch %r: unexpected error (%s); sent to %s",
+                batch_id,
+                self.registry.scrub(f"{type(exc).__name__}: {exc}"),
+                self.topology.dead_queue,
+                exc_info=True,
             )
-            await self._dead(message, f"worker error: {type(exc).__name__}: {exc}"[:1000])
+            reason = self.registry.scrub(f"worker error: {type(exc).__name__}: {exc}")
+            await self._dead(message, reason[:1000])
 
     async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
         headers = {
@@ -607,9 +612,9 @@ class Worker:
                 self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT")
             return
         except Exception as exc:  # an adapter bug: the messages retry later, loudly
-            # No traceback: its text could carry what the adapter failed to mask.
             detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
-            log.error("account %r: Send raised %s", name, detail)
+            # The traceback is masked by the process's log formatter (mta.cli).
+            log.error("account %r: Send raised %s", name, detail, exc_info=True)
             self._retry(work, items, detail)
             return
         runtime.succeeded()
