@@ -355,8 +355,32 @@ def http_command(settings: Settings, verbose: bool, listen: str) -> None:
     _serve(settings, ("http",), verbose, listen)
 
 
+def _smpp_limit_options(func: F) -> F:
+    """Each :class:`~mta.smpp.guard.SmppLimits` field as a flag of ``mta smpp-server``, with
+    its ``MTA_SMPP_<NAME>`` variable (``--bind-timeout-s`` / ``MTA_SMPP_BIND_TIMEOUT_S``)."""
+    import dataclasses
+
+    from mta.smpp.guard import LIMIT_HELP, SmppLimits
+
+    defaults = SmppLimits()
+    for f in reversed(dataclasses.fields(SmppLimits)):
+        value = getattr(defaults, f.name)
+        func = click.option(
+            f"--{f.name.replace('_', '-')}",
+            f.name,
+            envvar=f"MTA_SMPP_{f.name.upper()}",
+            show_envvar=True,
+            default=value,
+            show_default=True,
+            type=type(value),
+            help=LIMIT_HELP[f.name],
+        )(func)
+    return func
+
+
 @main.command("smpp-server")
 @settings_options
+@_smpp_limit_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option(
     "--listen",
@@ -379,17 +403,27 @@ def http_command(settings: Settings, verbose: bool, listen: str) -> None:
     help="PEM private key of --tls-cert.",
 )
 def smpp_server(
-    settings: Settings, verbose: bool, listen: str, tls_cert: str | None, tls_key: str | None
+    settings: Settings,
+    verbose: bool,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    **limits: float,
 ) -> None:
     """Serve SMPP 3.4 to the [[smpp_client]] entries of the accounts file (we are the SMSC):
     binds, submit_sm onto the send exchange, query_sm, cancel_sm, deliver_sm receipts."""
+    import os
+
     from mta.config import load_smpp_clients
     from mta.httpserver import parse_listen
+    from mta.smpp.guard import SmppLimits
 
     try:
         parse_listen(listen)
+        chosen = SmppLimits(**limits)  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    os.environ.update(chosen.environ())  # the server reads its limits from MTA_SMPP_*
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:

@@ -76,7 +76,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 async def start(env: Env) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
-    """Start ``mta smpp-server`` with ``MTA_SMPP_<NAME>`` limits given as keywords."""
+    """Start ``mta smpp-server`` with limits given as keywords (passed as its flags,
+    ``bind_timeout_s=1`` → ``--bind-timeout-s 1``)."""
     env.accounts(sim_accounts() + CLIENTS)
     started: list[Server] = []
 
@@ -90,11 +91,11 @@ async def start(env: Env) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
             MTA_REDIS_URL=REDIS_URL,
             MTA_SMPP_LISTEN=f"127.0.0.1:{port}",
         )
-        environ.update({f"MTA_SMPP_{k.upper()}": str(v) for k, v in limits.items()})
+        flags = [x for k, v in limits.items() for x in (f"--{k.replace('_', '-')}", str(v))]
         log = env.tmp / f"smpp-server-{port}.log"
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                *mta_command("smpp-server"), env=environ, stderr=out
+                *mta_command("smpp-server", *flags), env=environ, stderr=out
             )
         server = Server(port, proc, log)
         started.append(server)
@@ -585,6 +586,18 @@ def test_bind_limiter_counts_attempts_when_they_start() -> None:
     assert limiter.start("3.3.3.3", "acme") == "" and limiter.trusted("3.3.3.3", "acme")
     limiter.failed("3.3.3.3", "acme")  # a failure from a trusted pair ends the trust
     assert not limiter.trusted("3.3.3.3", "acme")
+
+
+def test_limits_are_flags_of_the_command_and_bad_ones_usage_errors() -> None:
+    from click.testing import CliRunner
+
+    from mta.cli import main
+
+    result = CliRunner().invoke(main, ["smpp-server", "--help"])
+    assert "--bind-timeout-s" in result.output
+    assert "MTA_SMPP_MAX_CONNECTIONS_PER_IP" in result.output
+    result = CliRunner().invoke(main, ["smpp-server", "--max-connections", "0"])
+    assert result.exit_code == 2 and "MTA_SMPP_MAX_CONNECTIONS: 0 must be positive" in result.output
 
 
 def test_connection_caps_and_log_limiter() -> None:

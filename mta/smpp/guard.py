@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
 
-__all__ = ["BindLimiter", "ConnectionCaps", "LogLimiter", "SmppLimits", "TokenBuckets"]
+__all__ = [
+    "LIMIT_HELP",
+    "BindLimiter",
+    "ConnectionCaps",
+    "LogLimiter",
+    "SmppLimits",
+    "TokenBuckets",
+]
 
 Clock = Callable[[], float]
 _MAX_KEYS: Final = 10_000
@@ -36,17 +43,17 @@ _MAX_KEYS: Final = 10_000
 class SmppLimits:
     """What one ``mta smpp-server`` process lets a peer do (each field: ``MTA_SMPP_<NAME>``)."""
 
-    bind_timeout_s: float = 10.0  # an unbound connection is closed after this
-    max_connections: int = 1000  # connections at once, all peers
-    max_connections_per_ip: int = 50  # connections at once from one IP address
-    bind_burst: int = 10  # bind attempts one IP / one system_id may start at once
-    bind_rate_per_ip: float = 1.0  # bind attempts per second per IP, sustained
-    bind_rate_per_system_id: float = 0.5  # bind attempts per second per system_id, sustained
-    bind_fail_delay_s: float = 1.0  # every refused bind is answered after this
-    reassembly_max_messages: int = 200  # incomplete long messages per client (system_id)
-    reassembly_max_parts: int = 2000  # their parts, per client
-    reassembly_max_bytes: int = 1 << 20  # their octets, per client
-    reassembly_timeout_s: float = 300.0  # an incomplete long message is dropped after this
+    bind_timeout_s: float = 10.0
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    bind_burst: int = 10
+    bind_rate_per_ip: float = 1.0
+    bind_rate_per_system_id: float = 0.5
+    bind_fail_delay_s: float = 1.0
+    reassembly_max_messages: int = 200
+    reassembly_max_parts: int = 2000
+    reassembly_max_bytes: int = 1 << 20
+    reassembly_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -56,6 +63,10 @@ class SmppLimits:
                     f"MTA_SMPP_{f.name.upper()}: {value!r} must be positive"
                     + (" or 0" if f.name == "bind_fail_delay_s" else "")
                 )
+
+    def environ(self) -> dict[str, str]:
+        """The ``MTA_SMPP_<NAME>`` variables that give these limits."""
+        return {f"MTA_SMPP_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SmppLimits:
@@ -75,6 +86,24 @@ class SmppLimits:
                 what = "an integer" if kind is int else "a number"
                 raise ValueError(f"{var}: {raw!r} is not {what}") from None
         return cls(**values)  # type: ignore[arg-type]
+
+
+LIMIT_HELP: Final[dict[str, str]] = {
+    "bind_timeout_s": "Seconds a connection may stay unbound (enquire_link included) before "
+    "it is closed.",
+    "max_connections": "Connections open at once, all peers; one more is closed at once.",
+    "max_connections_per_ip": "Connections open at once from one IP address.",
+    "bind_burst": "Bind attempts one IP, and one system_id, may start at once.",
+    "bind_rate_per_ip": "Bind attempts per second per IP, sustained (counted as they start).",
+    "bind_rate_per_system_id": "Bind attempts per second per system_id, sustained, from any "
+    "number of IPs.",
+    "bind_fail_delay_s": "Every refused bind is answered ESME_RBINDFAIL after this (±10 %).",
+    "reassembly_max_messages": "Incomplete long messages kept per client (system_id); over it "
+    "the client's own oldest is dropped.",
+    "reassembly_max_parts": "Parts of incomplete long messages kept per client.",
+    "reassembly_max_bytes": "Octets of incomplete long messages kept per client.",
+    "reassembly_timeout_s": "Seconds an incomplete long message waits for its other parts.",
+}
 
 
 class TokenBuckets:
