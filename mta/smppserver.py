@@ -71,24 +71,10 @@ held or waiting for a retry, it is cancelled, the server publishes its FAIL itse
 Redis outbox, so a reporter's outbox recovery publishes it if this process dies first) and the
 record becomes DELETED; once a worker has handed it to a partner (or it is final): ESME_RCANCELFAIL.
 
-Receipts. Every server process consumes the durable quorum queue ``<prefix>.smpp.receipts``
-(``Topology.smpp_receipts_queue``), bound to ``<accountId>.DELIVERED|FAIL|TIMEOUT`` for its clients'
-account ids, competitively. For a final of a message submitted here (its record exists) the
-record is updated, and when the message's ``registered_delivery`` asks
-(:func:`~mta.smpp.receipt.wants_receipt`) a deliver_sm receipt (esm_class 0x04, Appendix B
-text, ``receipted_message_id`` and ``message_state`` TLVs) goes to a session of that system_id
-bound as receiver or transceiver *in this process* (round robin). When there is none, or the
-send fails, the receipt is stashed in Redis (``{prefix}:smpp:rq:<system_id>``, newest 10,000
-kept); every process flushes the stash of each system_id it has a receiving session for when it
-binds and every ``flush_s`` (1 s), so a receipt consumed by a process without the client's
-session reaches it through whichever process has it, within about a second. The report message
-is acked only after each of its receipts was answered by deliver_sm_resp or stashed. A receipt
-the client refuses with a permanent status is dropped (logged); a throttling or temporary status,
-a timeout or a closed session stashes it again. A process that dies between popping stashed
-receipts and sending them loses those (at most 100 per system_id): the price of not tracking
-each receipt twice. A receiving session whose window (50) is full of unanswered deliver_sm gets
-no more: its receipts are stashed, so a client slow to answer never holds up the report queue
-(and with it other clients' receipts).
+Receipts: :class:`~mta.smpp.receipt_router.ReceiptRouter` consumes the finals of this
+server's messages from ``<prefix>.smpp.receipts`` and sends each receipt to a receiving
+session of its system_id in this process, or stashes it in Redis for whichever process has
+one (``{prefix}:smpp:rq:<system_id>``, flushed on bind and every ``flush_s``).
 
 Graceful stop: stop accepting connections, answer new submits ESME_RSYSERR, publish what is
 waiting and answer it, unbind every session, stop consuming receipts (unacked ones go back to
@@ -99,7 +85,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import ssl as ssl_module
@@ -107,13 +92,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aio_pika
 import aiormq
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from mta import outbox
 from mta.broker import Broker
@@ -123,9 +107,11 @@ from mta.smpp import pdu as P
 from mta.smpp.coding import CodingError, concat_info, decode_text
 from mta.smpp.guard import BindLimiter, ConnectionCaps, LogLimiter, SmppLimits
 from mta.smpp.reassembly import Budget, Reassembly, ReassemblyFull
-from mta.smpp.receipt import MessageState, format_receipt, receipt_state, wants_receipt
-from mta.smpp.session import ResponseTimeout, Session, SessionClosed
-from mta.smppclients import Directory, Job, Record, Records
+from mta.smpp.receipt import MessageState
+from mta.smpp.receipt_router import ReceiptRouter
+from mta.smpp.session import Session, SessionClosed
+from mta.smpp.times import TimeError, final_date, parse_smpp_time, to_mmp_time
+from mta.smppclients import Directory, Record, Records
 from mta.store import Outcome, Store
 from mta.topology import LANE_BULK, LANE_PRIORITY
 
@@ -143,11 +129,6 @@ S = P.CommandStatus
 SERVER_SYSTEM_ID: Final = "mta"
 MAX_TEXT: Final = 1600  # contract.Rules.max_text
 _TEXT_CODINGS: Final = frozenset({0x00, 0x01, 0x03, 0x08})
-_FINAL_STATUSES: Final = (ApiStatus.DELIVERED, ApiStatus.FAIL, ApiStatus.TIMEOUT)
-_RETRY_LATER: Final = frozenset(
-    {S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_APPN, S.ESME_RSYSERR}
-)
-_FLUSH_CHUNK: Final = 100
 
 TX: Final = "transmitter"
 RX: Final = "receiver"
@@ -163,63 +144,6 @@ _BIND_RESP: Final[dict[str, type[_BindResp]]] = {
     RX: P.BindReceiverResp,
     TRX: P.BindTransceiverResp,
 }
-
-
-# --- SMPP times ----------------------------------------------------------------------------
-
-
-class TimeError(ValueError):
-    """An SMPP time that is not ``YYMMDDhhmmsstnn[+-R]``."""
-
-
-def _add_months(moment: datetime, months: int) -> datetime:
-    if not months:
-        return moment
-    total = moment.month - 1 + months
-    year, month = moment.year + total // 12, total % 12 + 1
-    for day in (moment.day, 30, 29, 28):
-        with contextlib.suppress(ValueError):
-            return moment.replace(year=year, month=month, day=day)
-    raise TimeError(f"cannot add {months} months to {moment}")  # pragma: no cover
-
-
-def parse_smpp_time(value: str, now: datetime) -> datetime | None:
-    """The moment an SMPP time stands for (protocols.md §1.7): ``''`` → None; absolute
-    ``YYMMDDhhmmsstnn+``/``-`` (local time ``nn`` quarter hours ahead of/behind UTC, years
-    20YY); relative ``YYMMDDhhmmss000R`` added to *now* (an aware datetime)."""
-    if not value:
-        return None
-    if len(value) != 16 or not value[:15].isascii() or not value[:15].isdigit():
-        raise TimeError(f"{value!r}: expected 16 characters YYMMDDhhmmsstnn followed by +, - or R")
-    yy, mo, dd, hh, mi, ss = (int(value[i : i + 2]) for i in range(0, 12, 2))
-    tenths, quarters, sign = int(value[12]), int(value[13:15]), value[15]
-    if sign == "R":
-        moment = _add_months(now, yy * 12 + mo)
-        return moment + timedelta(days=dd, hours=hh, minutes=mi, seconds=ss)
-    if sign not in "+-":
-        raise TimeError(f"{value!r}: the last character must be +, - or R")
-    if quarters > 48:
-        raise TimeError(f"{value!r}: offset {quarters} quarter hours is over 48")
-    offset = timedelta(minutes=15 * quarters) * (1 if sign == "+" else -1)
-    try:
-        return datetime(2000 + yy, mo, dd, hh, mi, ss, tenths * 100_000, tzinfo=timezone(offset))
-    except ValueError as exc:
-        raise TimeError(f"{value!r}: {exc}") from None
-
-
-def to_mmp_time(moment: datetime, tz: tzinfo) -> str:
-    """``yyyyMMddHHmm`` in *tz*, rounded up to the next minute when seconds remain."""
-    local = moment.astimezone(tz)
-    if local.second or local.microsecond:
-        local = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return local.strftime("%Y%m%d%H%M")
-
-
-def _final_date(ms: int) -> str:
-    """query_sm_resp ``final_date``: absolute SMPP time in UTC (``YYMMDDhhmmss000+``)."""
-    if not ms:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%y%m%d%H%M%S") + "000+"
 
 
 def make_ssl_context(cert: str, key: str) -> ssl_module.SSLContext:
@@ -352,7 +276,6 @@ class SmppServer:
         self.batch_size = max(1, min(batch_size, settings.max_batch))
         self.linger_s = linger_ms / 1000.0
         self.max_pending = max_pending
-        self.flush_s = flush_s
         self.receipt_timeout_s = receipt_timeout_s
         self.enquire_link_s = enquire_link_s
         self.window = window
@@ -376,8 +299,14 @@ class SmppServer:
             0,
         )
         self.sessions: set[Session] = set()
-        self._receivers: dict[str, list[Session]] = {}
-        self._rr = itertools.count()
+        self.receipts = ReceiptRouter(
+            broker,
+            self.records,
+            self.tz,
+            self.stats,
+            flush_s=flush_s,
+            receipt_timeout_s=receipt_timeout_s,
+        )
         self._reassembly = Reassembly(
             limits.reassembly_timeout_s,
             Budget(
@@ -388,12 +317,7 @@ class SmppServer:
         )
         self._server: asyncio.Server | None = None
         self._batcher: _Batcher | None = None
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._flushing: set[str] = set()
-        self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- life cycle ---------------------------------------------------------------------
@@ -401,13 +325,12 @@ class SmppServer:
     async def start(self) -> None:
         """Declare and consume the receipt queue, then listen."""
         self._batcher = _Batcher(self, self.batch_size, self.linger_s, self.max_pending)
-        await self._start_receipts()
+        await self.receipts.start(self.directory.account_ids)
         self._server = await asyncio.start_server(
             self._accept, self.host, self.port, ssl=self.ssl, reuse_address=True
         )
         sock = self._server.sockets[0].getsockname()
         self.port = int(sock[1])
-        self._flusher = asyncio.create_task(self._flush_loop(), name="smpp-receipt-flush")
         log.info(
             "smpp-server listening on %s:%d%s with %d client(s)",
             self.host,
@@ -426,17 +349,9 @@ class SmppServer:
         await asyncio.gather(
             *(s.unbind(grace) for s in list(self.sessions)), return_exceptions=True
         )
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+        await self.receipts.stop(grace)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
-        if self._channel is not None:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), grace)
@@ -509,9 +424,7 @@ class SmppServer:
             conn.deadline.cancel()
             conn.deadline = None
         if conn.client is not None and conn.bound in (RX, TRX):
-            receivers = self._receivers.get(conn.client.system_id, [])
-            if session in receivers:
-                receivers.remove(session)
+            self.receipts.remove(conn.client.system_id, session)
         log.debug("SMPP %s closed: %s", session.name, reason)
 
     # --- dispatch -----------------------------------------------------------------------
@@ -563,8 +476,7 @@ class SmppServer:
             conn.client = client
             self.stats["binds"] += 1
             if kind in (RX, TRX):
-                self._receivers.setdefault(client.system_id, []).append(session)
-                self._spawn(self._flush(client.system_id))
+                self.receipts.add(client.system_id, session)
             log.info("SMPP %s bound %s as %r", session.name, kind, client.system_id)
             resp = resp_cls(system_id=self.system_id)
             resp.tlvs[P.Tag.SC_INTERFACE_VERSION] = P.u8(P.INTERFACE_VERSION)
@@ -800,7 +712,7 @@ class SmppServer:
             return P.QuerySmResp(status=S.ESME_RQUERYFAIL)
         return P.QuerySmResp(
             message_id=pdu.message_id,
-            final_date=_final_date(record.final_ms),
+            final_date=final_date(record.final_ms),
             message_state=record.state,
             error_code=min(255, record.err),
         )
@@ -855,161 +767,6 @@ class SmppServer:
         log.info("SMPP cancel_sm: %s cancelled by %r", message_id, client.system_id)
         return P.CancelSmResp()
 
-    # --- receipts -------------------------------------------------------------------------
-
-    async def _start_receipts(self) -> None:
-        topology = self.broker.topology
-        self._channel = await self.broker.consumer_channel(prefetch=64)
-        exchange = await self._channel.declare_exchange(
-            topology.reports_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._queue = await self._channel.declare_queue(
-            topology.smpp_receipts_queue,
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
-        for account_id in sorted(self.directory.account_ids):
-            for status in _FINAL_STATUSES:
-                await self._queue.bind(exchange, topology.report_key(account_id, status.value))
-        self._consumer_tag = await self._queue.consume(self._on_report)
-
-    async def _on_report(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await self._handle_report(message.body)
-        except Exception as exc:
-            log.warning("SMPP receipts: report message not handled (%r); requeued", exc)
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-            return
-        await message.ack()
-
-    async def _handle_report(self, body: bytes) -> None:
-        try:
-            doc = orjson.loads(body)
-            results = doc["results"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("SMPP receipts: a report body that is not a result list; ignored")
-            return
-        finals: dict[str, dict[str, Any]] = {}
-        for result in results:
-            if not isinstance(result, dict):
-                continue
-            message_id = result.get("messageId")
-            if isinstance(message_id, str) and result.get("apiStatus") in _FINAL_STATUSES:
-                finals[message_id] = result
-        if not finals:
-            return
-        records = await self.records.get(list(finals))
-        if not records:
-            return  # finals of messages that did not come through this server
-        now_ms = int(time.time() * 1000)
-        changed: dict[str, Record] = {}
-        jobs: list[Job] = []
-        for message_id, record in records.items():
-            result = finals[message_id]
-            if record.state == MessageState.DELETED:
-                state = MessageState.DELETED  # our own cancel's FAIL
-            else:
-                state = receipt_state(result["apiStatus"])
-            if not record.final:
-                record.state = state
-                record.final_ms = now_ms
-                record.err = 0 if state == MessageState.DELIVERED else _err_code(result)
-                changed[message_id] = record
-            if wants_receipt(record.registered_delivery, state):
-                done = record.final_ms or now_ms
-                for given in (message_id, *record.parts):
-                    jobs.append(Job(given, state, done, record))
-        await self.records.put(changed)
-        if jobs:
-            await self._deliver(jobs)
-
-    def _receiver(self, system_id: str) -> Session | None:
-        sessions = [s for s in self._receivers.get(system_id, ()) if not s.closed]
-        if not sessions:
-            return None
-        return sessions[next(self._rr) % len(sessions)]
-
-    async def _deliver(self, jobs: Sequence[Job]) -> int:
-        """Send each receipt to a receiving session here, or stash it in Redis; how many were
-        stashed."""
-        outcomes = await asyncio.gather(*(self._send_receipt(job) for job in jobs))
-        later = [job for job, sent in zip(jobs, outcomes, strict=True) if not sent]
-        if later:
-            await self.records.stash(later)
-            self.stats["receipts_stashed"] += len(later)
-        return len(later)
-
-    async def _send_receipt(self, job: Job) -> bool:
-        """True when the receipt is done with (answered, or refused for good)."""
-        session = self._receiver(job.record.system_id)
-        if session is None or self._stopping or session.outstanding >= session.window:
-            return False  # a client slow to answer must not hold other clients' receipts up
-        record = job.record
-        state = MessageState(job.state)
-        text, tlvs = format_receipt(
-            job.message_id,
-            state,
-            submit_date=datetime.fromtimestamp(record.submit_ms / 1000, self.tz),
-            done_date=datetime.fromtimestamp(job.done_ms / 1000, self.tz),
-            err=record.err,
-            text=record.text,
-        )
-        deliver = P.DeliverSm(
-            source_addr_ton=record.dest_ton,
-            source_addr_npi=record.dest_npi,
-            source_addr=record.dest_addr,
-            dest_addr_ton=record.source_ton,
-            dest_addr_npi=record.source_npi,
-            destination_addr=record.source_addr,
-            esm_class=P.EsmClass.DELIVERY_RECEIPT,
-            short_message=text,
-            tlvs=tlvs,
-        )
-        try:
-            resp = await session.request(deliver, self.receipt_timeout_s)
-        except (SessionClosed, ResponseTimeout, P.PduError) as exc:
-            log.info("SMPP receipt %s to %r not answered: %s", job.message_id, session.name, exc)
-            return False
-        if resp.status == S.ESME_ROK:
-            self.stats["receipts_sent"] += 1
-            return True
-        if resp.status in _RETRY_LATER or resp.status == S.ESME_RINVBNDSTS:
-            return False
-        self.stats["receipts_dropped"] += 1
-        log.warning(
-            "SMPP receipt %s refused by %r with %s; dropped",
-            job.message_id,
-            record.system_id,
-            P.status_name(resp.status),
-        )
-        return True
-
-    async def _flush(self, system_id: str) -> None:
-        """Send the receipts stashed for *system_id* while it has a receiving session here."""
-        if system_id in self._flushing:
-            return
-        self._flushing.add(system_id)
-        try:
-            while not self._stopping and self._receiver(system_id) is not None:
-                jobs = await self.records.take(system_id, _FLUSH_CHUNK)
-                if not jobs:
-                    return
-                stashed = await self._deliver(jobs)
-                if stashed or len(jobs) < _FLUSH_CHUNK:
-                    return  # the rest on the next round
-        except Exception as exc:
-            log.warning("SMPP receipts for %r: flush failed (%r); retried later", system_id, exc)
-        finally:
-            self._flushing.discard(system_id)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
-            for system_id in [sid for sid, ss in self._receivers.items() if ss]:
-                await self._flush(system_id)
-
     def bound(self, system_id: str) -> list[Session]:
         """The sessions of *system_id* bound to this process (for tests and status)."""
         return [
@@ -1017,15 +774,6 @@ class SmppServer:
             for s in self.sessions
             if s.context.client is not None and s.context.client.system_id == system_id
         ]
-
-
-def _err_code(result: dict[str, Any]) -> int:
-    """The receipt's ``err:`` for a non-delivered final: the partner's status when it is a
-    number of at most 3 digits, else 1 (MMP results carry free-text statuses)."""
-    status = str(result.get("partnerStatus") or "")
-    if status.isascii() and status.isdigit() and len(status) <= 3:
-        return int(status)
-    return 1
 
 
 _NO_RECORD: Final = Record(0, 0, "", 0, 0, 0, "", 0, 0, "", 0, "")
