@@ -89,15 +89,10 @@ import logging
 import random
 import ssl as ssl_module
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
-
-import aio_pika
-import aiormq
-import orjson
 
 from mta import outbox
 from mta.broker import Broker
@@ -106,6 +101,7 @@ from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
 from mta.smpp import pdu as P
 from mta.smpp.coding import CodingError, concat_info, decode_text
 from mta.smpp.guard import BindLimiter, ConnectionCaps, LogLimiter, SmppLimits
+from mta.smpp.publisher import Entry, Publisher
 from mta.smpp.reassembly import Budget, Reassembly, ReassemblyFull
 from mta.smpp.receipt import MessageState
 from mta.smpp.receipt_router import ReceiptRouter
@@ -165,70 +161,6 @@ class Conn:
     client: SmppClient | None = None
     binding: bool = False
     deadline: asyncio.TimerHandle | None = None  # closes it unless bound by then
-
-
-# --- micro-batches ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Entry:
-    message: dict[str, Any]
-    record: Record
-    parts: list[str]
-    session: Session
-    pdu: P.Pdu
-
-
-@dataclass
-class _Lane:
-    name: str
-    entries: list[_Entry] = field(default_factory=list)
-    timer: asyncio.Handle | None = None
-
-
-class _Batcher:
-    """Collects accepted submits per lane and publishes them as MMP batches with confirms."""
-
-    def __init__(
-        self, server: SmppServer, batch_size: int, linger_s: float, max_pending: int
-    ) -> None:
-        self.server = server
-        self.batch_size = batch_size
-        self.linger_s = linger_s
-        self.max_pending = max_pending
-        self.pending = 0
-        self.lanes = {name: _Lane(name) for name in (LANE_BULK, LANE_PRIORITY)}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.loop = asyncio.get_running_loop()
-
-    def add(self, lane_name: str, entry: _Entry) -> None:
-        lane = self.lanes[lane_name]
-        lane.entries.append(entry)
-        self.pending += 1
-        if len(lane.entries) >= self.batch_size:
-            self.flush(lane)
-        elif lane.timer is None:
-            if self.linger_s > 0:
-                lane.timer = self.loop.call_later(self.linger_s, self.flush, lane)
-            else:  # what the session decoded from this read: flushed once the loop turns
-                lane.timer = self.loop.call_soon(self.flush, lane)
-
-    def flush(self, lane: _Lane) -> None:
-        if lane.timer is not None:
-            lane.timer.cancel()
-            lane.timer = None
-        if not lane.entries:
-            return
-        entries, lane.entries = lane.entries, []
-        task = self.loop.create_task(self.server._publish(lane.name, entries))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def drain(self) -> None:
-        for lane in self.lanes.values():
-            self.flush(lane)
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 # --- the server -------------------------------------------------------------------------
@@ -316,7 +248,7 @@ class SmppServer:
             ),
         )
         self._server: asyncio.Server | None = None
-        self._batcher: _Batcher | None = None
+        self._batcher: Publisher | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
@@ -324,7 +256,14 @@ class SmppServer:
 
     async def start(self) -> None:
         """Declare and consume the receipt queue, then listen."""
-        self._batcher = _Batcher(self, self.batch_size, self.linger_s, self.max_pending)
+        self._batcher = Publisher(
+            self.broker,
+            self.records,
+            self.stats,
+            batch_size=self.batch_size,
+            linger_s=self.linger_s,
+            max_pending=self.max_pending,
+        )
         await self.receipts.start(self.directory.account_ids)
         self._server = await asyncio.start_server(
             self._accept, self.host, self.port, ssl=self.ssl, reuse_address=True
@@ -538,7 +477,7 @@ class SmppServer:
         if message is None:  # a part of a long message: its own id, answered now
             return P.SubmitSmResp(message_id=parts[-1])
         lane = LANE_PRIORITY if pdu.priority_flag > 0 or client.priority else LANE_BULK
-        batcher.add(lane, _Entry(message, record, parts, session, pdu))
+        batcher.add(lane, Entry(message, record, parts, session, pdu))
         return None
 
     def _accept_submit(
@@ -646,51 +585,6 @@ class SmppServer:
             client.account_id,
         )
         return message, record, parts
-
-    async def _publish(self, lane: str, entries: list[_Entry]) -> None:
-        """One micro-batch: records to Redis, the MMP batch to <prefix>.send with a confirm,
-        then every submit_sm_resp."""
-        batcher = self._batcher
-        assert batcher is not None
-        batch_id = uuid.uuid4().hex
-        ids = [f"{batch_id}:{i}" for i in range(len(entries))]
-        status = S.ESME_ROK
-        try:
-            part_map = {p: mid for e, mid in zip(entries, ids, strict=True) for p in e.parts}
-            await self.records.add_batch(batch_id, [e.record for e in entries], part_map)
-            body = orjson.dumps({"messages": [e.message for e in entries]})
-            exchange = self.broker.exchanges[self.broker.topology.send_exchange]
-            await exchange.publish(
-                aio_pika.Message(
-                    body,
-                    message_id=batch_id,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                lane,
-                mandatory=True,
-                timeout=self.broker.publish_timeout_s,
-            )
-            self.stats["batches"] += 1
-            self.stats["published"] += len(entries)
-        except aiormq.exceptions.PublishError as exc:  # returned: no queue bound
-            status = S.ESME_RSYSERR
-            log.warning("SMPP batch %s (%d) unroutable: %r", batch_id, len(ids), exc)
-        except aiormq.exceptions.DeliveryError as exc:  # nacked: the queue is full
-            status = S.ESME_RMSGQFUL
-            log.warning("SMPP batch %s (%d) refused by the broker: %r", batch_id, len(ids), exc)
-        except Exception as exc:
-            status = S.ESME_RSYSERR
-            log.warning("SMPP batch %s (%d) not published: %r", batch_id, len(ids), exc)
-        finally:
-            batcher.pending -= len(entries)
-        for entry, message_id in zip(entries, ids, strict=True):
-            resp = (
-                P.SubmitSmResp(message_id=message_id)
-                if status == 0
-                else P.SubmitSmResp(status=status)
-            )
-            entry.session.reply(entry.pdu, resp)
 
     # --- query_sm and cancel_sm -----------------------------------------------------------
 

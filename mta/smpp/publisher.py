@@ -1,0 +1,150 @@
+"""Micro-batches of the SMPP server front: accepted submits → one MMP batch, one confirm.
+
+Accepted messages are collected per lane until the event loop turns (every submit the
+sessions decoded from their latest reads: ``linger_s`` 0) or ``linger_s`` passes, or until
+``batch_size``, then go to ``<prefix>.send`` as ONE MMP batch (AMQP ``message_id`` = a fresh
+uuid) with one publisher confirm; every message's record is written to Redis before the
+publish, and each submit_sm_resp carries the message's MMP ``messageId`` (``<batch
+uuid>:<index>``) only after the confirm. A nack (queue full) answers ESME_RMSGQFUL, any other
+failure ESME_RSYSERR: nothing is half-accepted. ``pending`` counts the submits waiting for a
+confirm (the server refuses new ones beyond ``max_pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq
+import orjson
+
+from mta.broker import Broker
+from mta.smpp import pdu as P
+from mta.smpp.session import Session
+from mta.smppclients import Record, Records
+from mta.topology import LANE_BULK, LANE_PRIORITY
+
+__all__ = ["Entry", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+S = P.CommandStatus
+
+
+@dataclass(slots=True)
+class Entry:
+    """One accepted submit_sm: its MMP message, its record, its part ids, whom to answer."""
+
+    message: dict[str, Any]
+    record: Record
+    parts: list[str]
+    session: Session
+    pdu: P.Pdu
+
+
+@dataclass
+class _Lane:
+    name: str
+    entries: list[Entry] = field(default_factory=list)
+    timer: asyncio.Handle | None = None
+
+
+class Publisher:
+    """Collects accepted submits per lane and publishes them as MMP batches with confirms."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        records: Records,
+        stats: dict[str, int],
+        *,
+        batch_size: int,
+        linger_s: float,
+        max_pending: int,
+    ) -> None:
+        self.broker = broker
+        self.records = records
+        self.stats = stats
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self.max_pending = max_pending
+        self.pending = 0
+        self.lanes = {name: _Lane(name) for name in (LANE_BULK, LANE_PRIORITY)}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
+
+    def add(self, lane_name: str, entry: Entry) -> None:
+        lane = self.lanes[lane_name]
+        lane.entries.append(entry)
+        self.pending += 1
+        if len(lane.entries) >= self.batch_size:
+            self.flush(lane)
+        elif lane.timer is None:
+            if self.linger_s > 0:
+                lane.timer = self.loop.call_later(self.linger_s, self.flush, lane)
+            else:  # what the session decoded from this read: flushed once the loop turns
+                lane.timer = self.loop.call_soon(self.flush, lane)
+
+    def flush(self, lane: _Lane) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        if not lane.entries:
+            return
+        entries, lane.entries = lane.entries, []
+        task = self.loop.create_task(self._publish(lane.name, entries))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        for lane in self.lanes.values():
+            self.flush(lane)
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def _publish(self, lane: str, entries: list[Entry]) -> None:
+        """One micro-batch: records to Redis, the MMP batch to <prefix>.send with a confirm,
+        then every submit_sm_resp."""
+        batch_id = uuid.uuid4().hex
+        ids = [f"{batch_id}:{i}" for i in range(len(entries))]
+        status = S.ESME_ROK
+        try:
+            part_map = {p: mid for e, mid in zip(entries, ids, strict=True) for p in e.parts}
+            await self.records.add_batch(batch_id, [e.record for e in entries], part_map)
+            body = orjson.dumps({"messages": [e.message for e in entries]})
+            exchange = self.broker.exchanges[self.broker.topology.send_exchange]
+            await exchange.publish(
+                aio_pika.Message(
+                    body,
+                    message_id=batch_id,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                lane,
+                mandatory=True,
+                timeout=self.broker.publish_timeout_s,
+            )
+            self.stats["batches"] += 1
+            self.stats["published"] += len(entries)
+        except aiormq.exceptions.PublishError as exc:  # returned: no queue bound
+            status = S.ESME_RSYSERR
+            log.warning("SMPP batch %s (%d) unroutable: %r", batch_id, len(ids), exc)
+        except aiormq.exceptions.DeliveryError as exc:  # nacked: the queue is full
+            status = S.ESME_RMSGQFUL
+            log.warning("SMPP batch %s (%d) refused by the broker: %r", batch_id, len(ids), exc)
+        except Exception as exc:
+            status = S.ESME_RSYSERR
+            log.warning("SMPP batch %s (%d) not published: %r", batch_id, len(ids), exc)
+        finally:
+            self.pending -= len(entries)
+        for entry, message_id in zip(entries, ids, strict=True):
+            resp = (
+                P.SubmitSmResp(message_id=message_id)
+                if status == 0
+                else P.SubmitSmResp(status=status)
+            )
+            entry.session.reply(entry.pdu, resp)
