@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mta.contract import SmsReportRequest, SmsResponse, SmsResult, SmsSendRequest, pack_result
@@ -137,12 +138,14 @@ class ReceiptSink:
 
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
-    """Who an adapter instance serves, and where it stores receipts it learns on its own;
+    """Who an adapter instance serves, where it stores receipts it learns on its own, and the
+    time zone of the MMP times it is given (``expireTime``, ``startTime``: ``MTA_TIMEZONE``);
     given to constructors that take a second argument."""
 
     account_name: str
     account_id: int
     receipts: ReceiptSink = field(default_factory=lambda: ReceiptSink(""))
+    tz: tzinfo = UTC
 
 
 @dataclass(frozen=True, slots=True)

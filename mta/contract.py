@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -339,6 +340,19 @@ def parse_time(value: str, tz: tzinfo) -> float:
         tzinfo=tz,
     )
     return moment.timestamp()
+
+
+def seconds_until(value: str, tz: tzinfo, now: float | None = None) -> float | None:
+    """Seconds from ``now`` (epoch seconds; default the current time) until the MMP time
+    ``value`` (``yyyyMMddHHmm`` in ``tz``), negative once it passed; None when ``value`` is
+    empty or malformed. Adapters turn a message's ``expireTime`` into the partner's validity."""
+    if not value:
+        return None
+    try:
+        moment = parse_time(value, tz)
+    except ValueError:
+        return None
+    return moment - (time.time() if now is None else now)
 
 
 def format_time(epoch_s: float, tz: tzinfo) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -19,7 +21,7 @@ from mta.adapter import (
     SharedStore,
     TransientError,
 )
-from mta.config import Account, ConfigError
+from mta.config import Account, ConfigError, Settings
 from mta.redact import Redactor, redactor
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,16 @@ def discover() -> dict[str, type[Adapter]]:
     return found
 
 
-def build_adapter(cls: type[Adapter], account: Account) -> Adapter:
-    """One adapter instance for an account: ``cls(options)`` or ``cls(options, context)``."""
+def default_tz() -> tzinfo:
+    """The zone of MMP times when the registry's builder gives none: ``MTA_TIMEZONE`` from the
+    environment, as :class:`~mta.config.Settings` reads it (UTC when unset)."""
+    name = os.environ.get("MTA_TIMEZONE", "")
+    return Settings(timezone=name).tz if name else UTC
+
+
+def build_adapter(cls: type[Adapter], account: Account, tz: tzinfo | None = None) -> Adapter:
+    """One adapter instance for an account: ``cls(options)`` or ``cls(options, context)``; the
+    context carries ``tz``, the zone of the messages' MMP times (default :func:`default_tz`)."""
     try:
         params = [
             p
@@ -87,7 +97,9 @@ def build_adapter(cls: type[Adapter], account: Account) -> Adapter:
         params = []
     factory: Any = cls
     if len(params) >= 2:
-        context = AdapterContext(account.name, account.id, ReceiptSink(account.name))
+        context = AdapterContext(
+            account.name, account.id, ReceiptSink(account.name), tz or default_tz()
+        )
         return factory(account.options, context)  # type: ignore[no-any-return]
     return factory(account.options)  # type: ignore[no-any-return]
 
@@ -197,9 +209,19 @@ class AccountRuntime:
 
 
 class Registry:
-    """Accounts by MMP ``accountId`` and by name, each with its adapter instance."""
+    """Accounts by MMP ``accountId`` and by name, each with its adapter instance.
 
-    def __init__(self, accounts: list[Account], classes: dict[str, type[Adapter]]) -> None:
+    ``tz`` is ``Settings.tz`` (``MTA_TIMEZONE``): adapters read ``expireTime`` in it to tell
+    the partner a validity. Without it, :func:`default_tz` (the environment's ``MTA_TIMEZONE``).
+    """
+
+    def __init__(
+        self,
+        accounts: list[Account],
+        classes: dict[str, type[Adapter]],
+        tz: tzinfo | None = None,
+    ) -> None:
+        tz = tz or default_tz()
         self.by_name: dict[str, AccountRuntime] = {}
         self.by_id: dict[int, AccountRuntime] = {}
         self.default: AccountRuntime | None = None
@@ -208,7 +230,7 @@ class Registry:
             if cls is None:
                 raise ConfigError(f"account {account.name!r}: adapter {account.adapter!r} missing")
             try:
-                adapter = build_adapter(cls, account)
+                adapter = build_adapter(cls, account, tz)
             except (ValueError, TypeError, KeyError) as exc:
                 raise ConfigError(
                     f"account {account.name!r}: adapter {account.adapter!r} refused its "

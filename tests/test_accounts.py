@@ -346,3 +346,33 @@ deliver_ratio = 1.0
     assert service.worker is not None and service.worker.stats["rate_deferred"] >= 10
     assert {f["apiStatus"] for f in tail.finals()} == {"DELIVERED"}
     assert len({f["messageId"] for f in tail.finals()}) == 20
+
+
+def test_registry_gives_adapters_the_time_zone_of_mmp_times(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from mta.config import load_accounts
+    from mta.registry import Registry, discover
+
+    env.accounts("""
+[[account]]
+id = 0
+name = "ib"
+adapter = "infobip"
+default = true
+[account.options]
+api_key = "k-123456"
+""")
+    classes = discover()
+    accounts = load_accounts(env.settings.accounts, {n: c.meta for n, c in classes.items()})
+    istanbul = ZoneInfo("Europe/Istanbul")
+    given = Registry(accounts, classes, tz=istanbul).by_name["ib"].adapter
+    assert given.context.tz == istanbul  # type: ignore[attr-defined]
+    monkeypatch.delenv("MTA_TIMEZONE", raising=False)
+    assert Registry(accounts, classes).by_name["ib"].adapter.context.tz == UTC  # type: ignore[attr-defined]
+    monkeypatch.setenv("MTA_TIMEZONE", "America/New_York")
+    from_env = Registry(accounts, classes).by_name["ib"].adapter
+    assert from_env.context.tz == ZoneInfo("America/New_York")  # type: ignore[attr-defined]
