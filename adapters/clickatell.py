@@ -25,6 +25,23 @@ Decisions where the research is silent:
   :class:`ThrottledError`; 20 (insufficient balance) and HTTP 402 → :class:`PermanentError`
   telling the operator to top up. Per-message errors are FAIL results whatever their code
   (``partnerStatus`` = the code, ``partnerDetail`` = the description).
+* **Status codes of a send** (Clickatell, "One API: Error messages" / "Errors Table",
+  https://docs.clickatell.com/channels/one-api/one-api-errors-table/): 202 Accepted when every
+  message was accepted; **207 Multi-status** when "more than one message was submitted to the
+  API, however, not all messages have the same status" — each ``messages[]`` entry then has its
+  own outcome; a message-level error's HTTP status (400, 402 for code 20) when every message of
+  the request was refused. In all three the entries decide, one result per message; only a
+  global ``error`` (or a body without entries) raises for the whole request.
+* **Message-level codes** (same table): 44 "FROM number is suspended", 45 "FROM number is not
+  related to integration", and 23 "Invalid or missing parameter: from" blame the sender →
+  FAIL with ``reason`` = sender (the worker retries once with the account's
+  ``fallback_sender``); 18, 19 (internal error) and 43 (rate limit) at message level → FAIL
+  with ``reason`` = retry (never accepted: the worker sends it again through the delayed-retry
+  queue); 20 (insufficient balance) → FAIL telling the operator to top up.
+* **Validity.** A message's ``expireTime`` becomes ``validityPeriod`` in minutes (Clickatell,
+  "Validity period": minutes from when the gateway received the message, default 1440),
+  rounded up, at least 1; Clickatell documents no maximum, so it is capped at its default
+  1440 (a later expireTime goes with 1440, as if none were given).
 * **Answers are matched to messages by number, in order**, not by position alone, so a reply that
   lists entries in another order still lands on the right messages; a message without an entry
   in the reply FAILs with "outcome unknown" rather than being retried (a retry could duplicate).
@@ -36,8 +53,11 @@ Decisions where the research is silent:
 
 from __future__ import annotations
 
+import math
+import re
 from collections import defaultdict, deque
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any, ClassVar, NoReturn
 
 import httpx
@@ -59,12 +79,15 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
+    REASON_RETRY,
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    seconds_until,
 )
 
 #: Most messages Clickatell accepts in one ``POST /v1/message``.
@@ -91,6 +114,16 @@ _AUTH_CODES = frozenset({"1", "2", "3", "7"})
 _RETRY_CODES = frozenset({"18", "19"})
 _THROTTLE_CODES = frozenset({"43"})
 _FUNDS_CODES = frozenset({"20"})
+# Message-level codes (module docstring): the sender refused, or retry later.
+_SENDER_CODES = frozenset({"44", "45"})
+_MISSING_PARAMETER = "23"
+_FROM_PARAMETER = re.compile(r"\bfrom\b", re.IGNORECASE)
+_RETRY_LATER_CODES = frozenset({"18", "19", "43"})
+#: HTTP statuses whose body carries one entry per message (module docstring).
+_SEND_OK = (200, 202, 207)
+
+#: ``validityPeriod`` bounds in minutes (module docstring).
+VALIDITY_MIN, VALIDITY_MAX = 1, 1440
 
 _TOP_UP = (
     "the Clickatell account is out of funds: top up its balance in the Clickatell portal; "
@@ -101,6 +134,22 @@ _TOP_UP = (
 def map_status(code: int) -> ApiStatus:
     """The reporter state of a One API status code; unknown codes stay WAITING."""
     return STATUS_MAP.get(code, ApiStatus.WAITING)
+
+
+def blames_sender(code: str, description: str) -> bool:
+    """Whether a message-level error refuses the sender (module docstring)."""
+    return code in _SENDER_CODES or (
+        code == _MISSING_PARAMETER and bool(_FROM_PARAMETER.search(description))
+    )
+
+
+def validity_minutes(expire_time: str, tz: tzinfo) -> int | None:
+    """``validityPeriod`` for a message expiring at ``expire_time`` (MMP, zone ``tz``): the
+    minutes left, rounded up, within [1, 1440]; None without an expireTime."""
+    left = seconds_until(expire_time, tz)
+    if left is None:
+        return None
+    return max(VALIDITY_MIN, min(VALIDITY_MAX, math.ceil(left / 60)))
 
 
 def _digits(value: Any) -> str:
@@ -211,16 +260,23 @@ class ClickatellAdapter(HttpAdapter):
         return SmsResponse(partnerPacketId="", results=results)
 
     async def _send_batch(self, messages: list[SmsMessage]) -> list[SmsResult]:
-        payload: list[dict[str, str]] = []
+        payload: list[dict[str, Any]] = []
         for message in messages:
-            entry = {"channel": "sms", "to": message.mobileNumber, "content": message.text}
+            entry: dict[str, Any] = {
+                "channel": "sms",
+                "to": message.mobileNumber,
+                "content": message.text,
+            }
             if message.sender:
                 entry["from"] = message.sender
+            validity = validity_minutes(message.expireTime, self.context.tz)
+            if validity is not None:
+                entry["validityPeriod"] = validity
             payload.append(entry)
         response = await self.call(
             "POST",
             MESSAGE_PATH,
-            ok=(200, 202, 400, 402, 404),
+            ok=(*_SEND_OK, 400, 402, 404),
             content=orjson.dumps({"messages": payload}),
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
@@ -228,9 +284,13 @@ class ClickatellAdapter(HttpAdapter):
             doc = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             doc = None
-        if response.status_code not in (200, 202):
+        if response.status_code not in _SEND_OK:
+            # Every message refused: the entries say why, one by one (module docstring).
             error = doc.get("error") if isinstance(doc, dict) else None
-            self._raise_global(response, error or response.text)
+            entries = doc.get("messages") if isinstance(doc, dict) else None
+            if error or not isinstance(entries, list) or not entries:
+                self._raise_global(response, error or response.text)
+            return self._match(messages, entries)
         if not isinstance(doc, dict) or not isinstance(doc.get("messages", []), list):
             raise PermanentError(
                 f"account {self.context.account_name!r}: clickatell POST {MESSAGE_PATH}: HTTP "
@@ -293,17 +353,26 @@ class ClickatellAdapter(HttpAdapter):
                     )
                 )
                 continue
-            code, text = _error_parts(entry.get("error"))
-            results.append(
-                SmsResult(
-                    partnerMessageId=message_id if isinstance(message_id, str) else "",
-                    partnerStatus=short(self.scrub(code), 40) or "REJECTED",
-                    partnerDetail=short(
-                        self.scrub(text or "rejected by Clickatell without an error text")
-                    ),
-                )
-            )
+            results.append(self._refused(entry, message_id))
         return results
+
+    def _refused(self, entry: dict[str, Any], message_id: Any) -> SmsResult:
+        """The FAIL result of an entry Clickatell did not accept (module docstring)."""
+        code, text = _error_parts(entry.get("error"))
+        detail = text or "rejected by Clickatell without an error text"
+        reason = ""
+        if blames_sender(code, text):
+            reason = REASON_SENDER
+        elif code in _RETRY_LATER_CODES:
+            reason = REASON_RETRY
+        elif code in _FUNDS_CODES:
+            detail = f"{detail}; {_TOP_UP}"
+        return SmsResult(
+            partnerMessageId=message_id if isinstance(message_id, str) else "",
+            partnerStatus=short(self.scrub(code), 40) or "REJECTED",
+            partnerDetail=short(self.scrub(detail)),
+            reason=reason,
+        )
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
         """Clickatell pushes states (``meta.receipts`` PUSH), so the reporter never calls this;

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -23,10 +26,13 @@ from mta.adapter import (
 )
 from mta.config import load_accounts
 from mta.contract import (
+    REASON_RETRY,
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsSendRequest,
+    format_time,
     pack_result,
 )
 from mta.testing import assert_conformant
@@ -37,11 +43,16 @@ from tests.httpserver import serve
 KEY = "ck-0123456789abcdef0123456789abcdef"
 
 
-def adapter(url: str, account: str = "ck-1", **changes: Any) -> ClickatellAdapter:
+def adapter(url: str, account: str = "ck-1", tz: tzinfo = UTC, **changes: Any) -> ClickatellAdapter:
     options = {o.name: o.default for o in ClickatellAdapter.meta.options}
     options.update(url=url, api_key=KEY, timeout_s=2.0)
     options.update(changes)
-    return ClickatellAdapter(options, AdapterContext(account, 7))
+    return ClickatellAdapter(options, AdapterContext(account, 7, tz=tz))
+
+
+def expire_in(minutes: float, tz: tzinfo = UTC) -> str:
+    """An MMP ``expireTime`` (``yyyyMMddHHmm`` in ``tz``) about ``minutes`` from now."""
+    return format_time(time.time() + minutes * 60, tz)
 
 
 def callback(doc: Any, query: dict[str, str] | None = None) -> WebhookRequest:
@@ -155,6 +166,107 @@ async def test_reply_entries_are_matched_by_number_whatever_their_order() -> Non
     again = response.results[3]  # the second entry for the same number, in order
     assert (again.apiStatus, again.partnerStatus) == (ApiStatus.FAIL, "26")
     assert again.partnerDetail == "Recipient opted out"
+
+
+async def test_207_multi_status_gives_each_message_its_own_result() -> None:
+    # Clickatell answers 207 when the messages of a request do not all have the same status
+    # (errors table): the accepted ones are OK with their apiMessageId, the refused one FAILs.
+    fake = FakeClickatell(KEY)
+    fake.rejects["447700900022"] = (26, "Recipient opted out")
+    async with serve(fake.app) as url:
+        ck = adapter(url)
+        response = await ck.send(
+            SmsSendRequest(
+                [
+                    SmsMessage("447700900021", "one", sender="ACME"),
+                    SmsMessage("447700900022", "two", sender="ACME"),
+                    SmsMessage("447700900023", "three", sender="ACME"),
+                ]
+            )
+        )
+        await ck.destroy()
+    assert fake.statuses == [207]
+    first, refused, third = response.results
+    assert (first.apiStatus, third.apiStatus) == (ApiStatus.OK, ApiStatus.OK)
+    assert fake.accepted[first.partnerMessageId] == "447700900021"
+    assert fake.accepted[third.partnerMessageId] == "447700900023"
+    assert (refused.apiStatus, refused.partnerStatus) == (ApiStatus.FAIL, "26")
+    assert refused.partnerDetail == "Recipient opted out" and refused.reason == ""
+
+
+async def test_every_message_refused_is_answered_per_message_not_as_a_global_error() -> None:
+    # One message refused: Clickatell answers its error's HTTP status (400) with the entry.
+    fake = FakeClickatell(KEY)
+    fake.rejects["447700900031"] = (25, "Invalid recipient address")
+    async with serve(fake.app) as url:
+        ck = adapter(url)
+        response = await ck.send(SmsSendRequest([SmsMessage("447700900031", "x")]))
+        await ck.destroy()
+    assert fake.statuses == [400]
+    (result,) = response.results
+    assert (result.apiStatus, result.partnerStatus) == (ApiStatus.FAIL, "25")
+    assert result.partnerDetail == "Invalid recipient address"
+
+
+async def test_sender_and_retry_codes_are_marked_per_message() -> None:
+    fake = FakeClickatell(KEY)
+    fake.reject_senders["BADSENDER"] = (45, "FROM number is not related to integration")
+    fake.reject_senders["SUSPENDED"] = (44, "FROM number is suspended")
+    fake.reject_senders["BADFROM"] = (23, "Invalid or missing parameter: from")
+    fake.reject_senders["BUSY"] = (19, "Internal error, please retry")
+    fake.reject_senders["BROKE"] = (20, "Insufficient account balance")
+    fake.rejects["447700900049"] = (23, "Invalid or missing parameter: content")
+    senders = ["BADSENDER", "SUSPENDED", "BADFROM", "BUSY", "BROKE", "INFO", "INFO"]
+    numbers = [f"44770090004{n}" for n in range(len(senders) - 1)] + ["447700900049"]
+    async with serve(fake.app) as url:
+        ck = adapter(url)
+        response = await ck.send(
+            SmsSendRequest(
+                [SmsMessage(n, "hi", sender=s) for n, s in zip(numbers, senders, strict=True)]
+            )
+        )
+        # Alone, a refused sender is answered 400 with its entry: still marked.
+        alone = await ck.send(SmsSendRequest([SmsMessage("447700900041", "hi", "BADSENDER")]))
+        await ck.destroy()
+    assert fake.statuses == [207, 400]
+    got = [(r.apiStatus, r.partnerStatus, r.reason) for r in response.results]
+    assert got == [
+        (ApiStatus.FAIL, "45", REASON_SENDER),
+        (ApiStatus.FAIL, "44", REASON_SENDER),
+        (ApiStatus.FAIL, "23", REASON_SENDER),
+        (ApiStatus.FAIL, "19", REASON_RETRY),
+        (ApiStatus.FAIL, "20", ""),
+        (ApiStatus.OK, "ACCEPTED", ""),
+        (ApiStatus.FAIL, "23", ""),  # a missing parameter other than 'from' is not the sender
+    ]
+    assert "top up" in response.results[4].partnerDetail
+    assert [(r.partnerStatus, r.reason) for r in alone.results] == [("45", REASON_SENDER)]
+
+
+async def test_expire_time_becomes_validity_period_in_minutes_within_bounds() -> None:
+    istanbul = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
+    fake = FakeClickatell(KEY)
+    async with serve(fake.app) as url:
+        ck = adapter(url, tz=istanbul)
+        await ck.send(
+            SmsSendRequest(
+                [
+                    SmsMessage("447700900051", "90 min", expireTime=expire_in(90, istanbul)),
+                    SmsMessage("447700900052", "3 days", expireTime=expire_in(3 * 1440, istanbul)),
+                    SmsMessage("447700900053", "passed", expireTime=expire_in(-5, istanbul)),
+                    SmsMessage("447700900054", "none"),
+                    # Written in UTC but read in the account's zone: three hours less.
+                    SmsMessage("447700900055", "utc", expireTime=expire_in(240, UTC)),
+                ]
+            )
+        )
+        await ck.destroy()
+    sent = fake.calls[0]["messages"]
+    assert sent[0]["validityPeriod"] in (89, 90)
+    assert sent[1]["validityPeriod"] == 1440  # Clickatell's default, the cap
+    assert sent[2]["validityPeriod"] == 1  # below the minimum still goes, with the minimum
+    assert "validityPeriod" not in sent[3]
+    assert sent[4]["validityPeriod"] in (59, 60)
 
 
 async def test_partner_errors_map_to_kinds_and_never_leak_the_key() -> None:
@@ -410,3 +522,46 @@ async def test_passes_the_conformance_kit() -> None:
     # refused credentials are tested above.
     assert report["nok_login"].outcome.value == "skip"
     assert fake.calls  # the kit's messages really went through the fake partner
+
+
+async def test_end_to_end_refused_sender_goes_again_with_the_fallback_sender(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeClickatell(KEY)
+    fake.reject_senders["BADSENDER"] = (45, "FROM number is not related to integration")
+    monkeypatch.setenv("MTA_TEST_CLICKATELL_KEY", KEY)
+    async with serve(fake.app) as url:
+        env.accounts(
+            f"""
+[[account]]
+id = 0
+name = "ck-fb"
+adapter = "clickatell"
+default = true
+sender = "BADSENDER"
+fallback_sender = "INFO"
+[account.options]
+url = "{url}"
+api_key = "${{MTA_TEST_CLICKATELL_KEY}}"
+timeout_s = 2.0
+"""
+        )
+        tail = await env.tail()
+        await env.start("worker", "reporter")
+        mid = await env.publish({"messages": [{"mobileNumber": "447700900061", "text": "hi"}]})
+        await tail.wait(lambda t: len(t.oks()) == 1)
+        ok = tail.by_id("OK")[f"{mid}:0"]
+        receiver = ClickatellAdapter(
+            {o.name: o.default for o in ClickatellAdapter.meta.options} | {"api_key": KEY},
+            AdapterContext("ck-fb", 0),
+        )
+        results = await receiver.webhook(callback(fake.callback(ok["partnerMessageId"], 5)))
+        store = await env.store()
+        await store.push_receipts("ck-fb", {r.partnerMessageId: pack_result(r) for r in results})
+        await store.close()
+        (final,) = await tail.wait_finals(1)
+    assert [m.get("from") for c in fake.calls for m in c["messages"]] == ["BADSENDER", "INFO"]
+    assert "sent with fallback sender 'INFO'" in ok["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in ok["partnerDetail"]
+    assert "FROM number is not related to integration" in ok["partnerDetail"]
+    assert final["apiStatus"] == "DELIVERED" and final["messageId"] == f"{mid}:0"

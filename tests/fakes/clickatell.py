@@ -2,10 +2,14 @@
 
 It checks ``Authorization: <api key>`` (raw key), the paths, ``Content-Type`` and the body of
 ``POST /v1/message`` field by field (at most 200 messages; per-message ``channel``, ``to``,
-``content``, optional ``from``), answers HTTP 202 with one ``{"apiMessageId", "accepted", "to",
-"error"}`` entry per message (``error`` = ``{"code", "description"}``), global errors with
-``{"messages": [], "error": {...}}``, and ``GET /v1/balance``. Tests steer it with
-:attr:`FakeClickatell.rejects` (per-number rejections), :meth:`FakeClickatell.answer_next`
+``content``, optional ``from`` and ``validityPeriod`` in minutes), answers with one
+``{"apiMessageId", "accepted", "to", "error"}`` entry per message (``error`` = ``{"code",
+"description"}``) and the HTTP status Clickatell's errors table documents: 202 when every
+message was accepted, 207 Multi-status when several were submitted and not all have the same
+status, else (one message, refused) the HTTP status of its error code (400; 402 for code 20);
+global errors with ``{"messages": [], "error": {...}}``, and ``GET /v1/balance``. Tests steer it
+with :attr:`FakeClickatell.rejects` (per-number rejections),
+:attr:`FakeClickatell.reject_senders` (per-``from`` rejections), :meth:`FakeClickatell.answer_next`
 (scripted answers: 400, 402, 429 with Retry-After, 503, …) and :attr:`FakeClickatell.delay_s`.
 :meth:`FakeClickatell.callback` builds the status callback Clickatell would push.
 """
@@ -25,7 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 MAX_MESSAGES = 200
-MESSAGE_FIELDS = frozenset({"channel", "to", "content", "from"})
+MESSAGE_FIELDS = frozenset({"channel", "to", "content", "from", "validityPeriod"})
+#: HTTP status of a message-level error code when every message is refused (errors table).
+CODE_HTTP = {20: 402, 18: 500, 19: 503}
 
 #: One API status codes and names (research/protocols.md §3.3).
 STATUS_NAMES: dict[int, str] = {
@@ -66,9 +72,11 @@ class FakeClickatell:
     def __init__(self, api_key: str = "ck-0123456789abcdef0123456789abcdef") -> None:
         self.api_key = api_key
         self.rejects: dict[str, tuple[int, str]] = {}
+        self.reject_senders: dict[str, tuple[int, str]] = {}  # from → (code, description)
         self.script: list[Scripted] = []
         self.delay_s = 0.0
         self.calls: list[dict[str, Any]] = []  # accepted POST /v1/message bodies
+        self.statuses: list[int] = []  # the HTTP status answered to each of them
         self.accepted: dict[str, str] = {}  # apiMessageId → to
         self.balance_calls = 0
         self.failing: str | None = None  # see fail_all
@@ -145,7 +153,15 @@ class FakeClickatell:
             )
         answers = [self._one(m) for m in messages]
         self.calls.append(doc)
-        return JSONResponse({"messages": answers, "error": None}, status_code=202)
+        refused = [a for a in answers if not a["accepted"]]
+        if not refused:
+            status = 202
+        elif len(answers) > 1:
+            status = 207  # "not all messages have the same status": look at each entry
+        else:
+            status = CODE_HTTP.get(refused[0]["error"]["code"], 400)
+        self.statuses.append(status)
+        return JSONResponse({"messages": answers, "error": None}, status_code=status)
 
     def _one(self, message: Any) -> dict[str, Any]:
         to = message.get("to") if isinstance(message, dict) else None
@@ -174,8 +190,16 @@ class FakeClickatell:
         sender = message.get("from")
         if sender is not None and (not isinstance(sender, str) or not sender):
             return refuse(23, "Invalid or missing parameter: from")
+        validity = message.get("validityPeriod")
+        if validity is not None and (
+            not isinstance(validity, int) or isinstance(validity, bool) or validity < 1
+        ):
+            return refuse(23, "Invalid or missing parameter: validityPeriod")
         if to in self.rejects:
             code, description = self.rejects[to]
+            return refuse(code, description)
+        if sender in self.reject_senders:
+            code, description = self.reject_senders[sender]
             return refuse(code, description)
         message_id = uuid.uuid4().hex
         self.accepted[message_id] = to
