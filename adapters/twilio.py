@@ -25,6 +25,13 @@ Decisions where the research is silent (each also in docs/adapters/twilio.md):
   Twilio's message in ``partnerDetail`` — not a :class:`PermanentError`, which would lose the
   code and, on a multi-message call, fail messages Twilio never judged. Other 4xx
   (404: wrong account or URL, ...) raise :class:`PermanentError`, 401/403 :class:`AuthError`.
+* **Sender refused**: a 400 whose code refuses the ``From`` (21212, 21601, 21606, 21616,
+  21657, 21659, 21660, 21661: :data:`adapters.twilio_codes.SENDER_CODES`, each on
+  twilio.com/docs/api/errors/<code>) is a FAIL with ``reason`` = sender: the worker sends it
+  once more with the account's ``fallback_sender``.
+* **Validity**: ``expireTime`` becomes ``ValidityPeriod``, the seconds left (rounded up),
+  within Twilio's documented 1..36000 (Message resource; error 21624/90007): a message with
+  less than a second left still goes with 1, one expiring after 10 hours goes with 36000.
 * **Sender**: a numeric sender of 7 or more digits is a phone number and gets ``+``; shorter
   numeric senders are short codes and alphanumeric ones sender IDs, both sent as they are. A
   message without a sender on an account without ``messaging_service_sid`` FAILs locally
@@ -50,16 +57,24 @@ Decisions where the research is silent (each also in docs/adapters/twilio.md):
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 import httpx
 
 from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
+from adapters.twilio_codes import (
+    MAX_SEGMENTS,
+    SENDER_CODES,
+    STATUS_MAP,
+    map_status,
+    segments,
+    signature,
+    url_variants,
+    validity_seconds,
+)
 from mta.adapter import (
     AdapterContext,
     AdapterError,
@@ -75,6 +90,7 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
@@ -90,70 +106,17 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 #: Twilio's code for "too many concurrent requests": never processed, always safe to retry.
 THROTTLED_CODE = 20429
 
-#: Twilio Message status → reporter status (protocols.md §3.2 table).
-STATUS_MAP: Mapping[str, ApiStatus] = {
-    "accepted": ApiStatus.WAITING,
-    "scheduled": ApiStatus.WAITING,
-    "queued": ApiStatus.WAITING,
-    "sending": ApiStatus.WAITING,
-    "sent": ApiStatus.WAITING,
-    "delivered": ApiStatus.DELIVERED,
-    "read": ApiStatus.DELIVERED,
-    "undelivered": ApiStatus.FAIL,
-    "failed": ApiStatus.FAIL,
-    "canceled": ApiStatus.FAIL,
-    "partially_delivered": ApiStatus.FAIL,
-}
-
 _T = TypeVar("_T")
 
-
-def map_status(status: str) -> ApiStatus:
-    """A Twilio message status as the reporter's status; unknown ones stay WAITING."""
-    return STATUS_MAP.get(status.strip().lower(), ApiStatus.WAITING)
-
-
-def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
-    """Twilio's request signature: base64(HMAC-SHA1(auth_token, url + sorted key+value pairs)).
-
-    Pairs are sorted by name, then value (a repeated name keeps all its values, in order).
-    """
-    data = url + "".join(key + value for key, value in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def url_variants(url: str) -> list[str]:
-    """``url`` and the same URL with the scheme's default port added or removed."""
-    variants = [url]
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return variants
-    default = {"https": 443, "http": 80}.get(parts.scheme)
-    if default is None or not parts.netloc:
-        return variants
-    if port is None:
-        variants.append(urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")))
-    elif port == default:
-        variants.append(urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])))
-    return variants
-
-
-#: Most parts a concatenated SMS can have.
-MAX_SEGMENTS = 255
-
-
-def _segments(value: Any) -> int:
-    """``num_segments`` (Twilio sends it as a string) as an int; 0 when absent or odd (not a
-    number, negative, or over 255: concatenated SMS have at most 255 parts, and a huge
-    number from a webhook must not reach the stored receipt)."""
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return count if 0 <= count <= MAX_SEGMENTS else 0
+__all__ = [
+    "MAX_SEGMENTS",
+    "SENDER_CODES",
+    "STATUS_MAP",
+    "TwilioAdapter",
+    "map_status",
+    "signature",
+    "url_variants",
+]
 
 
 def _text(value: Any) -> str:
@@ -381,6 +344,9 @@ class TwilioAdapter(HttpAdapter):
         callback = self.callback_url
         if callback:
             form["StatusCallback"] = callback
+        validity = validity_seconds(message.expireTime, self.context.tz)
+        if validity is not None:
+            form["ValidityPeriod"] = str(validity)
         response = await self.call(
             "POST", self._path("/Messages.json"), ok=(200, 201, 400), data=form
         )
@@ -393,6 +359,7 @@ class TwilioAdapter(HttpAdapter):
                     f"{self.error_text(response)}"
                 ),
                 apiStatus=ApiStatus.FAIL,
+                reason=REASON_SENDER if code in SENDER_CODES else "",
             )
         doc = self._json(response)
         sid = _text((doc or {}).get("sid"))
@@ -407,7 +374,7 @@ class TwilioAdapter(HttpAdapter):
                 apiStatus=ApiStatus.FAIL,
             )
         status = _text(doc.get("status")) or "queued"
-        count = _segments(doc.get("num_segments"))
+        count = segments(doc.get("num_segments"))
         if map_status(status) == ApiStatus.FAIL:
             return SmsResult(
                 partnerMessageId=sid,
@@ -496,7 +463,7 @@ class TwilioAdapter(HttpAdapter):
             partnerStatus=status,
             partnerDetail=detail,
             apiStatus=api,
-            smsMessageCount=_segments(doc.get("num_segments")),
+            smsMessageCount=segments(doc.get("num_segments")),
         )
 
     # --- push receipts ------------------------------------------------------------------
@@ -558,7 +525,7 @@ class TwilioAdapter(HttpAdapter):
                 partnerStatus=status,
                 partnerDetail=detail,
                 apiStatus=api,
-                smsMessageCount=_segments(form.get("NumSegments")),
+                smsMessageCount=segments(form.get("NumSegments")),
             )
         ]
 

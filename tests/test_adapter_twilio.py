@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, tzinfo
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.twilio import STATUS_MAP, TwilioAdapter, map_status, signature, url_variants
+from adapters.twilio import (
+    SENDER_CODES,
+    STATUS_MAP,
+    TwilioAdapter,
+    map_status,
+    signature,
+    url_variants,
+)
 from mta.adapter import (
     AdapterContext,
     AuthError,
@@ -22,11 +32,13 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResult,
     SmsSendRequest,
+    format_time,
     pack_result,
 )
 from mta.testing import assert_conformant
@@ -51,8 +63,15 @@ async def fake() -> AsyncIterator[tuple[FakeTwilio, str]]:
         yield partner, url
 
 
-def adapter_for(fake: FakeTwilio, url: str, name: str = "tw-1", **changes: Any) -> TwilioAdapter:
-    return TwilioAdapter(options(fake, url, **changes), AdapterContext(name, 7))
+def adapter_for(
+    fake: FakeTwilio, url: str, name: str = "tw-1", tz: tzinfo = UTC, **changes: Any
+) -> TwilioAdapter:
+    return TwilioAdapter(options(fake, url, **changes), AdapterContext(name, 7, tz=tz))
+
+
+def expire_in(minutes: float, tz: tzinfo = UTC) -> str:
+    """An MMP ``expireTime`` (``yyyyMMddHHmm`` in ``tz``) about ``minutes`` from now."""
+    return format_time(time.time() + minutes * 60, tz)
 
 
 def msg(number: str, text: str = "hello", sender: str = "15005550006") -> SmsMessage:
@@ -204,6 +223,55 @@ async def test_per_message_rejection_is_a_fail_result(fake: tuple[FakeTwilio, st
     assert "messaging_service_sid" in no_sender.partnerDetail
     assert len(partner.sent()) == 2  # the message without a sender never left
     await adapter.destroy()
+
+
+async def test_refused_from_is_marked_for_the_fallback_sender(fake: tuple[FakeTwilio, str]) -> None:
+    partner, url = fake
+    for n, code in enumerate(sorted(SENDER_CODES)):
+        partner.reject_senders[f"BAD{n}"] = code
+    adapter = adapter_for(partner, url)
+    senders = [f"BAD{n}" for n in range(len(SENDER_CODES))]
+    response = await adapter.send(
+        SmsSendRequest([msg(f"1555123{n:04d}", sender=s) for n, s in enumerate(senders)])
+    )
+    refused = await adapter.send(SmsSendRequest([msg("15551230100", sender="INFO")]))
+    partner.rejected.add("+15551230101")
+    to_refused = await adapter.send(SmsSendRequest([msg("15551230101", sender="INFO")]))
+    await adapter.destroy()
+    got = [(r.apiStatus, r.partnerStatus, r.reason) for r in response.results]
+    assert got == [(ApiStatus.FAIL, str(c), REASON_SENDER) for c in sorted(SENDER_CODES)]
+    assert {21212, 21606, 21659}.issubset(SENDER_CODES)
+    assert "Invalid 'From' Phone Number" in response.results[0].partnerDetail
+    assert refused.results[0].apiStatus == ApiStatus.OK
+    # A refused To (21211) is not the sender's fault: no fallback.
+    assert [(r.partnerStatus, r.reason) for r in to_refused.results] == [("21211", "")]
+
+
+async def test_expire_time_becomes_validity_period_in_seconds_within_bounds(
+    fake: tuple[FakeTwilio, str],
+) -> None:
+    partner, url = fake
+    istanbul = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
+    adapter = adapter_for(partner, url, tz=istanbul)
+    response = await adapter.send(
+        SmsSendRequest(
+            [
+                SmsMessage("15551230201", "1 h", "ACME", expireTime=expire_in(60, istanbul)),
+                SmsMessage("15551230202", "1 day", "ACME", expireTime=expire_in(1440, istanbul)),
+                SmsMessage("15551230203", "gone", "ACME", expireTime=expire_in(-3, istanbul)),
+                SmsMessage("15551230204", "none", "ACME"),
+                SmsMessage("15551230205", "utc", "ACME", expireTime=expire_in(300, UTC)),
+            ]
+        )
+    )
+    await adapter.destroy()
+    assert [r.apiStatus for r in response.results] == [ApiStatus.OK] * 5
+    validity = {f["To"]: f.get("ValidityPeriod") for f in partner.sent()}
+    assert 3540 <= int(validity["+15551230201"] or 0) <= 3600
+    assert validity["+15551230202"] == "36000"  # Twilio's maximum, 10 hours
+    assert validity["+15551230203"] == "1"  # below the minimum still goes, with the minimum
+    assert validity["+15551230204"] is None
+    assert 7140 <= int(validity["+15551230205"] or 0) <= 7200  # read in the account's zone
 
 
 async def test_throttled_is_retryable_with_retry_after(fake: tuple[FakeTwilio, str]) -> None:
@@ -562,3 +630,29 @@ async def test_conformance_kit(fake: tuple[FakeTwilio, str]) -> None:
         final_within_s=10.0,
     )
     assert report["secrets"].outcome.value == "pass"
+
+
+async def test_end_to_end_refused_sender_goes_again_with_the_fallback_sender(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partner = FakeTwilio()
+    partner.reject_senders["BADSENDER"] = 21212
+    monkeypatch.setenv("TEST_TWILIO_SID", partner.account_sid)
+    monkeypatch.setenv("TEST_TWILIO_TOKEN", partner.auth_token)
+    async with serve(partner.app) as url:
+        env.accounts(
+            ACCOUNTS.format(url=url, public=PUBLIC).replace(
+                "default = true\n",
+                'default = true\nsender = "BADSENDER"\nfallback_sender = "INFO"\n',
+            )
+        )
+        tail = await env.tail()
+        await env.start("worker", "reporter")
+        mid = await env.publish({"messages": [{"mobileNumber": "15551230301", "text": "hi"}]})
+        (final,) = await tail.wait_finals(1)
+    ok = tail.by_id("OK")[f"{mid}:0"]
+    assert [f.get("From") for f in partner.sent()] == ["BADSENDER", "INFO"]
+    assert "sent with fallback sender 'INFO'" in ok["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in ok["partnerDetail"]
+    assert "Twilio error 21212" in ok["partnerDetail"]
+    assert final["apiStatus"] == "DELIVERED" and final["partnerMessageId"] == ok["partnerMessageId"]

@@ -10,6 +10,9 @@ It behaves as Twilio's documentation says (protocols.md §3.2), at the network e
   (``status`` queued, or accepted with a Messaging Service; ``num_segments`` as a string);
 * ``GET .../Messages/{Sid}.json`` → the Message, whose status advances one step per fetch
   (queued → sending → sent → its fate), or 404 with error 20404;
+* ``From`` refused per :attr:`FakeTwilio.reject_senders` (400 with the given code, e.g. 21212
+  "Invalid 'From' Phone Number"), ``ValidityPeriod`` checked as documented (an integer from 1
+  to 36000 seconds, else 400 with error 21624 "Invalid validity period value");
 * knobs for the documented failure modes: ``throttle`` (429, error 20429, ``Retry-After``),
   ``server_errors`` (500), ``delay_s``, ``rejected`` numbers (400, error 21211) and per-number
   ``fates`` (final status, error code, message; ``"stuck"`` stays ``sent`` forever).
@@ -86,6 +89,7 @@ class FakeTwilio:
     server_errors: int = 0  # the next N requests answer 500
     delay_s: float = 0.0  # every answer waits this long
     rejected: set[str] = field(default_factory=set)  # To numbers answered 400 / 21211
+    reject_senders: dict[str, int] = field(default_factory=dict)  # From → error code (400)
     fates: dict[str, Fate | str] = field(default_factory=dict)  # by To ("+..."), or "stuck"
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[SeenRequest] = field(default_factory=list)
@@ -185,6 +189,19 @@ class FakeTwilio:
             return twilio_error(400, 21603, "A 'From' phone number is required.")
         if not form.get("Body"):
             return twilio_error(400, 21602, "Message body is required.")
+        if sender in self.reject_senders:
+            code = self.reject_senders[sender]
+            return twilio_error(400, code, f"Invalid 'From' Phone Number: {sender}")
+        validity = form.get("ValidityPeriod")
+        if validity is not None and not (
+            validity.isascii() and validity.isdigit() and 1 <= int(validity) <= 36000
+        ):
+            return twilio_error(
+                400,
+                21624,
+                "Validity period can only be set to integers between 1 and 36,000 seconds "
+                "(10 hours max).",
+            )
         callback = form.get("StatusCallback")
         if callback is not None:
             host = urlsplit(callback).hostname or ""
