@@ -91,7 +91,6 @@ import ssl as ssl_module
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from mta import outbox
@@ -99,13 +98,13 @@ from mta.broker import Broker
 from mta.config import Settings, SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
 from mta.smpp import pdu as P
-from mta.smpp.coding import CodingError, concat_info, decode_text
 from mta.smpp.guard import BindLimiter, ConnectionCaps, LogLimiter, SmppLimits
 from mta.smpp.publisher import Entry, Publisher
-from mta.smpp.reassembly import Budget, Reassembly, ReassemblyFull
+from mta.smpp.reassembly import Budget, Reassembly
 from mta.smpp.receipt import MessageState
 from mta.smpp.receipt_router import ReceiptRouter
 from mta.smpp.session import Session, SessionClosed
+from mta.smpp.submit import Refused, SubmitReader
 from mta.smpp.times import TimeError, final_date, parse_smpp_time, to_mmp_time
 from mta.smppclients import Directory, Record, Records
 from mta.store import Outcome, Store
@@ -123,8 +122,6 @@ log = logging.getLogger(__name__)
 
 S = P.CommandStatus
 SERVER_SYSTEM_ID: Final = "mta"
-MAX_TEXT: Final = 1600  # contract.Rules.max_text
-_TEXT_CODINGS: Final = frozenset({0x00, 0x01, 0x03, 0x08})
 
 TX: Final = "transmitter"
 RX: Final = "receiver"
@@ -247,6 +244,7 @@ class SmppServer:
                 limits.reassembly_max_bytes,
             ),
         )
+        self._reader = SubmitReader(self.tz, self._reassembly)
         self._server: asyncio.Server | None = None
         self._batcher: Publisher | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -460,9 +458,10 @@ class SmppServer:
         assert batcher is not None
         if batcher.pending >= batcher.max_pending:
             return P.SubmitSmResp(status=S.ESME_RMSGQFUL)
+        evicted = self._reassembly.evicted(client.system_id)
         try:
-            message, record, parts = self._accept_submit(client, pdu)
-        except _Refused as exc:
+            message, record, parts = self._reader.read(client, pdu)
+        except Refused as exc:
             self.stats["rejected"] += 1
             self._warn(
                 "submit-refused",
@@ -474,117 +473,20 @@ class SmppServer:
                 level=logging.INFO,
             )
             return P.SubmitSmResp(status=exc.status)
+        finally:
+            if self._reassembly.evicted(client.system_id) > evicted:
+                self.stats["parts_evicted"] += 1
+                self._warn(
+                    "reassembly-budget",
+                    "SMPP client %r: oldest incomplete long message dropped (its reassembly "
+                    "budget is full: complete or stop sending parts)",
+                    client.system_id,
+                )
         if message is None:  # a part of a long message: its own id, answered now
             return P.SubmitSmResp(message_id=parts[-1])
         lane = LANE_PRIORITY if pdu.priority_flag > 0 or client.priority else LANE_BULK
         batcher.add(lane, Entry(message, record, parts, session, pdu))
         return None
-
-    def _accept_submit(
-        self, client: SmppClient, pdu: P.SubmitSm
-    ) -> tuple[dict[str, Any] | None, Record, list[str]]:
-        dest = pdu.destination_addr
-        if dest.startswith("+"):
-            dest = dest[1:]
-        if not (7 <= len(dest) <= 15 and dest.isascii() and dest.isdigit() and dest[0] != "0"):
-            raise _Refused(
-                S.ESME_RINVDSTADR,
-                f"destination_addr {pdu.destination_addr!r}: international number, digits only",
-            )
-        sender = pdu.source_addr
-        if sender and (len(sender) > (16 if sender.isdigit() else 11) or not sender.isprintable()):
-            raise _Refused(
-                S.ESME_RINVSRCADR,
-                f"source_addr {sender!r}: alphanumeric up to 11, numeric up to 16 characters",
-            )
-        if pdu.data_coding not in _TEXT_CODINGS:
-            raise _Refused(
-                S.ESME_RSUBMITFAIL, f"data_coding {pdu.data_coding}: only 0, 1, 3 and 8 are texts"
-            )
-        tlvs = pdu.tlvs
-        payload = tlvs.get(P.Tag.MESSAGE_PAYLOAD)
-        if payload is not None and pdu.short_message:
-            raise _Refused(S.ESME_RINVMSGLEN, "short_message and message_payload both given")
-        now = datetime.now(UTC)
-        start = expire = ""
-        try:
-            start_at = parse_smpp_time(pdu.schedule_delivery_time, now)
-        except TimeError as exc:
-            raise _Refused(S.ESME_RINVSCHED, f"schedule_delivery_time {exc}") from None
-        try:
-            expire_at = parse_smpp_time(pdu.validity_period, now)
-        except TimeError as exc:
-            raise _Refused(S.ESME_RINVEXPIRY, f"validity_period {exc}") from None
-        if start_at is not None and start_at > now:
-            start = to_mmp_time(start_at, self.tz)
-        if expire_at is not None:
-            if expire_at <= now or (start_at is not None and expire_at <= start_at):
-                raise _Refused(S.ESME_RINVEXPIRY, f"validity_period {pdu.validity_period} is over")
-            expire = to_mmp_time(expire_at, self.tz)
-        parts: list[str] = []
-        esm = pdu.esm_class
-        if esm & P.EsmClass.UDHI or P.Tag.SAR_TOTAL_SEGMENTS in tlvs:
-            try:
-                info = concat_info(esm, pdu.short_message, tlvs)
-            except CodingError as exc:
-                raise _Refused(S.ESME_RINVMSGLEN, str(exc)) from None
-            data, coding = info.data, pdu.data_coding
-            if info.total > 1:
-                owner = client.system_id
-                evicted = self._reassembly.evicted(owner)
-                try:
-                    done = self._reassembly.add(owner, (pdu.source_addr, dest), info, coding)
-                except ReassemblyFull as exc:
-                    raise _Refused(S.ESME_RMSGQFUL, str(exc)) from None
-                if self._reassembly.evicted(owner) > evicted:
-                    self.stats["parts_evicted"] += 1
-                    self._warn(
-                        "reassembly-budget",
-                        "SMPP client %r: oldest incomplete long message dropped (its "
-                        "reassembly budget is full: complete or stop sending parts)",
-                        owner,
-                    )
-                if isinstance(done, str):  # a part of an incomplete message: its own id
-                    return None, _NO_RECORD, [done]
-                data, coding, parts = done.data, done.data_coding, done.part_ids
-            text = decode_text(data, coding)
-        else:
-            data = pdu.short_message if payload is None else payload
-            text = decode_text(data, pdu.data_coding)
-        if not text:
-            raise _Refused(S.ESME_RINVMSGLEN, "empty message")
-        if len(text) > MAX_TEXT:
-            raise _Refused(S.ESME_RINVMSGLEN, f"{len(text)} characters, the limit is {MAX_TEXT}")
-        message: dict[str, Any] = {
-            "mobileNumber": dest,
-            "text": text,
-            "accountId": client.account_id,
-            "smsType": SmsType.BULK.value,
-        }
-        if sender:
-            message["sender"] = sender
-        if start:
-            message["startTime"] = start
-        if expire:
-            message["expireTime"] = expire
-        record = Record(
-            MessageState.ENROUTE,
-            0,
-            client.system_id,
-            pdu.registered_delivery,
-            pdu.source_addr_ton,
-            pdu.source_addr_npi,
-            pdu.source_addr,
-            pdu.dest_addr_ton,
-            pdu.dest_addr_npi,
-            pdu.destination_addr,
-            int(now.timestamp() * 1000),
-            text[:20],
-            0,
-            parts,
-            client.account_id,
-        )
-        return message, record, parts
 
     # --- query_sm and cancel_sm -----------------------------------------------------------
 
@@ -668,13 +570,3 @@ class SmppServer:
             for s in self.sessions
             if s.context.client is not None and s.context.client.system_id == system_id
         ]
-
-
-_NO_RECORD: Final = Record(0, 0, "", 0, 0, 0, "", 0, 0, "", 0, "")
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail

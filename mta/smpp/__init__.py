@@ -6,8 +6,9 @@ short_message, long messages, reassembly), :mod:`~mta.smpp.receipt` (delivery re
 message id bases), :mod:`~mta.smpp.session` (framing, window, timers over asyncio streams).
 Used by the ``mta smpp-server`` front only: :mod:`~mta.smpp.guard` (abuse limits: binds,
 connections, log floods), :mod:`~mta.smpp.reassembly` (long messages bounded per client),
-:mod:`~mta.smpp.times` (SMPP ↔ MMP times), :mod:`~mta.smpp.publisher` (micro-batches with
-one confirm), :mod:`~mta.smpp.receipt_router` (finals → deliver_sm receipts).
+:mod:`~mta.smpp.times` (SMPP ↔ MMP times), :mod:`~mta.smpp.submit` (submit_sm checks → MMP
+message), :mod:`~mta.smpp.publisher` (micro-batches with one confirm),
+:mod:`~mta.smpp.receipt_router` (finals → deliver_sm receipts).
 
 Why our own and not a library (measured, research/ecosystem.md §6 and §8, one shared 2-core box,
 npm ``smpp`` SMSC simulator on loopback):
