@@ -20,6 +20,15 @@ Decisions where the research is silent:
   ``retry_after`` 1 s (the limit is per second); 5, 10 → :class:`TransientError`; 4, 8 →
   :class:`AuthError`; 9 (no credit) → :class:`PermanentError` telling the operator to top up;
   every other status (2, 3, 6, 7, 12, 15, …) → a FAIL result with ``error-text``.
+* **Sender refused.** Status 15 "Invalid Sender Address" ("Illegal Sender Address -
+  rejected": the sender is not allowed for the destination) and status 3 "Invalid Parameters"
+  whose ``error-text`` names the ``from`` parameter (Vonage "SMS API error codes",
+  https://developer.vonage.com/en/messaging/sms/guides/troubleshooting-sms and
+  https://developer.vonage.com/en/api-errors/sms) are FAIL results with ``reason`` = sender:
+  the worker sends the message once more with the account's ``fallback_sender``.
+* **Validity.** ``expireTime`` becomes ``ttl``, the milliseconds left, within the documented
+  20000..604800000 (Vonage SMS API reference, ``ttl``: default 259200000, 72 hours): a message
+  with less than 20 s left still goes with 20000.
 * **No sender.** Vonage requires ``from``; a message without a sender FAILs locally with a
   detail saying so, without a request.
 * **client-ref** carries the upstream correlation of ``smsType`` (the part after ``|``) when it
@@ -48,8 +57,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import re
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any, ClassVar
 
 import httpx
@@ -71,12 +82,14 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    seconds_until,
 )
 from mta.text import is_gsm7
 
@@ -104,6 +117,29 @@ _THROTTLED = frozenset({"1"})
 _TRANSIENT = frozenset({"5", "10"})
 _AUTH = frozenset({"4", "8"})
 _CREDIT = frozenset({"9"})
+#: Send statuses that refuse the sender (module docstring): 15 always, 3 when it names 'from'.
+_SENDER = frozenset({"15"})
+_INVALID_PARAMETERS = "3"
+_FROM_PARAMETER = re.compile(r"\bfrom\b", re.IGNORECASE)
+
+#: ``ttl`` bounds in milliseconds (module docstring).
+TTL_MIN_MS, TTL_MAX_MS = 20_000, 604_800_000
+
+
+def blames_sender(status: str, error_text: str) -> bool:
+    """Whether a send status refuses the sender (module docstring)."""
+    return status in _SENDER or (
+        status == _INVALID_PARAMETERS and bool(_FROM_PARAMETER.search(error_text))
+    )
+
+
+def ttl_ms(expire_time: str, tz: tzinfo) -> int | None:
+    """``ttl`` for a message expiring at ``expire_time`` (MMP, zone ``tz``): the milliseconds
+    left within [20000, 604800000]; None without an expireTime."""
+    left = seconds_until(expire_time, tz)
+    if left is None:
+        return None
+    return max(TTL_MIN_MS, min(TTL_MAX_MS, math.ceil(left * 1000)))
 
 
 class RedactCredentials(logging.Filter):
@@ -269,6 +305,9 @@ class VonageAdapter(HttpAdapter):
         ref = _client_ref(message.smsType)
         if ref:
             form["client-ref"] = ref
+        ttl = ttl_ms(message.expireTime, self.context.tz)
+        if ttl is not None:
+            form["ttl"] = str(ttl)
         response = await self.call("POST", SEND_PATH, ok=(200,), data=form)
         what = f"account {account!r}: vonage POST {SEND_PATH} to {message.mobileNumber}"
         try:
@@ -329,7 +368,11 @@ class VonageAdapter(HttpAdapter):
                 f"{detail}; the Vonage account has no credit: top it up in the Vonage dashboard; "
                 "the message was not sent"
             )
-        return SmsResult(partnerStatus=status or "?", partnerDetail=text)
+        return SmsResult(
+            partnerStatus=status or "?",
+            partnerDetail=text,
+            reason=REASON_SENDER if blames_sender(status, text) else "",
+        )
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
         """Vonage only pushes DLRs (``meta.receipts`` PUSH), so the reporter never calls this;

@@ -6,8 +6,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 import urllib.parse
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -26,10 +29,12 @@ from mta.adapter import (
 )
 from mta.config import load_accounts
 from mta.contract import (
+    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsSendRequest,
+    format_time,
     pack_result,
 )
 from mta.testing import assert_conformant
@@ -42,11 +47,16 @@ SECRET = "S3cr3tVonage0001"
 SIG_SECRET = "sigsecret-0123456789abcdef0123456789"
 
 
-def adapter(url: str, account: str = "vg-1", **changes: Any) -> VonageAdapter:
+def adapter(url: str, account: str = "vg-1", tz: tzinfo = UTC, **changes: Any) -> VonageAdapter:
     options = {o.name: o.default for o in VonageAdapter.meta.options}
     options.update(url=url, api_key=KEY, api_secret=SECRET, timeout_s=2.0)
     options.update(changes)
-    return VonageAdapter(options, AdapterContext(account, 5))
+    return VonageAdapter(options, AdapterContext(account, 5, tz=tz))
+
+
+def expire_in(minutes: float, tz: tzinfo = UTC) -> str:
+    """An MMP ``expireTime`` (``yyyyMMddHHmm`` in ``tz``) about ``minutes`` from now."""
+    return format_time(time.time() + minutes * 60, tz)
 
 
 def get_dlr(params: dict[str, str]) -> WebhookRequest:
@@ -226,6 +236,62 @@ async def test_per_message_statuses_map_to_results_and_kinds() -> None:
     assert fake.calls == []  # nothing above was accepted
     for detail in details:
         assert SECRET not in detail and "'vg-1'" in detail, detail
+
+
+async def test_refused_sender_is_marked_for_the_fallback_sender() -> None:
+    fake = FakeVonage(KEY, SECRET)
+    fake.sender_statuses = {
+        "BADSENDER": ("15", "Illegal Sender Address - rejected"),
+        "BAD FROM": ("3", "Invalid from param"),
+    }
+    fake.statuses["447700900072"] = ("3", "Invalid to param")
+    async with serve(fake.app) as url:
+        vg = adapter(url)
+        results = [
+            (await vg.send(SmsSendRequest([SmsMessage(n, "hi", sender=s)]))).results[0]
+            for n, s in (
+                ("447700900070", "BADSENDER"),
+                ("447700900071", "BAD FROM"),
+                ("447700900072", "INFO"),
+                ("447700900073", "INFO"),
+            )
+        ]
+        await vg.destroy()
+    got = [(r.apiStatus, r.partnerStatus, r.reason) for r in results]
+    assert got == [
+        (ApiStatus.FAIL, "15", REASON_SENDER),
+        (ApiStatus.FAIL, "3", REASON_SENDER),  # status 3 naming the from parameter
+        (ApiStatus.FAIL, "3", ""),  # status 3 for another parameter is not the sender
+        (ApiStatus.OK, "0", ""),
+    ]
+
+
+async def test_expire_time_becomes_ttl_in_milliseconds_within_bounds() -> None:
+    istanbul = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
+    fake = FakeVonage(KEY, SECRET)
+    cases = {
+        "447700900081": expire_in(30, istanbul),
+        "447700900082": expire_in(10 * 1440, istanbul),
+        "447700900083": expire_in(-2, istanbul),
+        "447700900084": "",
+        "447700900085": expire_in(200, UTC),
+    }
+    async with serve(fake.app) as url:
+        vg = adapter(url, tz=istanbul)
+        for number, expire in cases.items():
+            [result] = (
+                await vg.send(
+                    SmsSendRequest([SmsMessage(number, "hi", sender="ACME", expireTime=expire)])
+                )
+            ).results
+            assert result.apiStatus == ApiStatus.OK, result
+        await vg.destroy()
+    ttl = {call["to"]: call.get("ttl") for call in fake.calls}
+    assert 29 * 60_000 <= int(ttl["447700900081"] or 0) <= 30 * 60_000
+    assert ttl["447700900082"] == "604800000"  # Vonage's maximum, 7 days
+    assert ttl["447700900083"] == "20000"  # below the minimum still goes, with the minimum
+    assert ttl["447700900084"] is None
+    assert 19 * 60_000 <= int(ttl["447700900085"] or 0) <= 20 * 60_000  # read in the zone
 
 
 async def test_http_errors_map_to_kinds_without_secrets() -> None:
@@ -509,3 +575,45 @@ async def test_passes_the_conformance_kit() -> None:
     # skipped; refused credentials are tested above.
     assert report["nok_login"].outcome.value == "skip"
     assert any(c.get("type") == "unicode" for c in fake.calls)  # the kit's Unicode message
+
+
+async def test_end_to_end_refused_sender_goes_again_with_the_fallback_sender(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVonage(KEY, SECRET)
+    fake.sender_statuses["BADSENDER"] = ("15", "Illegal Sender Address - rejected")
+    monkeypatch.setenv("MTA_TEST_VONAGE_KEY", KEY)
+    monkeypatch.setenv("MTA_TEST_VONAGE_SECRET", SECRET)
+    async with serve(fake.app) as url:
+        env.accounts(
+            f"""
+[[account]]
+id = 0
+name = "vg-fb"
+adapter = "vonage"
+default = true
+sender = "BADSENDER"
+fallback_sender = "INFO"
+[account.options]
+url = "{url}"
+api_key = "${{MTA_TEST_VONAGE_KEY}}"
+api_secret = "${{MTA_TEST_VONAGE_SECRET}}"
+timeout_s = 2.0
+"""
+        )
+        tail = await env.tail()
+        await env.start("worker", "reporter")
+        mid = await env.publish({"messages": [{"mobileNumber": "447700900091", "text": "hi"}]})
+        await tail.wait(lambda t: len(t.oks()) == 1)
+        ok = tail.by_id("OK")[f"{mid}:0"]
+        receiver = adapter(url, account="vg-fb")
+        results = await receiver.webhook(get_dlr(fake.dlr(ok["partnerMessageId"], "delivered")))
+        store = await env.store()
+        await store.push_receipts("vg-fb", {r.partnerMessageId: pack_result(r) for r in results})
+        await store.close()
+        (final,) = await tail.wait_finals(1)
+    assert [call["from"] for call in fake.calls] == ["INFO"]  # the refused one was not taken
+    assert "sent with fallback sender 'INFO'" in ok["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in ok["partnerDetail"]
+    assert "Illegal Sender Address" in ok["partnerDetail"]
+    assert final["apiStatus"] == "DELIVERED" and final["messageId"] == f"{mid}:0"

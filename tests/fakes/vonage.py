@@ -6,7 +6,8 @@ it checks them field by field and always answers HTTP 200 with ``{"message-count
 [...]}``: status "0" per part (one entry per SMS part, each with its own ``message-id``) or the
 documented error status and ``error-text`` (2 missing, 3 invalid, 4 bad credentials, …).
 ``GET /account/get-balance`` checks ``api_key``/``api_secret`` (401 when wrong). Tests steer it
-with :attr:`FakeVonage.statuses` (per-number send status), :meth:`FakeVonage.answer_next`
+with :attr:`FakeVonage.statuses` (per-number send status), :attr:`FakeVonage.sender_statuses`
+(per-``from`` send status), :meth:`FakeVonage.answer_next`
 (scripted HTTP answers: 429 with Retry-After, 500, …) and :attr:`FakeVonage.delay_s`.
 :meth:`FakeVonage.dlr` builds a delivery receipt as Vonage pushes it, signed with the account's
 signature secret (SHA-256 HMAC) when the fake has one.
@@ -71,6 +72,7 @@ class FakeVonage:
         self.api_secret = api_secret
         self.signature_secret = signature_secret
         self.statuses: dict[str, tuple[str, str]] = {}  # to → (status, error-text)
+        self.sender_statuses: dict[str, tuple[str, str]] = {}  # from → (status, error-text)
         self.script: list[Scripted] = []
         self.delay_s = 0.0
         self.calls: list[dict[str, str]] = []  # accepted send requests
@@ -155,10 +157,17 @@ class FakeVonage:
         callback = params.get("callback")
         if callback is not None and not callback.startswith(("http://", "https://")):
             return _error("23", "Invalid Callback Url")
+        ttl = params.get("ttl")
+        if ttl is not None and not (
+            ttl.isascii() and ttl.isdigit() and 20_000 <= int(ttl) <= 604_800_000
+        ):
+            return _error("3", "Invalid ttl param")
         if to in self.statuses:
             status, text = self.statuses[to]
             if status != "0":
                 return _error(status, text)
+        if params["from"] in self.sender_statuses:
+            return _error(*self.sender_statuses[params["from"]])
         self.calls.append(params)
         parts = max(1, smstext.segment_count(params["text"]))
         messages = []
