@@ -9,6 +9,17 @@ Send
     request cheap). Each of our messages becomes one ``messages[]`` entry with one destination,
     whose ``messageId`` we choose, so every result is matched by id, never by position.
 
+Validity
+    A message's ``expireTime`` becomes ``validityPeriod``: "the message validity period in
+    minutes ... longer than 48h is not supported (it will be automatically set to 48h)"
+    (Infobip API reference, "Send SMS message", ``POST /sms/2/text/advanced``). Minutes left,
+    rounded up, within [1, 2880]: a message with less than a minute left still goes with 1.
+
+Sender refused
+    REJECTED_SOURCE (id 11, "Invalid Source address") and REJECTED_SENDER (id 13, sender
+    blocklisted) — Infobip "Response status and error codes" — are FAILs with ``reason`` =
+    sender: the worker sends the message once more with the account's ``fallback_sender``.
+
 Our message ids
     ``mta<token>-<i>``: ``token`` is 20 random hex digits per Send call, ``i`` the message's
     index in the call; the top-level ``bulkId`` is ``mta<token>-a<attempt>``. The worker
@@ -49,10 +60,12 @@ Errors
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -80,6 +93,7 @@ from mta.contract import (
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    seconds_until,
 )
 
 SEND_PATH = "/sms/2/text/advanced"
@@ -101,6 +115,17 @@ DUPLICATE_MESSAGE_ID = 23
 #: account) and REJECTED_SENDER (13, sender blocklisted). The worker retries such a FAIL once
 #: with the account's ``fallback_sender``.
 SENDER_REJECTIONS = {11: "REJECTED_SOURCE", 13: "REJECTED_SENDER"}
+#: ``validityPeriod`` bounds in minutes (module docstring).
+VALIDITY_MIN, VALIDITY_MAX = 1, 48 * 60
+
+
+def validity_minutes(expire_time: str, tz: tzinfo) -> int | None:
+    """``validityPeriod`` for a message expiring at ``expire_time`` (MMP, zone ``tz``): the
+    minutes left, rounded up, within [1, 2880]; None without an expireTime."""
+    left = seconds_until(expire_time, tz)
+    if left is None:
+        return None
+    return max(VALIDITY_MIN, min(VALIDITY_MAX, math.ceil(left / 60)))
 
 
 def map_status(group_id: int, status_id: int, name: str = "") -> ApiStatus:
@@ -317,6 +342,9 @@ class InfobipAdapter(HttpAdapter):
             }
             if message.sender:
                 entry["from"] = message.sender
+            validity = validity_minutes(message.expireTime, self.context.tz)
+            if validity is not None:
+                entry["validityPeriod"] = validity
             if notify:
                 entry["notifyUrl"] = notify
                 entry["notifyContentType"] = "application/json"

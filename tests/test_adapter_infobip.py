@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -29,6 +32,7 @@ from mta.contract import (
     SmsMessage,
     SmsReportRequest,
     SmsSendRequest,
+    format_time,
     pack_result,
     unpack_result,
 )
@@ -46,11 +50,16 @@ class Partner:
     fake: FakeInfobip
     url: str
 
-    def adapter(self, account: str = "ib-1", **changes: Any) -> InfobipAdapter:
+    def adapter(self, account: str = "ib-1", tz: tzinfo = UTC, **changes: Any) -> InfobipAdapter:
         options = {o.name: o.default for o in InfobipAdapter.meta.options}
         options.update(url=self.url, api_key=KEY, timeout_s=2.0)
         options.update(changes)
-        return InfobipAdapter(options, AdapterContext(account, 7))
+        return InfobipAdapter(options, AdapterContext(account, 7, tz=tz))
+
+
+def expire_in(minutes: float, tz: tzinfo = UTC) -> str:
+    """An MMP ``expireTime`` (``yyyyMMddHHmm`` in ``tz``) about ``minutes`` from now."""
+    return format_time(time.time() + minutes * 60, tz)
 
 
 @pytest.fixture
@@ -137,6 +146,37 @@ async def test_sender_rejection_is_marked_for_the_fallback_sender(partner: Partn
     partner.fake.rejects["905330000304"] = "REJECTED_DESTINATION"
     other = await partner.adapter().send(request("905330000304"))
     assert other.results[0].apiStatus == ApiStatus.FAIL and other.results[0].reason == ""
+
+
+async def test_expire_time_becomes_validity_period_in_minutes_within_bounds(
+    partner: Partner,
+) -> None:
+    istanbul = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
+    adapter = partner.adapter(tz=istanbul)
+    expires = [
+        expire_in(45, istanbul),
+        expire_in(5 * 1440, istanbul),
+        expire_in(-1, istanbul),
+        "",
+        expire_in(300, UTC),  # read in the account's zone: three hours less
+    ]
+    numbers = [f"90533000040{n}" for n in range(len(expires))]
+    response = await adapter.send(
+        SmsSendRequest(
+            [
+                SmsMessage(n, "hi", sender="ACME", expireTime=e)
+                for n, e in zip(numbers, expires, strict=True)
+            ]
+        )
+    )
+    await adapter.destroy()
+    assert [r.apiStatus for r in response.results] == [ApiStatus.OK] * len(numbers)
+    sent = [m.get("validityPeriod") for m in partner.fake.bodies[0]["messages"]]
+    assert sent[0] in (44, 45)
+    assert sent[1] == 2880  # Infobip's 48 hours
+    assert sent[2] == 1  # below the minimum still goes, with the minimum
+    assert sent[3] is None
+    assert sent[4] in (119, 120)
 
 
 async def test_callback_url_and_token_are_told_to_infobip(partner: Partner) -> None:
@@ -508,3 +548,28 @@ async def test_end_to_end_through_worker_and_reporter(
     assert by_number["905330000201"]["accountId"] == 7
     assert by_number["905330000201"]["partnerMessageId"] == oks["905330000201"]["partnerMessageId"]
     assert by_number["905330000202"]["partnerStatus"] == "UNDELIVERABLE_NOT_DELIVERED"
+
+
+async def test_end_to_end_refused_sender_goes_again_with_the_fallback_sender(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeInfobip(api_key=KEY)
+    fake.reject_senders["BADSENDER"] = "REJECTED_SOURCE"
+    monkeypatch.setenv("IB_TEST_API_KEY", KEY)
+    async with serve(fake.app) as url:
+        env.accounts(
+            ACCOUNTS.format(url=url).replace(
+                'fallback_sender = "ACMEALT"', 'sender = "BADSENDER"\nfallback_sender = "INFO"'
+            )
+        )
+        tail = await env.tail()
+        await env.start("worker", "reporter")
+        body = {"messages": [{"mobileNumber": "905330000501", "text": "hi", "accountId": 7}]}
+        mid = await env.publish(body)
+        (final,) = await tail.wait_finals(1)
+    ok = tail.by_id("OK")[f"{mid}:0"]
+    assert [m.get("from") for b in fake.bodies for m in b["messages"]] == ["BADSENDER", "INFO"]
+    assert "sent with fallback sender 'INFO'" in ok["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in ok["partnerDetail"]
+    assert "REJECTED_SOURCE" in ok["partnerDetail"]
+    assert final["apiStatus"] == "DELIVERED" and final["partnerMessageId"] == ok["partnerMessageId"]

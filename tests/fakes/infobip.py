@@ -4,7 +4,8 @@ Serve :attr:`FakeInfobip.app` with ``tests.httpserver.serve``. It implements, as
 documentation describes them (research/protocols.md §3.1):
 
 * ``POST /sms/2/text/advanced`` — checks ``Authorization: App <key>`` and the body field by
-  field (answering 400 ``BAD_REQUEST`` with ``validationErrors`` when wrong), answers
+  field (``validityPeriod``: a positive integer of minutes; Infobip sets more than 48 h to
+  48 h), answering 400 ``BAD_REQUEST`` with ``validationErrors`` when wrong; answers
   ``{"bulkId", "messages": [{"to", "status", "messageId"}]}`` with a PENDING status per
   accepted destination, a REJECTED status for numbers in :attr:`FakeInfobip.rejects` and
   senders in :attr:`FakeInfobip.reject_senders`, and ``REJECTED_DUPLICATE_MESSAGE_ID`` for a
@@ -149,7 +150,14 @@ FAULT_TEXT = {
     403: ("FORBIDDEN", "Forbidden"),
 }
 
-MESSAGE_FIELDS = {"from", "destinations", "text", "notifyUrl", "notifyContentType"}
+MESSAGE_FIELDS = {
+    "from",
+    "destinations",
+    "text",
+    "notifyUrl",
+    "notifyContentType",
+    "validityPeriod",
+}
 TOP_FIELDS = {"bulkId", "messages"}
 
 
@@ -397,6 +405,11 @@ def check_send_body(doc: Any) -> dict[str, list[str]]:
             not isinstance(notify, str) or not notify.startswith(("http://", "https://"))
         ):
             bad(f"{where}.notifyUrl", "must be an http(s) URL")
+        validity = message.get("validityPeriod")
+        if validity is not None and (
+            not isinstance(validity, int) or isinstance(validity, bool) or validity < 1
+        ):
+            bad(f"{where}.validityPeriod", "must be a positive integer (minutes)")
         content_type = message.get("notifyContentType")
         if content_type is not None and content_type not in ("application/json", "application/xml"):
             bad(f"{where}.notifyContentType", "must be application/json or application/xml")
