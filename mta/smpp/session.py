@@ -80,6 +80,7 @@ CloseHook = Callable[["Session", "BaseException | None"], None]
 _READ_CHUNK: Final = 1 << 16
 _HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
 _NO_ANSWER: Final = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
+_MAX_DEFERRED: Final = 1 << 16  # requests tracked for unbind; beyond, unbind waits for none
 _SLICE_S: Final = 0.0005  # seconds of handling PDUs before the read loop yields to others
 _WARNINGS: Final = LogLimiter(burst=20, window_s=60.0)  # protocol warnings, process-wide
 
@@ -512,7 +513,7 @@ class Session:
             self._answer_error(pdu, cid)
             return
         if result is None:
-            if cid not in _NO_ANSWER:
+            if cid not in _NO_ANSWER and len(self._deferred) < _MAX_DEFERRED:
                 self._deferred.add(pdu.sequence)  # the owner answers it later with reply()
             return
         if isinstance(result, Pdu):
