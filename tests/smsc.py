@@ -1,13 +1,13 @@
 """A small test SMSC on 127.0.0.1 whose PDUs are encoded and decoded by smpplib, not our codec.
 
 Configurable per test: credentials, answer statuses (a queue of statuses for the next submits,
-per-destination statuses, or one status for everything), a response delay, dropping every
-connection after the N-th submit without answering what is outstanding, receipts
-(deliver_sm, esm_class 0x04) in text form and/or TLV form with message ids in hex or decimal
-(submit_sm_resp and receipts may use different bases), and query_sm answers. It records
-binds, connections, every submit_sm (with the most outstanding at once per connection), the
-long messages it reassembled from UDH (parsed here, byte by byte), SAR TLVs or
-message_payload, the receipts' deliver_sm_resp statuses and the queries.
+per-destination or per-source statuses, or one status for everything), a response delay,
+dropping every connection after the N-th submit without answering what is outstanding,
+receipts (deliver_sm, esm_class 0x04) in text form and/or TLV form with message ids in hex or
+decimal (submit_sm_resp and receipts may use different bases), and query_sm answers. It records
+binds, connections, every submit_sm (with its validity_period, and the most outstanding at once
+per connection), the long messages it reassembled from UDH (parsed here, byte by byte), SAR
+TLVs or message_payload, the receipts' deliver_sm_resp statuses and the queries.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Submit:
     payload: bytes | None
     sar: tuple[int, int, int] | None
     udh: bytes | None
+    validity_period: str = ""
     message_id: str = ""
     status: int = ROK
 
@@ -126,6 +127,7 @@ class TestSmsc:
         self.response_delay = response_delay
         self.statuses: list[int] = []  # answers for the next submits, in order
         self.status_for: dict[str, int] = {}  # destination → status
+        self.status_for_source: dict[str, int] = {}  # source_addr → status (ESME_RINVSRCADR)
         self.always: int | None = None  # every submit answered this status
         self.bind_status: int | None = None  # every bind answered this status
         self.drop_after: int | None = None  # drop all connections at the N-th submit
@@ -280,6 +282,7 @@ class TestSmsc:
             payload=pdu.message_payload,
             sar=sar,
             udh=udh,
+            validity_period=_s(pdu.validity_period),
         )
         self.submits.append(submit)
         conn.outstanding += 1
@@ -307,7 +310,9 @@ class TestSmsc:
         elif self.statuses:
             status = self.statuses.pop(0)
         else:
-            status = self.status_for.get(submit.destination_addr, ROK)
+            status = self.status_for.get(
+                submit.destination_addr, self.status_for_source.get(submit.source_addr, ROK)
+            )
         submit.status = status
         if status != ROK:
             self._send(conn, "submit_sm_resp", sequence=pdu.sequence, status=status)

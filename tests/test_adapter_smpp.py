@@ -10,13 +10,16 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
 
 from adapters.smpp import SmppAdapter
+from adapters.smpp.validity import MAX_S, relative_time
 from mta.adapter import AdapterContext, ReceiptSink, ThrottledError, TransientError
 from mta.contract import (
     REASON_SENDER,
@@ -24,8 +27,10 @@ from mta.contract import (
     SmsMessage,
     SmsReportRequest,
     SmsSendRequest,
+    format_time,
     unpack_result,
 )
+from mta.smpp.times import parse_smpp_time
 from mta.store import Store
 from mta.testing import assert_conformant
 from tests.conftest import REDIS_URL, Env
@@ -61,7 +66,9 @@ async def store() -> AsyncIterator[Store]:
     await shared.close()
 
 
-def make(smsc: TestSmsc, store: Store | None = None, **changes: Any) -> SmppAdapter:
+def make(
+    smsc: TestSmsc, store: Store | None = None, tz: tzinfo = UTC, **changes: Any
+) -> SmppAdapter:
     options: dict[str, Any] = {o.name: o.default for o in SmppAdapter.meta.options}
     options.update(
         host="127.0.0.1",
@@ -76,7 +83,7 @@ def make(smsc: TestSmsc, store: Store | None = None, **changes: Any) -> SmppAdap
     sink = ReceiptSink(ACCOUNT)
     if store is not None:
         sink.bind(store)
-    return SmppAdapter(options, AdapterContext(ACCOUNT, 9, sink))
+    return SmppAdapter(options, AdapterContext(ACCOUNT, 9, sink, tz))
 
 
 def batch(*numbers: str, text: str = "hello", sender: str = "ACME") -> SmsSendRequest:
@@ -494,6 +501,53 @@ async def test_permanent_statuses_fail_with_their_name(smsc: TestSmsc) -> None:
     await adapter.destroy()
 
 
+def test_relative_validity_period_format_and_bounds() -> None:
+    assert relative_time(90) == "000000000130000R"
+    assert relative_time(2 * 86400 + 3 * 3600 + 4 * 60 + 5) == "000002030405000R"
+    assert relative_time(0) == relative_time(-50) == "000000000001000R"  # at least 1 s
+    assert relative_time(10**9) == relative_time(MAX_S) == "000099235959000R"
+    now = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
+    moment = parse_smpp_time(relative_time(5000), now)  # our SMPP server's parser agrees
+    assert moment == now + timedelta(seconds=5000)
+
+
+async def test_expire_time_becomes_a_relative_validity_period(smsc: TestSmsc) -> None:
+    istanbul = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
+    adapter = make(smsc, tz=istanbul)
+    assert await adapter.login("")
+    soon = format_time(time.time() + 90 * 60, istanbul)
+    utc = format_time(time.time() + 240 * 60, UTC)  # read in the account's zone: 3 h less
+    gone = format_time(time.time() - 120, istanbul)
+    request = SmsSendRequest(
+        [
+            SmsMessage("905330000851", "soon", sender="ACME", expireTime=soon),
+            SmsMessage("905330000852", LONG_GSM, sender="ACME", expireTime=soon),
+            SmsMessage("905330000853", "none", sender="ACME"),
+            SmsMessage("905330000854", "utc", sender="ACME", expireTime=utc),
+            SmsMessage("905330000855", "gone", sender="ACME", expireTime=gone),
+        ]
+    )
+    sent = await adapter.send(request)
+    await adapter.destroy()
+    assert [r.apiStatus for r in sent.results] == [ApiStatus.OK] * 5
+    by_dest: dict[str, list[str]] = {}
+    for submit in smsc.submits:
+        by_dest.setdefault(submit.destination_addr, []).append(submit.validity_period)
+    now = datetime.now(UTC)
+
+    def left(value: str) -> float:
+        moment = parse_smpp_time(value, now)
+        assert moment is not None and value.endswith("R"), value
+        return (moment - now).total_seconds()
+
+    assert 89 * 60 <= left(by_dest["905330000851"][0]) <= 90 * 60
+    long_parts = by_dest["905330000852"]
+    assert len(long_parts) >= 3 and len(set(long_parts)) == 1  # every part the same validity
+    assert by_dest["905330000853"] == [""]  # none: the SMSC's default
+    assert 59 * 60 <= left(by_dest["905330000854"][0]) <= 60 * 60
+    assert by_dest["905330000855"] == ["000000000001000R"]  # passed: the minimum, 1 s
+
+
 async def test_sender_ton_npi_and_mo_messages(smsc: TestSmsc) -> None:
     adapter = make(smsc)
     assert await adapter.login("")
@@ -602,3 +656,35 @@ async def test_end_to_end_receipts_drive_the_finals(
     assert finals[dests[0]]["partnerMessageId"] == oks[dests[0]]["partnerMessageId"]
     assert smsc.receipts_sent and all(a == 0 for _, _, a in smsc.receipts_sent)
     assert not smsc.queries  # receipts, not query_sm, drove the finals
+
+
+async def test_end_to_end_refused_sender_goes_again_with_the_fallback_sender(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smsc = TestSmsc({"acct": PW}, submit_id_base="hex", receipt_id_base="dec", receipt_delay=0.2)
+    smsc.status_for_source["BADSENDER"] = RINVSRCADR
+    await smsc.start()
+    monkeypatch.setenv("SMPP_TEST_PASSWORD", PW)
+    try:
+        env.accounts(
+            ACCOUNTS.format(port=smsc.port).replace(
+                "default = true\n",
+                'default = true\nsender = "BADSENDER"\nfallback_sender = "INFO"\n',
+            )
+        )
+        tail = await env.tail()
+        await env.start("worker", "reporter")
+        body = {"messages": [{"mobileNumber": "905330001101", "text": "hi", "accountId": 9}]}
+        mid = await env.publish(body)
+        (final,) = await tail.wait_finals(1, timeout=20)
+    finally:
+        await smsc.stop()
+    ok = tail.by_id("OK")[f"{mid}:0"]
+    assert [(s.source_addr, s.status) for s in smsc.submits] == [
+        ("BADSENDER", RINVSRCADR),
+        ("INFO", 0),
+    ]
+    assert "sent with fallback sender 'INFO'" in ok["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in ok["partnerDetail"]
+    assert "ESME_RINVSRCADR" in ok["partnerDetail"]
+    assert final["apiStatus"] == "DELIVERED" and final["partnerMessageId"] == ok["partnerMessageId"]

@@ -2,9 +2,11 @@
 
 Send turns every message into one submit_sm per part (GSM-7 ``data_coding`` 0 when the text
 fits the GSM alphabet, else UCS-2 8; long texts as ``long_messages`` says: UDH, SAR TLVs or
-one ``message_payload``; ``registered_delivery`` 0x01 on every part) and puts all the parts of
-the batch in flight together, spread over the account's bound sessions, each session keeping at
-most ``window`` unanswered. Answers (protocols.md §1.8, :func:`mta.smpp.pdu.classify_status`):
+one ``message_payload``; ``registered_delivery`` 0x01 on every part; ``validity_period`` the
+time left until ``expireTime`` in SMPP's relative form, :mod:`adapters.smpp.validity`) and puts
+all the parts of the batch in flight together, spread over the account's bound sessions, each
+session keeping at most ``window`` unanswered. Answers (protocols.md §1.8,
+:func:`mta.smpp.pdu.classify_status`):
 
 * ESME_ROK → the part is accepted; the message is OK when all its parts are, with the first
   part's id (normalised, see :class:`~adapters.smpp.receipts.IdRules`) as partnerMessageId.
@@ -64,6 +66,7 @@ from adapters.smpp.client import (
     open_session,
 )
 from adapters.smpp.receipts import IdRules, ReceiptBook, combine
+from adapters.smpp.validity import validity_period
 from mta.adapter import (
     AdapterContext,
     AdapterMeta,
@@ -370,6 +373,7 @@ class SmppAdapter:
             return job
         ton, npi = self._source(sender)
         priority = 1 if message.priority.lower() in ("yes", "true", "1", "y") else 0
+        validity = validity_period(message.expireTime, self.context.tz)
         for n, part in enumerate(parts, 1):
             pdu = SubmitSm(
                 service_type=self.service_type,
@@ -382,6 +386,7 @@ class SmppAdapter:
                 esm_class=part.esm_class,
                 priority_flag=priority,
                 registered_delivery=1,
+                validity_period=validity,
                 data_coding=part.data_coding,
                 short_message=part.short_message,
                 tlvs=part.tlvs,
