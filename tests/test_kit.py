@@ -33,6 +33,7 @@ from mta.adapter import (
 )
 from mta.config import ConfigError
 from mta.contract import (
+    REASON_RETRY,
     REASON_SENDER,
     ApiStatus,
     SmsReportRequest,
@@ -64,7 +65,9 @@ STATUS: dict[FailureKind, int] = {"transient": 503, "throttled": 429, "permanent
 class Fine:
     """A well-behaved adapter over an in-memory partner; the broken ones below change one thing.
 
-    The partner fails every call with ``Fine.outage`` (an HTTP-like status) while it is set.
+    The partner knows every id it issued (``Fine.issued``, shared by every instance as a
+    partner is), and fails every call with ``Fine.outage`` (an HTTP-like status) while it is
+    set. Every call yields to the event loop once, as a network call does.
     """
 
     meta: ClassVar[AdapterMeta] = AdapterMeta(
@@ -77,11 +80,11 @@ class Fine:
         max_batch=50,
     )
     outage: ClassVar[int | None] = None
+    issued: ClassVar[set[str]] = set()
 
     def __init__(self, options: Mapping[str, Any], context: AdapterContext) -> None:
         self.token = options["token"]
         self.context = context
-        self.known: set[str] = set()
         self.ids = itertools.count()
 
     def kind(self, status: int) -> AdapterError:
@@ -93,34 +96,35 @@ class Fine:
             return AuthError("fine: 401 bad token")
         return PermanentError(f"fine: {status} bad request")
 
-    def partner(self) -> None:
+    async def partner(self) -> None:
+        await asyncio.sleep(0)
         if Fine.outage is not None:
             raise self.kind(Fine.outage)
 
     async def login(self, secret_key: str) -> bool:
-        self.partner()
-        return secret_key == "good-secret"
+        await self.partner()
+        return secret_key == "good-secret" and self.token == TOKEN
 
     def accept(self) -> SmsResult:
         pid = f"fine-{id(self):x}-{next(self.ids)}"
-        self.known.add(pid)
+        Fine.issued.add(pid)
         return SmsResult(pid, "ACCEPTED", "", ApiStatus.OK)
 
     async def send(self, request: SmsSendRequest) -> SmsResponse:
-        self.partner()
+        await self.partner()
         return SmsResponse(results=[self.accept() for _ in request.messages])
 
     def state(self, pid: str) -> SmsResult:
-        if pid in self.known:
+        if pid in Fine.issued:
             return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
         return SmsResult(pid, "UNKNOWN", "fine: no such message", ApiStatus.FAIL)
 
     async def report(self, request: SmsReportRequest) -> SmsResponse:
-        self.partner()
+        await self.partner()
         return SmsResponse(results=[self.state(pid) for pid in request.messages])
 
     async def destroy(self) -> None:
-        self.known.clear()
+        pass
 
 
 def make_partner_fail(kind: FailureKind | None) -> None:
@@ -131,11 +135,13 @@ def make_partner_fail(kind: FailureKind | None) -> None:
 def healthy_partner() -> Iterator[None]:
     yield
     Fine.outage = None
+    Fine.issued.clear()
 
 
 SETTINGS: dict[str, Any] = {
     "secret_key": "good-secret",
     "bad_secret_key": "wrong-secret",
+    "bad_options": {"token": "tok-refused-by-the-partner"},
     "make_partner_fail": make_partner_fail,
     "final_within_s": 1.0,
     "call_timeout_s": 2.0,
@@ -205,7 +211,7 @@ async def test_run_all_can_skip_checks_and_report_reads_well() -> None:
     assert report["report"].outcome is Outcome.SKIP
     assert report["report"].message == "skipped by the caller"
     text = str(report)
-    assert text.splitlines()[0] == "conformance of adapter 'fine': 7 passed, 0 failed, 2 skipped"
+    assert text.splitlines()[0] == "conformance of adapter 'fine': 8 passed, 0 failed, 2 skipped"
     assert "  PASS  send " in text
     with pytest.raises(KeyError, match="no check 'nope'"):
         report["nope"]
@@ -242,7 +248,7 @@ class IllegalReportStatus(Fine):
 
 class SameIdTwice(Fine):
     def accept(self) -> SmsResult:
-        self.known.add("fine-same")
+        Fine.issued.add("fine-same")
         return SmsResult("fine-same", "ACCEPTED", "", ApiStatus.OK)
 
 
@@ -280,21 +286,21 @@ class DeliversUnknownIds(Fine):
 
 class ChokesOnUnknownIds(Fine):
     async def report(self, request: SmsReportRequest) -> SmsResponse:
-        if any(pid not in self.known for pid in request.messages):
+        if any(pid not in Fine.issued for pid in request.messages):
             raise PermanentError("fine: unknown message id in the request")
         return await super().report(request)
 
 
 class AcceptsAnyKey(Fine):
     async def login(self, secret_key: str) -> bool:
-        return True
+        return self.token == TOKEN
 
 
 class TransientNok(Fine):
     async def login(self, secret_key: str) -> bool:
         if secret_key != "good-secret":
             raise TransientError("fine: login refused")
-        return True
+        return await super().login(secret_key)
 
 
 class LeaksInRepr(Fine):
@@ -390,6 +396,94 @@ class RaisingProbe(Fine):
         return "yes"
 
 
+class RemembersInMemory(Fine):
+    """Knows only the ids this instance sent: a reporter process would know none of them."""
+
+    def __init__(self, options: Mapping[str, Any], context: AdapterContext) -> None:
+        super().__init__(options, context)
+        self.mine: set[str] = set()
+
+    def accept(self) -> SmsResult:
+        result = super().accept()
+        self.mine.add(result.partnerMessageId)
+        return result
+
+    def state(self, pid: str) -> SmsResult:
+        if pid in self.mine:
+            return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
+        return SmsResult(pid, "UNKNOWN", "fine: no such message", ApiStatus.FAIL)
+
+
+class OneCallAtATime(Fine):
+    """A client that breaks when two calls overlap."""
+
+    busy = False
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        if self.busy:
+            raise RuntimeError("connection already in use")
+        self.busy = True
+        try:
+            await asyncio.sleep(0.01)
+            return await super().send(request)
+        finally:
+            self.busy = False
+
+
+class PerCallState(Fine):
+    """Keeps the batch being sent on the instance: concurrent calls answer each other's."""
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        self.batch = request.messages
+        await asyncio.sleep(0.01)
+        return SmsResponse(results=[self.accept() for _ in self.batch])
+
+
+class SmallBatchesOnly(Fine):
+    """Declares max_batch 50 but the partner takes at most 10 per request."""
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        if len(request.messages) > 10:
+            raise PermanentError("fine: 400 at most 10 messages per request")
+        return await super().send(request)
+
+
+class RetryWithAnId(Fine):
+    """Asks for a resend of a message the partner gave an id to (it would arrive twice)."""
+
+    async def send(self, request: SmsSendRequest) -> SmsResponse:
+        response = await super().send(request)
+        first = response.results[0]
+        first.apiStatus, first.partnerStatus, first.reason = ApiStatus.FAIL, "QUEUED", REASON_RETRY
+        return response
+
+
+class ReasonOnReport(Fine):
+    def state(self, pid: str) -> SmsResult:
+        result = super().state(pid)
+        if result.apiStatus is ApiStatus.FAIL:
+            result.reason = REASON_RETRY
+        return result
+
+
+class StrangeReason(Fine):
+    def accept(self) -> SmsResult:
+        return SmsResult("", "REJECTED", "fine: later", ApiStatus.FAIL, reason="later")
+
+
+class IgnoresItsToken(Fine):
+    """Logs in OK whatever its token: refused credentials would show only at the first send."""
+
+    async def login(self, secret_key: str) -> bool:
+        await self.partner()
+        return secret_key == "good-secret"
+
+
+class StarArgs(Fine):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+
 BROKEN: list[tuple[type[Fine], str, list[str]]] = [
     (WrongCount, "send", ["answered 4 results for 5 messages", "one to one"]),
     (IllegalSendStatus, "send", ["apiStatus is DELIVERED", "send() may answer only OK, FAIL"]),
@@ -431,7 +525,26 @@ BROKEN: list[tuple[type[Fine], str, list[str]]] = [
     (BadMeta, "meta", ["meta.max_batch is 0"]),
     (PushWithoutWebhook, "meta", ["receipts is push, but PushWithoutWebhook has no"]),
     (RaisingProbe, "probes", ["test_connection() raised TransientError", "answered 'yes'"]),
-]
+    # item 8: report() is asked on a second instance
+    (RemembersInMemory, "report", ["sending instance answers DELIVERED for 3 accepted ids",
+                                   "second instance answered FAIL", "no per-message state"]),
+    # item 9: concurrent calls, a full max_batch
+    (OneCallAtATime, "concurrency", ["raised RuntimeError: connection already in use",
+                                     "8 calls at once"]),
+    (PerCallState, "concurrency", ["answered 7 results for 1 message", "one to one"]),
+    (SmallBatchesOnly, "concurrency", ["send(50 messages) raised PermanentError",
+                                       "at most 10 messages per request"]),
+    # item 10: REASON_SENDER and REASON_RETRY only where they make sense
+    (RetryWithAnId, "send", ["reason is REASON_RETRY, yet partnerMessageId is 'fine-",
+                             "the recipient gets it twice"]),
+    (ReasonOnReport, "unknown_ids", ["reason is 'retry' on a report() answer"]),
+    (StrangeReason, "send", ["reason is 'later'", "REASON_RETRY ('retry')"]),
+    # item 11: credentials refused through the options
+    (IgnoresItsToken, "nok_login", ["login(secret_key) with bad_options answered True (OK)"]),
+    # item 14: a constructor the registry cannot read
+    (StarArgs, "meta", ["StarArgs() takes *args, **kwargs", "AdapterContext is lost"]),
+    (StarArgs, "send", ["building the adapter raised TypeError: StarArgs() takes *args"]),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -466,7 +579,7 @@ async def test_a_declared_kind_raised_for_an_unknown_id_alone_is_allowed() -> No
         meta = replace(Fine.meta, name="one-id", pattern=SendPattern.LOOP)
 
         async def report(self, request: SmsReportRequest) -> SmsResponse:
-            if request.messages[0] not in self.known:
+            if request.messages[0] not in Fine.issued:
                 raise PermanentError("fine: no such message")
             return await super().report(request)
 
@@ -487,13 +600,8 @@ class PushesReceipts(Fine):
         await self.context.receipts.push(finals)
         return response
 
-    def state(self, pid: str) -> SmsResult:
-        if pid in self.known:
-            return SmsResult(pid, "DELIVRD", "", ApiStatus.DELIVERED)
-        return SmsResult(pid, "UNKNOWN", "fine: no such message", ApiStatus.FAIL)
-
     async def report(self, request: SmsReportRequest) -> SmsResponse:
-        self.partner()
+        await self.partner()
         return SmsResponse(
             results=[SmsResult(pid, "ENROUTE", "", ApiStatus.WAITING) for pid in request.messages]
         )
@@ -516,6 +624,124 @@ async def test_a_pull_adapter_that_pushes_receipts_fails_report() -> None:
     assert report["report"].failed
     assert "meta.receipts is pull, so the reporter never reads them" in report["report"].message
     assert "no final state after 1 s (answers: WAITING)" in report["report"].message
+
+
+# --- the rules the guide states, each caught -------------------------------------------------
+
+
+async def test_report_runs_on_a_second_instance_and_state_shared_through_the_context_counts() -> (
+    None
+):
+    """Item 8: what an adapter keeps through context.receipts.remember is shared by every
+    instance (Redis in the MTA), so such an adapter passes; one keeping ids in memory fails."""
+
+    class RemembersThroughTheContext(RemembersInMemory):
+        async def send(self, request: SmsSendRequest) -> SmsResponse:
+            response = await super().send(request)
+            ids = {r.partnerMessageId: b"1" for r in response.results}
+            await self.context.receipts.remember(ids, ttl_s=60)
+            return response
+
+        async def report(self, request: SmsReportRequest) -> SmsResponse:
+            self.mine |= set(await self.context.receipts.recall(request.messages))
+            return await super().report(request)
+
+    report = await kit(RemembersThroughTheContext).run_all()
+    assert report.ok, str(report)
+    assert "answered by a second instance (DELIVERED)" in report["report"].message
+    assert not (await kit(RemembersInMemory).run_all()).ok
+
+
+async def test_calls_overlap_up_to_max_concurrency_with_a_full_batch() -> None:
+    """Item 9: the kit makes max_concurrency send() and report() calls at once."""
+    in_flight = {"send": 0, "report": 0}
+    peak = {"send": 0, "report": 0}
+    sizes: list[int] = []
+
+    class Counts(Fine):
+        meta = replace(Fine.meta, name="counts", max_concurrency=4, max_batch=20)
+
+        async def _measure(self, call: str) -> None:
+            in_flight[call] += 1
+            peak[call] = max(peak[call], in_flight[call])
+            await asyncio.sleep(0.02)
+            in_flight[call] -= 1
+
+        async def send(self, request: SmsSendRequest) -> SmsResponse:
+            sizes.append(len(request.messages))
+            await self._measure("send")
+            return await super().send(request)
+
+        async def report(self, request: SmsReportRequest) -> SmsResponse:
+            await self._measure("report")
+            return await super().report(request)
+
+    report = await kit(Counts).run_all()
+    assert report.ok, str(report)
+    assert peak == {"send": 4, "report": 4}
+    assert 20 in sizes  # a full max_batch
+    assert "4 send() calls at once, one of a full 20" in report["concurrency"].message
+
+
+async def test_retry_later_is_a_legal_reason_on_a_fail_never_accepted() -> None:
+    """Item 10: REASON_RETRY on a FAIL without a partnerMessageId passes, like REASON_SENDER."""
+
+    class RetriesLater(Fine):
+        async def send(self, request: SmsSendRequest) -> SmsResponse:
+            response = await super().send(request)
+            response.results[0] = SmsResult(
+                "", "NOT_SUBMITTED", "fine: window full", ApiStatus.FAIL, reason=REASON_RETRY
+            )
+            if len(response.results) > 1:
+                response.results[1] = SmsResult(
+                    "", "BAD_SENDER", "fine: sender refused", ApiStatus.FAIL, reason=REASON_SENDER
+                )
+            return response
+
+    report = await kit(RetriesLater).run_all()
+    assert report.ok, str(report)
+    assert "3 of 5 messages (batch) accepted" in report["send"].message
+
+
+async def test_credentials_refused_through_the_options_log_in_nok() -> None:
+    """Item 11: bad_options builds an instance the partner refuses; login must be NOK."""
+    report = await kit(Fine, bad_secret_key=None).run_all()
+    assert report.ok, str(report)
+    message = report["nok_login"].message
+    assert message == (
+        "login(secret_key) with bad_options answered NOK; the core never calls send() or "
+        "report() then"
+    )
+    assert "secret option 'token' of bad_options" in report["secrets"].message
+    with pytest.raises(ValueError, match=r"bad_options: .* pass the adapter class"):
+        Conformance(lambda: Fine(OPTIONS, AdapterContext("a", 1)), OPTIONS, bad_options={})
+
+
+async def test_checks_are_skipped_by_name_from_the_one_call_runners() -> None:
+    """Item 14: skip= works on check_adapter and assert_conformant, with or without reasons."""
+    report = await check_adapter(
+        Fine, OPTIONS, skip={"concurrency": "the sandbox allows one call at a time"}, **SETTINGS
+    )
+    assert report.ok, str(report)
+    assert report["concurrency"].outcome is Outcome.SKIP
+    assert report["concurrency"].message == (
+        "skipped by the caller: the sandbox allows one call at a time"
+    )
+    # a check that fails is not run when skipped, so the adapter passes
+    passed = await assert_conformant(OneCallAtATime, OPTIONS, skip=["concurrency"], **SETTINGS)
+    assert passed["concurrency"].message == "skipped by the caller"
+    with pytest.raises(AssertionError, match="FAIL  concurrency"):
+        await assert_conformant(OneCallAtATime, OPTIONS, **SETTINGS)
+    with pytest.raises(ValueError, match=r"no check.* concurency"):
+        await check_adapter(Fine, OPTIONS, skip=["concurency"], **SETTINGS)
+    with pytest.raises(ValueError, match="not the string"):
+        await check_adapter(Fine, OPTIONS, skip="concurrency", **SETTINGS)
+
+
+def test_a_constructor_with_star_args_is_refused_with_the_reason() -> None:
+    """Item 14: the registry cannot tell what *args/**kwargs take; build() says so."""
+    with pytest.raises(TypeError, match=r"StarArgs\(\) takes \*args, \*\*kwargs: the registry"):
+        build(StarArgs, OPTIONS)
 
 
 # --- building as the registry does ---------------------------------------------------------
