@@ -727,15 +727,23 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
 @click.option("--to", "number", default="", help="Also send a real test message to NUMBER.")
 @click.option("--text", default="sms-mta test message", show_default=True)
 @click.option(
+    "--sender",
+    default=None,
+    help="With --to: the test message's sender (default: the account's sender).",
+)
+@click.option(
     "--wait",
     "wait_s",
     default=30.0,
     show_default=True,
     help="With --to: seconds to poll Report for the final state.",
 )
-def accounts_test(settings: Settings, name: str, number: str, text: str, wait_s: float) -> None:
+def accounts_test(
+    settings: Settings, name: str, number: str, text: str, sender: str | None, wait_s: float
+) -> None:
     """Test account NAME: TestConnection, TestCredentials, TestProxy, Login, and with --to a
-    real test message. One pass/fail line each; exit status 1 when any fails."""
+    real test message from --sender (default: the account's sender), as the worker would send
+    it. One pass/fail line each; exit status 1 when any fails."""
     from mta.service import build_registry
 
     try:
@@ -748,7 +756,13 @@ def accounts_test(settings: Settings, name: str, number: str, text: str, wait_s:
         raise click.ClickException(f"no account named {name!r} (accounts: {known})")
     ok = _run(
         _accounts_test(
-            runtime.adapter, runtime.account.secret_key, number, text, wait_s, runtime.scrub
+            runtime.adapter,
+            runtime.account.secret_key,
+            number,
+            text,
+            wait_s,
+            runtime.scrub,
+            runtime.account.sender if sender is None else sender,
         )
     )
     if not ok:
@@ -762,6 +776,7 @@ async def _accounts_test(
     text: str,
     wait_s: float,
     scrub: Callable[[str], str],
+    sender: str = "",
 ) -> bool:
     import time
 
@@ -809,19 +824,22 @@ async def _accounts_test(
             line(False, "send", str(exc))
             return False
         try:
-            response = await adapter.send(SmsSendRequest([SmsMessage(digits, text)]))
+            response = await adapter.send(SmsSendRequest([SmsMessage(digits, text, sender=sender)]))
         except Exception as exc:
             line(False, "send", getattr(exc, "detail", None) or repr(exc))
             return False
+        sent_from = f" from {sender!r}" if sender else " without a sender"
         result = response.results[0] if response.results else None
         if result is None or result.apiStatus.value != "OK":
             line(
                 False,
                 "send",
-                f"{result.partnerStatus} {result.partnerDetail}" if result else "no result",
+                f"{result.partnerStatus} {result.partnerDetail}{sent_from}"
+                if result
+                else "no result",
             )
             return False
-        line(True, "send", f"accepted, partner id {result.partnerMessageId}")
+        line(True, "send", f"accepted{sent_from}, partner id {result.partnerMessageId}")
         deadline = time.monotonic() + wait_s
         status = "WAITING"
         while time.monotonic() < deadline:

@@ -491,3 +491,50 @@ async def test_reports_count_and_idle_timeout_end_the_tail(env: Env) -> None:
     assert code == 0, err
     assert idle.lines == []
     assert time.monotonic() - started < 10
+
+
+# --- accounts test ----------------------------------------------------------------------------
+
+
+async def test_accounts_test_sends_with_the_accounts_sender_or_the_given_one(env: Env) -> None:
+    # Twilio refuses a message without From (21603); the adapter does not even send it. So
+    # `accounts test --to` must send with the account's sender, or with --sender.
+    from tests.fakes.twilio import FakeTwilio
+    from tests.httpserver import serve
+
+    fake = FakeTwilio()
+    async with serve(fake.app) as url:
+        env.accounts(f"""
+[[account]]
+id = 0
+name = "tw"
+adapter = "twilio"
+default = true
+sender = "15005550006"
+[account.options]
+url = "{url}"
+account_sid = "{fake.account_sid}"
+auth_token = "{fake.auth_token}"
+timeout_s = 2.0
+""")
+        code, out, err = await run_mta(
+            env, "accounts", "test", "tw", "--to", "15551230001", "--wait", "0"
+        )
+        assert code == 0, out + err
+        assert "PASS  send: accepted from '15005550006', partner id SM" in out
+        code, out, err = await run_mta(
+            env, "accounts", "test", "tw", "--to", "15551230002", "--sender", "INFO", "--wait", "0"
+        )
+        assert code == 0, out + err
+        assert "PASS  send: accepted from 'INFO'" in out
+        fake.reject_senders["BAD"] = 21212
+        code, out, err = await run_mta(
+            env, "accounts", "test", "tw", "--to", "15551230003", "--sender", "BAD", "--wait", "0"
+        )
+        assert code == 1 and "FAIL  send: 21212" in out and "from 'BAD'" in out
+    assert [(f["To"], f["From"]) for f in fake.sent()] == [
+        ("+15551230001", "+15005550006"),
+        ("+15551230002", "INFO"),
+        ("+15551230003", "BAD"),
+    ]
+    assert fake.auth_token not in out + err
