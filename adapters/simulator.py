@@ -4,6 +4,11 @@ Stateless by design, so any reporter process can answer Report for any message: 
 message id carries the submission time and the message's fate. Every decision is a hash of
 (seed, number, text), so a run is deterministic for a given ``seed`` whatever the order or the
 process that sends; messages with the same number and text share their fate.
+
+With ``push_receipts = true`` it behaves like a partner that pushes its receipts (an SMSC's
+deliver_sm, a webhook): each accepted message's final is pushed through the adapter's
+:class:`~mta.adapter.ReceiptSink` ``report_delay_s`` after the Send, and Report is never asked
+(this instance's receipts mode is ``push``). ``mta bench --push`` measures that path.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import os
 import time
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
-from mta.adapter import AdapterMeta, OptionSpec, SendPattern
+from mta.adapter import AdapterContext, AdapterMeta, OptionSpec, ReceiptMode, SendPattern
 from mta.contract import (
     ApiStatus,
     SmsReportRequest,
@@ -49,13 +55,21 @@ class SimulatorAdapter:
             OptionSpec("report_delay_s", float, default=2.0, description="when the final is known"),
             OptionSpec("latency_ms", float, default=0.0, description="added to each call"),
             OptionSpec("seed", str, default="", description="fixes every decision; '' = random"),
+            OptionSpec(
+                "push_receipts",
+                bool,
+                default=False,
+                description="push each final after report_delay_s instead of answering Report",
+            ),
         ),
         pattern=SendPattern.BATCH,
         max_batch=1000,
         max_concurrency=16,
     )
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, options: Mapping[str, Any], context: AdapterContext | None = None
+    ) -> None:
         self.accept_ratio = float(options.get("accept_ratio", 1.0))
         self.deliver_ratio = float(options.get("deliver_ratio", 0.95))
         self.report_delay_s = float(options.get("report_delay_s", 2.0))
@@ -68,6 +82,12 @@ class SimulatorAdapter:
         self._ids = itertools.count()
         self._run = os.urandom(4).hex()  # partner ids stay unique across processes
         self.logged_in = False
+        self.context = context
+        self.pushes = bool(options.get("push_receipts", False)) and context is not None
+        if self.pushes:  # this instance's partner pushes: the reporter never polls it
+            # The instance's metadata (what the worker and reporter read) says so.
+            self.__dict__["meta"] = replace(type(self).meta, receipts=ReceiptMode.PUSH)
+        self._pushing: set[asyncio.Task[None]] = set()
 
     async def login(self, secret_key: str) -> bool:
         # A secret key of "nok" answers NOK, so tests can exercise a refused login.
@@ -84,12 +104,15 @@ class SimulatorAdapter:
         results = []
         seed, accept = self.seed, self.accept_ratio
         prefix, suffix, ids = f"sim-{self._run}-", f"-{now_ms:x}", self._ids
+        accepted: list[str] = []
         for message in request.messages:
             key = f"{message.mobileNumber}|{message.text}"
             if accept >= 1.0 or (accept > 0.0 and _draw(seed, "accept|" + key) < accept):
                 fate = "-d" if self._fate(key) else "-f"
                 pid = f"{prefix}{next(ids):x}{fate}{suffix}"
                 results.append(SmsResult(pid, "ACCEPTED", "", _OK))
+                if self.pushes:
+                    accepted.append(pid)
             else:
                 results.append(
                     SmsResult(
@@ -98,16 +121,29 @@ class SimulatorAdapter:
                         apiStatus=ApiStatus.FAIL,
                     )
                 )
+        if accepted:
+            task = asyncio.create_task(self._push_later(accepted))
+            self._pushing.add(task)
+            task.add_done_callback(self._pushing.discard)
         return SmsResponse(partnerPacketId="", results=results)
+
+    async def _push_later(self, pids: list[str]) -> None:
+        """Push the finals of one Send's accepted messages once they are known."""
+        await asyncio.sleep(self.report_delay_s)
+        assert self.context is not None
+        answer = await self.report(SmsReportRequest("", pids), at_ms=float("inf"))
+        await self.context.receipts.push(answer.results)
 
     def _fate(self, key: str) -> bool:
         """True when the message will end DELIVERED."""
         ratio = self.deliver_ratio
         return ratio >= 1.0 or (ratio > 0.0 and _draw(self.seed, "deliver|" + key) < ratio)
 
-    async def report(self, request: SmsReportRequest) -> SmsResponse:
-        await self._latency()
-        now_ms = time.time() * 1000
+    async def report(self, request: SmsReportRequest, at_ms: float = 0.0) -> SmsResponse:
+        """The messages' states now (or at ``at_ms``, epoch ms: the push uses their end)."""
+        if not at_ms:
+            await self._latency()
+        now_ms = at_ms or time.time() * 1000
         delay_ms = self.report_delay_s * 1000
         results = []
         for pid in request.messages:
@@ -151,6 +187,8 @@ class SimulatorAdapter:
 
     async def destroy(self) -> None:
         self.logged_in = False
+        for task in list(self._pushing):
+            task.cancel()
 
     async def test_connection(self) -> bool:
         return True

@@ -41,6 +41,7 @@ deliver_ratio = 0.95
 report_delay_s = {delay}
 latency_ms = 0
 seed = "bench"
+push_receipts = {push}
 """
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -57,6 +58,7 @@ class BenchConfig:
     window: int = 64
     rate: float = 0.0  # messages/s to publish at; 0 = as fast as confirms allow
     stall_s: float = 60.0
+    push: bool = False  # the simulator pushes its finals (receipts) instead of answering polls
 
 
 def _proc_cpu(pid: int) -> float:
@@ -103,6 +105,16 @@ def _cpu_of(pids: list[int]) -> float:
     return total
 
 
+def _receipt_time(partner_id: str, delay_s: float) -> float | None:
+    """When the simulator knew a message's final (epoch s): its submission time, carried in
+    its partner id, plus the report delay; the moment a partner would push the receipt."""
+    parts = partner_id.split("-")
+    try:
+        return int(parts[4], 16) / 1000 + delay_s
+    except (IndexError, ValueError):
+        return None
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -115,6 +127,8 @@ class _Follow:
     sent_at: dict[str, float]
     ok_lat: list[float] = field(default_factory=list)
     final_lat: list[float] = field(default_factory=list)
+    receipt_lat: list[float] = field(default_factory=list)
+    report_delay_s: float = 0.0
     first_ok: float = 0.0
     last_ok: float = 0.0
     first_final: float = 0.0
@@ -135,10 +149,15 @@ class _Follow:
         self.seen += 1
         if self.seen % 10 == 0:
             lat = self.ok_lat if is_ok else self.final_lat
+            wall = time.time()
             for result in orjson.loads(body)["results"]:
                 sent = self.sent_at.get(result["messageId"].rsplit(":", 1)[0])
                 if sent is not None:
                     lat.append(now - sent)
+                if not is_ok:
+                    known = _receipt_time(result["partnerMessageId"], self.report_delay_s)
+                    if known is not None:
+                        self.receipt_lat.append(wall - known)
         if is_ok:
             self.ok_count += n
             self.first_ok = self.first_ok or now
@@ -155,7 +174,10 @@ async def run_bench(settings: Settings, config: BenchConfig) -> str:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     tmp = Path(tempfile.mkdtemp(prefix="mta-bench-"))
     accounts = tmp / "accounts.toml"
-    accounts.write_text(ACCOUNTS.format(delay=config.report_delay_s), encoding="utf-8")
+    accounts.write_text(
+        ACCOUNTS.format(delay=config.report_delay_s, push=str(config.push).lower()),
+        encoding="utf-8",
+    )
     settings = replace(settings, prefix=prefix, accounts=str(accounts))
     topology = Topology(prefix)
     broker = Broker(settings.amqp_url, topology)
@@ -164,6 +186,8 @@ async def run_bench(settings: Settings, config: BenchConfig) -> str:
     env = dict(os.environ, MTA_PREFIX=prefix, MTA_ACCOUNTS=str(accounts),
                MTA_AMQP_URL=settings.amqp_url, MTA_REDIS_URL=settings.redis_url,
                MTA_POLL_FIRST_S=str(max(0.2, config.report_delay_s)), MTA_POLL_MAX_S="2")
+    if config.push:  # the default polls (10 s, then backing off): receipts must not wait for them
+        env.update(MTA_POLL_FIRST_S="10", MTA_POLL_MAX_S="300")
     procs: list[asyncio.subprocess.Process] = []
     roles: list[str] = []
     log = (tmp / "processes.log").open("wb")
@@ -211,7 +235,7 @@ async def _measure(
     procs: list[asyncio.subprocess.Process], roles: list[str],
 ) -> str:
     total = config.total - config.total % config.batch or config.batch
-    follow = _Follow(sent_at={}, total=total)
+    follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s)
     connection = await aio_pika.connect_robust(settings.amqp_url)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=1000)
@@ -236,7 +260,7 @@ async def _measure(
             for p in procs:
                 with contextlib.suppress(OSError):
                     rss[p.pid].append(_proc_rss_mb(p.pid))
-            count, size = await store.pending_footprint()
+            count, size = await store.pending_footprint(["bench"] if config.push else [])
             if count > 1000:
                 pending_samples.append((count, size))
 
@@ -286,7 +310,8 @@ async def _measure(
     lines = [
         f"mta bench: {total:,} messages in batches of {config.batch}, "
         f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
-        f"report delay {config.report_delay_s:g} s"
+        f"report delay {config.report_delay_s:g} s, receipts "
+        f"{'pushed' if config.push else 'polled'}"
         + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced"),
         f"  publish (confirms)       {total / (published - started):>10,.0f} msg/s",
         f"  into the adapter (OK)    {oks / max(1e-9, follow.last_ok - started):>10,.0f} msg/s"
@@ -300,12 +325,16 @@ async def _measure(
         f"  publish→final   p50 {_pct(follow.final_lat, .5) * 1000:8.1f} ms"
         f"   p99 {_pct(follow.final_lat, .99) * 1000:8.1f} ms"
         f"   (includes the {config.report_delay_s:g} s report delay)",
+        f"  receipt→final   p50 {_pct(follow.receipt_lat, .5) * 1000:8.1f} ms"
+        f"   p99 {_pct(follow.receipt_lat, .99) * 1000:8.1f} ms"
+        "   (from when the partner knew the final state)",
         f"  CPU, MTA processes       {cpu / max(1, finals) * 1000:>10.3f} s per 1,000 messages",
         f"  CPU, whole machine       {machine / max(1, finals) * 1000:>10.3f} s per 1,000 messages"
         " (incl. RabbitMQ, Redis, this client)",
         *(f"  CPU, local {name:<13} {cpu_s / max(1, finals) * 1000:>10.3f} s per 1,000 messages"
           for name, cpu_s in service_cpu.items() if services[name]),
-        f"  Redis per pending msg    {per_pending:>10.0f} bytes (pending hash + due + lease, "
+        f"  Redis per pending msg    {per_pending:>10.0f} bytes (pending hash + due + lease"
+        f"{' + partner index' if config.push else ''}, "
         f"at up to {peak_pending:,} pending)",
         f"  wall time                {ended - started:>10.1f} s",
     ]

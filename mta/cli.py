@@ -946,6 +946,13 @@ async def _status(settings: Settings, as_json: bool) -> None:
     help="Publish at this many messages/s (0 = as fast as possible); paced runs "
     "measure latency without a backlog.",
 )
+@click.option(
+    "--push/--poll",
+    default=False,
+    show_default=True,
+    help="Simulator pushes each final as a receipt (as an SMSC or a webhook does) instead of "
+    "answering Report polls.",
+)
 def bench(
     settings: Settings,
     total: int,
@@ -954,6 +961,7 @@ def bench(
     workers: int,
     reporters: int,
     rate: float,
+    push: bool,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
 
@@ -971,6 +979,7 @@ def bench(
         workers=workers,
         reporters=reporters,
         rate=rate,
+        push=push,
     )
     report = _run(run_bench(settings, config))
     click.echo(report)

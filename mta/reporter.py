@@ -131,7 +131,8 @@ class Reporter:
             )
         )
         finals: dict[str, ReportResult] = {}
-        waits: list[tuple[str, int]] = []
+        waits: list[tuple[str, int, str]] = []
+        pushes = self._pushes()
         for mid, record in records.items():
             answer = answers.get(f"{record.account}\x00{record.partner_id}")
             status = answer.apiStatus if answer is not None else ApiStatus.WAITING
@@ -155,10 +156,21 @@ class Reporter:
             else:
                 age = now_ms - record.submitted_ms
                 step = min(max(age, self.first_ms), self.max_ms)
-                waits.append((mid, min(now_ms + step, record.deadline_ms)))
+                # A receipt pushed while this round ran makes the message due at once.
+                receipt = (
+                    self.store.receipt_key(record.account, record.partner_id)
+                    if record.account in pushes
+                    else ""
+                )
+                waits.append((mid, min(now_ms + step, record.deadline_ms), receipt))
         while True:
             entries = outbox.entries(self.topology, "r", finals.values())
-            lost = await self.store.finish(claim.token, list(finals), waits, entries)
+            partners = [
+                (records[mid].account, records[mid].partner_id)
+                for mid in finals
+                if records[mid].account in pushes
+            ]
+            lost = await self.store.finish(claim.token, list(finals), waits, entries, partners)
             if not lost:
                 break
             log.warning(
@@ -172,6 +184,15 @@ class Reporter:
         await self._drop_receipts(records, finals)
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
+
+    def _pushes(self) -> frozenset[str]:
+        """Names of the accounts whose partner pushes receipts (their pending messages are in
+        the partner index, and may be made due by a receipt at any time)."""
+        return frozenset(
+            name
+            for name, runtime in self.registry.by_name.items()
+            if runtime.meta.receipts != ReceiptMode.PULL
+        )
 
     async def _drop_receipts(self, records: dict[str, Pending], finals: dict[str, Any]) -> None:
         """Pushed receipts that produced a final are spent (their TTL covers any left over)."""

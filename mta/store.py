@@ -17,6 +17,9 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:lease``         zset  messageId → lease token (epoch µs of lease end, random low digits).
                             Claimed messages live here; an expired lease goes back to ``due``.
 ``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
+``P:pidx:<account>``  hash  partnerId → messageId of the pending messages of an account whose
+                            partner pushes receipts: a pushed receipt makes its message due at
+                            once (the reporter publishes its final within a poll round).
 ``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
 ``P:rcptix:<account>``  zset  partnerId → expiry (epoch ms) of each stored receipt of the
@@ -42,7 +45,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -149,8 +152,11 @@ return {ids, redis.call('HMGET', KEYS[3], unpack(ids))}
 """
 
 # KEYS lease, due, pending, outbox, outbox_due; ARGV token, outbox_due_ms, nf, finals...,
-# nw, (id, due_ms)..., then (entry, payload) pairs. Commits only if every final is still ours;
-# otherwise changes nothing and returns the finals whose lease was lost.
+# nw, (id, due_ms, receipt key or '')..., np, (partner index key, partner id)..., then
+# (entry, payload) pairs. Commits only if every final is still ours; otherwise changes nothing
+# and returns the finals whose lease was lost. A waiting message whose receipt was pushed while
+# it was leased is due at once (its receipt key exists now). Keys named in ARGV share the
+# prefix's hash tag (one slot).
 _FINISH = """
 local token = tonumber(ARGV[1])
 local nf = tonumber(ARGV[3])
@@ -168,15 +174,20 @@ if nf > 0 then
 end
 local base = 4 + nf
 local nw = tonumber(ARGV[base])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if nw > 0 then
   local waits = {}
-  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 2 * j] end
+  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 3 * j] end
   local scores = redis.call('ZMSCORE', KEYS[1], unpack(waits))
   local again, mine = {}, {}
   for j, s in ipairs(scores) do
     if s and tonumber(s) == token then
+      local at = ARGV[base + 2 + 3 * (j - 1)]
+      local rk = ARGV[base + 3 + 3 * (j - 1)]
+      if rk ~= '' and redis.call('EXISTS', rk) == 1 then at = now end
       mine[#mine + 1] = waits[j]
-      again[#again + 1] = ARGV[base + 2 + 2 * (j - 1)]
+      again[#again + 1] = at
       again[#again + 1] = waits[j]
     end
   end
@@ -185,11 +196,30 @@ if nw > 0 then
     redis.call('ZADD', KEYS[2], unpack(again))
   end
 end
-for k = base + 1 + 2 * nw, #ARGV, 2 do
+local pbase = base + 1 + 3 * nw
+local np = tonumber(ARGV[pbase])
+for k = pbase + 1, pbase + 2 * np, 2 do
+  redis.call('HDEL', ARGV[k], ARGV[k + 1])
+end
+for k = pbase + 1 + 2 * np, #ARGV, 2 do
   redis.call('HSET', KEYS[4], ARGV[k], ARGV[k + 1])
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[k])
 end
 return {}
+"""
+
+# KEYS due; ARGV pairs of (message id, receipt key). Run in the worker's MULTI right after its
+# pending records: a receipt that was pushed before the record existed makes its message due
+# at once (the partner was faster than our write).
+_DUE_IF_RECEIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+  end
+end
+return 0
 """
 
 # KEYS[1] rate key; ARGV now_ms, ms per message, messages, longest wait (ms).
@@ -308,6 +338,8 @@ class Outcome:
     held: dict[str, int]
     held_data: dict[str, bytes]
     outbox: dict[str, bytes]
+    #: account → partner id → message id, for accounts whose partner pushes receipts
+    partners: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -341,6 +373,7 @@ class Store:
         self._release = client.register_script(_RELEASE)
         self._reserve = client.register_script(_RESERVE)
         self._cancel = client.register_script(_CANCEL)
+        self._due_if_receipt = client.register_script(_DUE_IF_RECEIPT)
 
     @classmethod
     def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
@@ -416,6 +449,16 @@ class Store:
         if outcome.pending:
             pipe.hset(self.k_pending, mapping=outcome.pending)  # type: ignore[arg-type]
             pipe.zadd(self.k_due, outcome.due)
+        if outcome.partners:
+            early: list[str] = []
+            for account, ids in outcome.partners.items():
+                pipe.hset(self.partner_index_key(account), mapping=ids)  # type: ignore[arg-type]
+                for partner_id, message_id in ids.items():
+                    early += (message_id, self.receipt_key(account, partner_id))
+            # Queued in the MULTI (awaiting a pipeline command only queues it).
+            await self._due_if_receipt(
+                keys=[self.k_due], args=early, client=pipe
+            )
         if outcome.held:
             pipe.zadd(self.k_held, outcome.held)
             pipe.hset(self.k_held_data, mapping=outcome.held_data)  # type: ignore[arg-type]
@@ -497,13 +540,21 @@ class Store:
         self,
         token: int,
         finals: Sequence[str],
-        waits: Sequence[tuple[str, int]],
+        waits: Sequence[tuple[str, int, str]],
         outbox: dict[str, bytes],
+        partners: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """Commit a poll round; returns finals whose lease was lost (nothing changed then)."""
+        """Commit a poll round; returns finals whose lease was lost (nothing changed then).
+
+        ``waits`` are (message id, next poll, receipt key or ''): a message whose receipt was
+        pushed meanwhile is due at once. ``partners`` are (account, partner id) of finals whose
+        partner index entry goes with them."""
         args: list[Any] = [token, now_ms() + OUTBOX_GRACE_MS, len(finals), *finals, len(waits)]
-        for message_id, due in waits:
-            args += (message_id, due)
+        for message_id, due, receipt in waits:
+            args += (message_id, due, receipt)
+        args.append(len(partners))
+        for account, partner_id in partners:
+            args += (self.partner_index_key(account), partner_id)
         for entry, payload in outbox.items():
             args += (entry, payload)
         lost = await self._finish(
@@ -535,10 +586,12 @@ class Store:
 
     # --- pushed receipts --------------------------------------------------------------
     # KEYS[1] the account's receipt index, KEYS[2..] receipt keys; ARGV[1] ttl (s), ARGV[2]
-    # cap (-1 = none), then per receipt its partner id and packed result. Drops expired index
-    # entries (their keys expired with them), then stores each receipt whose key is free while
-    # the account holds fewer than cap; returns {stored, refused at the cap}. Redis's own clock
-    # times both the key and its index entry.
+    # cap (-1 = none), ARGV[3] the account's partner index, ARGV[4] the due index, then per
+    # receipt its partner id and packed result. Drops expired index entries (their keys expired
+    # with them), then stores each receipt whose key is free while the account holds fewer than
+    # cap, and makes the pending message it belongs to (partner index) due now, so a reporter
+    # publishes its final at once; returns {stored, refused at the cap}. Redis's own clock times
+    # the key, its index entry and the due time.
     _PUSH_RECEIPTS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -551,9 +604,11 @@ local stored, refused = 0, 0
 for i = 2, #KEYS do
   if cap >= 0 and live >= cap then
     if redis.call('EXISTS', KEYS[i]) == 0 then refused = refused + 1 end
-  elseif redis.call('SET', KEYS[i], ARGV[2 * i], 'EX', ttl, 'NX') then
-    live = live + redis.call('ZADD', KEYS[1], expiry, ARGV[2 * i - 1])
+  elseif redis.call('SET', KEYS[i], ARGV[2 * i + 2], 'EX', ttl, 'NX') then
+    live = live + redis.call('ZADD', KEYS[1], expiry, ARGV[2 * i + 1])
     stored = stored + 1
+    local mid = redis.call('HGET', ARGV[3], ARGV[2 * i + 1])
+    if mid then redis.call('ZADD', ARGV[4], 'XX', 'LT', now, mid) end
   end
 end
 if stored > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
@@ -562,6 +617,9 @@ return {stored, refused}
 
     def receipt_key(self, account: str, partner_id: str) -> str:
         return f"{self.tag}:rcpt:{account}:{partner_id}"
+
+    def partner_index_key(self, account: str) -> str:
+        return f"{self.tag}:pidx:{account}"
 
     def receipt_index_key(self, account: str) -> str:
         return f"{self.tag}:rcptix:{account}"
@@ -584,7 +642,12 @@ return {stored, refused}
         if script is None:
             script = self.__dict__["_push_script"] = self.r.register_script(self._PUSH_RECEIPTS)
         keys = [self.receipt_index_key(account)]
-        args: list[Any] = [RECEIPT_TTL_S, -1 if cap is None else max(0, cap)]
+        args: list[Any] = [
+            RECEIPT_TTL_S,
+            -1 if cap is None else max(0, cap),
+            self.partner_index_key(account),
+            self.k_due,
+        ]
         for partner_id, packed in receipts.items():
             keys.append(self.receipt_key(account, partner_id))
             args += (partner_id, packed)
@@ -640,12 +703,14 @@ return {stored, refused}
         pending, due, lease, held, outbox = await pipe.execute()
         return {"pending": pending, "due": due, "leased": lease, "held": held, "outbox": outbox}
 
-    async def pending_footprint(self) -> tuple[int, int]:
-        """(pending messages, bytes of the pending hash + due and lease indexes), read in one
-        MULTI so both describe the same moment (for ``mta bench``)."""
+    async def pending_footprint(self, accounts: Sequence[str] = ()) -> tuple[int, int]:
+        """(pending messages, bytes of the pending hash + due and lease indexes + the partner
+        indexes of ``accounts``), read in one MULTI so both describe the same moment (for
+        ``mta bench``)."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hlen(self.k_pending)
-        for key in (self.k_pending, self.k_due, self.k_lease):
+        partner_indexes = [self.partner_index_key(a) for a in accounts]
+        for key in (self.k_pending, self.k_due, self.k_lease, *partner_indexes):
             pipe.memory_usage(key, samples=0)
         count, *sizes = await pipe.execute()
         return int(count), sum(int(x or 0) for x in sizes)

@@ -39,7 +39,14 @@ from tenacity import (
 )
 
 from mta import outbox
-from mta.adapter import AdapterError, PermanentError, SendPattern, ThrottledError, TransientError
+from mta.adapter import (
+    AdapterError,
+    PermanentError,
+    ReceiptMode,
+    SendPattern,
+    ThrottledError,
+    TransientError,
+)
 from mta.broker import Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
@@ -136,6 +143,7 @@ class Pass:
     oks: list[ReportResult] = field(default_factory=list)
     markers: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     pending: dict[str, bytes] = field(default_factory=dict)
+    partners: dict[str, dict[str, str]] = field(default_factory=dict)  # pushed-receipt accounts
     due: dict[str, int] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)
     held_data: dict[str, bytes] = field(default_factory=dict)
@@ -430,7 +438,9 @@ class Worker:
     def _fail(self, work: Pass, item: Item, detail: str, status: str = "") -> None:
         self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail))
 
-    def _result(self, work: Pass, item: Item, result: SmsResult, account: str = "") -> None:
+    def _result(
+        self, work: Pass, item: Item, result: SmsResult, account: str = "", pushes: bool = False
+    ) -> None:
         """Turn an adapter result into a report result; OK ones also get a pending record.
 
         Runs for every message, so it avoids keyword calls and repeated arithmetic.
@@ -478,6 +488,11 @@ class Worker:
             work.attempt + 1,
         )
         work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
+        if pushes:  # its receipt will be pushed: index it so the receipt makes it due at once
+            index = work.partners.get(account)
+            if index is None:
+                index = work.partners[account] = {}
+            index[report.partnerMessageId] = message_id
 
     # --- partner calls ------------------------------------------------------------------
     async def _submit(
@@ -627,6 +642,7 @@ class Worker:
             for item in items:
                 self._fail(work, item, detail, "ADAPTER_ERROR")
             return
+        pushes = runtime.meta.receipts != ReceiptMode.PULL
         again: list[Item] = []
         later: list[Item] = []
         later_detail = ""
@@ -664,7 +680,7 @@ class Worker:
                     "ADAPTER_ERROR",
                 )
                 continue
-            self._result(work, item, result, name)
+            self._result(work, item, result, name, pushes)
         self.stats["sent"] += len(items) - len(later)
         if later:
             self._retry(work, later, later_detail)
@@ -702,6 +718,7 @@ class Worker:
             held=work.held,
             held_data=work.held_data,
             outbox=entries,
+            partners=work.partners,
         )
         await self._infra("record", lambda: self.store.record(outcome))
         if entries:

@@ -42,6 +42,7 @@ SIM_OPTIONS = {
     "report_delay_s": ("float", 2.0),
     "latency_ms": ("float", 0.0),
     "seed": ("str", ""),
+    "push_receipts": ("bool", False),
 }
 
 
