@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, overload
 
 import orjson
 import uvicorn
@@ -44,6 +44,8 @@ __all__ = ["FakePartner", "Handler", "Seen"]
 #: A route handler: a Starlette request in, a Response, a (status, body[, headers]) tuple or
 #: a body (200) out; plain or async.
 Handler: TypeAlias = Callable[[Request], Any]
+
+H = TypeVar("H", bound=Handler)
 
 _START_S = 5.0
 
@@ -98,11 +100,17 @@ class FakePartner:
         self._task: asyncio.Task[None] | None = None
 
     # --- routes -------------------------------------------------------------------------
+    @overload
+    def route(self, method: str, path: str) -> Callable[[H], H]: ...
+
+    @overload
+    def route(self, method: str, path: str, handler: H) -> H: ...
+
     def route(self, method: str, path: str, handler: Handler | None = None) -> Any:
         """Register ``handler`` for ``method path``; without a handler, a decorator."""
         if handler is None:
 
-            def register(function: Handler) -> Handler:
+            def register(function: H) -> H:
                 self.route(method, path, function)
                 return function
 
