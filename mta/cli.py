@@ -293,7 +293,7 @@ def _serve(
     roles: tuple[str, ...],
     verbose: bool,
     listen: str = "127.0.0.1:8080",
-    **smpp: str,
+    **smpp: Any,
 ) -> None:
     from mta.httpserver import parse_listen
     from mta.service import build_registry, serve
@@ -412,8 +412,6 @@ def smpp_server(
 ) -> None:
     """Serve SMPP 3.4 to the [[smpp_client]] entries of the accounts file (we are the SMSC):
     binds, submit_sm onto the send exchange, query_sm, cancel_sm, deliver_sm receipts."""
-    import os
-
     from mta.config import load_smpp_clients
     from mta.httpserver import parse_listen
     from mta.smpp.guard import SmppLimits
@@ -423,7 +421,6 @@ def smpp_server(
         chosen = SmppLimits(**limits)  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    os.environ.update(chosen.environ())  # the server reads its limits from MTA_SMPP_*
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:
@@ -441,6 +438,7 @@ def smpp_server(
         smpp_listen=listen,
         smpp_tls_cert=tls_cert or "",
         smpp_tls_key=tls_key or "",
+        smpp_limits=chosen,
     )
 
 

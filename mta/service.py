@@ -13,6 +13,7 @@ from mta.config import Settings, load_accounts, load_smpp_clients
 from mta.httpserver import HttpServer, create_app, parse_listen
 from mta.registry import Registry, discover
 from mta.reporter import Reporter
+from mta.smpp.guard import SmppLimits
 from mta.smppserver import SmppServer, make_ssl_context
 from mta.store import Store
 from mta.topology import Topology
@@ -46,6 +47,7 @@ class Service:
     smpp_listen: str = "127.0.0.1:2775"
     smpp_tls_cert: str = ""
     smpp_tls_key: str = ""
+    smpp_limits: SmppLimits | None = None  # None: from the MTA_SMPP_* variables
     smpp: SmppServer | None = None
 
     def __post_init__(self) -> None:
@@ -78,7 +80,14 @@ class Service:
             )
             clients = load_smpp_clients(self.settings.accounts)
             self.smpp = SmppServer(
-                self.settings, clients, self.store, self.broker, host, port, ssl=tls
+                self.settings,
+                clients,
+                self.store,
+                self.broker,
+                host,
+                port,
+                ssl=tls,
+                limits=self.smpp_limits,
             )
             await self.smpp.start()
 
@@ -104,6 +113,7 @@ async def serve(
     smpp_listen: str = "127.0.0.1:2775",
     smpp_tls_cert: str = "",
     smpp_tls_key: str = "",
+    smpp_limits: SmppLimits | None = None,
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     service = Service(
@@ -114,6 +124,7 @@ async def serve(
         smpp_listen=smpp_listen,
         smpp_tls_cert=smpp_tls_cert,
         smpp_tls_key=smpp_tls_key,
+        smpp_limits=smpp_limits,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

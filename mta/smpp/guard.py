@@ -64,10 +64,6 @@ class SmppLimits:
                     + (" or 0" if f.name == "bind_fail_delay_s" else "")
                 )
 
-    def environ(self) -> dict[str, str]:
-        """The ``MTA_SMPP_<NAME>`` variables that give these limits."""
-        return {f"MTA_SMPP_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SmppLimits:
         """The limits from ``MTA_SMPP_<NAME>`` variables (defaults for those not set); raises
