@@ -6,13 +6,17 @@ in ``docs/adapters/http-bridge.md`` and shown by the runnable ``examples/bridge_
 
 * ``/login``   ``{"secretKey": "..."}``                      → ``{"ok": true|false}``
 * ``/send``    ``SmsSendRequest`` (``{"messages": [...]}``)   → ``SmsResponse`` (results[i] ↔
-  messages[i])
+  messages[i]; a FAIL may carry ``"reason": "sender"`` or ``"retry"``)
 * ``/report``  ``{"partnerPacketId": "", "messages": [ids]}`` → ``SmsResponse``
 * ``/destroy`` ``{}``                                         → ``{}``
 
 Success is HTTP 200 with that JSON. Any other status is an error; its body
 ``{"error": {"kind": "transient"|"throttled"|"permanent"|"auth", "detail": "...",
 "retryAfter": seconds}}`` chooses the error kind (the kind wins over the status code).
+
+The account chooses how the MTA calls ``/send`` and ``/report`` (options ``pattern``,
+``batch`` or ``loop``, and ``max_batch``, 1 to 1000): the instance's ``meta`` narrows the class's
+to them, and the worker and reporter read the instance's.
 
 Decisions the issue left open, stated here and in the guide:
 
@@ -26,6 +30,10 @@ Decisions the issue left open, stated here and in the guide:
   is read as the field's default (Java and C# serializers write it for unset strings); fields
   the MTA does not know are ignored, so a service may send more. The core itself checks that
   ``/send`` answers as many results as messages.
+* A result's ``reason`` (``/send`` only) is ``"sender"`` (the partner refused the sender: the
+  worker retries with the account's fallback sender) or ``"retry"`` (never accepted: sent again
+  later); ``""`` or ``null`` is none, anything else breaks the contract. On ``/report`` it is
+  ignored: a report answer is final as it is.
 * ``login`` answers False (NOK) when the service refuses us (``auth`` kind, 401/403), raises
   :class:`TransientError` when it cannot be reached, :class:`PermanentError` when it answers
   nonsense. ``test_credentials`` (no argument) checks *our* credentials — the ``token`` —
@@ -46,6 +54,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,6 +75,8 @@ from mta.adapter import (
     TransientError,
 )
 from mta.contract import (
+    REASON_RETRY,
+    REASON_SENDER,
     ApiStatus,
     SmsReportRequest,
     SmsResponse,
@@ -74,6 +85,31 @@ from mta.contract import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedOption(OptionSpec):
+    """An option with declared limits, checked when the adapter is built: ``minimum`` and
+    ``maximum`` (inclusive) for numbers, ``choices`` for strings."""
+
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (None when it fits)."""
+        if self.choices and value not in self.choices:
+            return f"is {value!r}; one of {', '.join(repr(c) for c in self.choices)}"
+        if self.minimum is not None and value < self.minimum:
+            return f"is {value!r}; at least {self.minimum}"
+        if self.maximum is not None and value > self.maximum:
+            return f"is {value!r}; at most {self.maximum}"
+        return None
+
+
+#: The largest ``max_batch`` an account may set: a bigger /send body is one a service is
+#: unlikely to take in one request (and the worker splits batches anyway).
+MAX_BATCH_LIMIT = 1000
 
 #: The options of HTTP_OPTIONS the bridge keeps: ``url`` is redefined as required, and
 #: ``callback_base_url`` is dropped (the bridge pulls receipts; no partner calls us back).
@@ -94,6 +130,21 @@ BRIDGE_OPTIONS: tuple[OptionSpec, ...] = (
         default="",
         description="sent as 'Authorization: Bearer <token>' so the service can authenticate us",
     ),
+    CheckedOption(
+        "pattern",
+        str,
+        default="batch",
+        choices=("batch", "loop"),
+        description="'batch': up to max_batch messages per /send; 'loop': one per call",
+    ),
+    CheckedOption(
+        "max_batch",
+        int,
+        default=100,
+        minimum=1,
+        maximum=MAX_BATCH_LIMIT,
+        description=f"messages per /send and ids per /report (1 to {MAX_BATCH_LIMIT})",
+    ),
 )
 
 _ERROR_KINDS: dict[str, type[AdapterError]] = {
@@ -103,6 +154,7 @@ _ERROR_KINDS: dict[str, type[AdapterError]] = {
     "auth": AuthError,
 }
 _API_STATUSES = {s.value: s for s in ApiStatus}
+_REASONS = {"": "", "sender": REASON_SENDER, "retry": REASON_RETRY}
 _LEGAL = ", ".join(_API_STATUSES)
 _STR_FIELDS = ("partnerMessageId", "partnerStatus", "partnerDetail", "sendAt", "smsOperator")
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -155,6 +207,21 @@ class HttpBridgeAdapter(HttpAdapter):
                 " which listings do not mask and which would replace the bearer token; "
                 "give the service a 'token' instead"
             )
+        for spec in BRIDGE_OPTIONS:
+            if isinstance(spec, CheckedOption) and spec.name in self.options:
+                problem = spec.problem(self.options[spec.name])
+                if problem is not None:
+                    raise ValueError(
+                        f"http-bridge account {name!r}: option {spec.name!r} {problem}"
+                    )
+        pattern = SendPattern(self.options.get("pattern") or SendPattern.BATCH)
+        max_batch = int(self.options.get("max_batch") or 100)
+        # The worker and reporter read the instance's meta: this account's pattern and batch.
+        self.__dict__["meta"] = replace(
+            type(self).meta,
+            pattern=pattern,
+            max_batch=1 if pattern is SendPattern.LOOP else max_batch,
+        )
         self._token = str(self.options.get("token") or "")
         self._secret_key = ""
         self._logged_in = False
@@ -292,10 +359,23 @@ class HttpBridgeAdapter(HttpAdapter):
             pid, partner_status, detail, send_at, operator = values
             if detail:
                 detail = self.scrub(detail)
+            reason = self._reason(endpoint, i, raw.get("reason"))
             results.append(
-                SmsResult(pid, partner_status, detail, api_status, send_at, operator, count)
+                SmsResult(pid, partner_status, detail, api_status, send_at, operator, count, reason)
             )
         return SmsResponse(packet or "", results)
+
+    def _reason(self, endpoint: str, i: int, raw: Any) -> str:
+        """``reason`` of a /send result: "sender" → REASON_SENDER, "retry" → REASON_RETRY;
+        ignored on /report (module docstring)."""
+        if endpoint != "send" or raw is None:
+            return ""
+        reason = _REASONS.get(raw) if isinstance(raw, str) else None
+        if reason is None:
+            raise self._bad(
+                endpoint, f"results[{i}].reason is {raw!r}, not one of '', 'sender', 'retry'"
+            )
+        return reason
 
     # --- the Adapter interface ------------------------------------------------------------
     async def login(self, secret_key: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.http_bridge import BRIDGE_OPTIONS, HttpBridgeAdapter
+from adapters.http_bridge import BRIDGE_OPTIONS, CheckedOption, HttpBridgeAdapter
 from mta.adapter import (
     AdapterContext,
     AuthError,
@@ -29,8 +30,15 @@ from mta.adapter import (
     TransientError,
 )
 from mta.config import MASK, ConfigError, load_accounts
-from mta.contract import ApiStatus, SmsMessage, SmsReportRequest, SmsSendRequest
-from mta.testing import assert_conformant
+from mta.contract import (
+    REASON_RETRY,
+    REASON_SENDER,
+    ApiStatus,
+    SmsMessage,
+    SmsReportRequest,
+    SmsSendRequest,
+)
+from mta.testing import assert_conformant, build
 from tests.conftest import Env
 from tests.httpserver import serve
 
@@ -554,3 +562,79 @@ async def test_conformance_kit() -> None:
             final_within_s=5.0,
         )
     assert report["nok_login"].outcome.value == "pass"
+
+
+# --- reason, pattern and max_batch (issue 8, item 13) ------------------------------------------
+
+
+async def test_a_send_result_reason_maps_to_sender_or_retry() -> None:
+    answers: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+
+    def results(*reasons: Any) -> bytes:
+        items = [
+            {"partnerMessageId": "", "partnerStatus": "X", "apiStatus": "FAIL", "reason": r}
+            for r in reasons
+        ]
+        return orjson.dumps({"results": items})
+
+    async with serve(_canned(answers)) as url:
+        adapter = bridge(url)
+        answers["/send"] = (200, results("sender", "retry", "", None), {})
+        response = await adapter.send(batch(*["905330000001"] * 4))
+        assert [r.reason for r in response.results] == [REASON_SENDER, REASON_RETRY, "", ""]
+        answers["/send"] = (200, results("later"), {})
+        with pytest.raises(PermanentError, match=r"results\[0\]\.reason is 'later', not one of"):
+            await adapter.send(batch("905330000001"))
+        # a report answer is final as it is: a reason there is ignored, not an error
+        answers["/report"] = (
+            200,
+            orjson.dumps(
+                {"results": [{"partnerMessageId": "p1", "apiStatus": "FAIL", "reason": "retry"}]}
+            ),
+            {},
+        )
+        (only,) = (await adapter.report(SmsReportRequest("", ["p1"]))).results
+        assert (only.apiStatus, only.reason) == (ApiStatus.FAIL, "")
+        await adapter.destroy()
+
+
+def test_pattern_and_max_batch_are_bounded_options_that_shape_the_instance_meta() -> None:
+    meta = HttpBridgeAdapter.meta
+    pattern, max_batch = meta.option("pattern"), meta.option("max_batch")
+    assert isinstance(pattern, CheckedOption) and pattern.choices == ("batch", "loop")
+    assert isinstance(max_batch, CheckedOption)
+    assert (max_batch.default, max_batch.minimum, max_batch.maximum) == (100, 1, 1000)
+
+    default = build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090"})
+    assert (default.meta.pattern, default.meta.max_batch) == (SendPattern.BATCH, 100)
+    small = build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090", "max_batch": "25"})
+    assert (small.meta.pattern, small.meta.max_batch) == (SendPattern.BATCH, 25)
+    loop = build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090", "pattern": "loop"})
+    assert (loop.meta.pattern, loop.meta.max_batch) == (SendPattern.LOOP, 1)
+    assert HttpBridgeAdapter.meta.pattern is SendPattern.BATCH  # the class is unchanged
+
+    refused = [
+        ({"max_batch": 0}, "option 'max_batch' is 0; at least 1"),
+        ({"max_batch": 5000}, "option 'max_batch' is 5000; at most 1000"),
+        ({"pattern": "stream"}, "option 'pattern' is 'stream'; one of 'batch', 'loop'"),
+    ]
+    for changes, problem in refused:
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090", **changes})
+
+
+async def test_the_kit_passes_in_loop_pattern_and_with_a_small_max_batch() -> None:
+    app = example.create_app(secret_key=SECRET_KEY, delivery_delay_s=0.1)
+    async with serve(app) as url:
+        for extra, expected in (
+            ({"pattern": "loop"}, "(one per call)"),
+            ({"max_batch": 2}, "(batch)"),
+        ):
+            report = await assert_conformant(
+                HttpBridgeAdapter,
+                {"url": url, "timeout_s": 2.0, **extra},
+                secret_key=SECRET_KEY,
+                bad_secret_key="wrong-" + SECRET_KEY,
+                final_within_s=5.0,
+            )
+            assert expected in report["send"].message
