@@ -21,20 +21,11 @@ from mta.topology import (
     HEADER_IDS,
     HEADER_RELEASED,
     HEADER_SIGNATURE,
+    HEADER_SINCE,
     INTERNAL_HEADERS,
 )
 
 __all__ = ["Forged", "Internal", "read_internal", "sign"]
-
-
-def sign(key: bytes, message_id: str, body: bytes, ids: list[str], attempt: int, released: bool
-         ) -> str:
-    """The signature of an internal republish: its id, message ids, attempt, release, body."""
-    mac = hashlib.blake2b(key=key, digest_size=16)
-    mac.update("\x00".join((message_id, *ids, str(attempt), "1" if released else "")).encode())
-    mac.update(b"\x00")
-    mac.update(body)
-    return mac.hexdigest()
 
 
 @dataclass(slots=True)
@@ -44,6 +35,35 @@ class Internal:
     ids: list[str] | None = None
     attempt: int = 0
     released: bool = False
+    since_ms: int = 0  # when the MTA first handled these messages (epoch ms; 0: not said)
+
+    def headers(self, key: bytes, message_id: str, body: bytes) -> dict[str, Any]:
+        """The headers of a republish that says this, signed."""
+        out: dict[str, Any] = {
+            HEADER_IDS: self.ids or [],
+            HEADER_ATTEMPT: self.attempt,
+            HEADER_SINCE: self.since_ms,
+            HEADER_SIGNATURE: sign(key, message_id, body, self),
+        }
+        if self.released:
+            out[HEADER_RELEASED] = 1
+        return out
+
+
+def sign(key: bytes, message_id: str, body: bytes, internal: Internal) -> str:
+    """The signature of an internal republish: its id, what its headers say, and its body."""
+    mac = hashlib.blake2b(key=key, digest_size=16)
+    said = (
+        message_id,
+        *(internal.ids or []),
+        str(internal.attempt),
+        "1" if internal.released else "",
+        str(internal.since_ms),
+    )
+    mac.update("\x00".join(said).encode())
+    mac.update(b"\x00")
+    mac.update(body)
+    return mac.hexdigest()
 
 
 class Forged(ValueError):
@@ -58,6 +78,7 @@ def read_internal(
         return Internal()
     raw_ids = headers.get(HEADER_IDS)
     attempt = headers.get(HEADER_ATTEMPT, 0)
+    since = headers.get(HEADER_SINCE, 0)
     released = bool(headers.get(HEADER_RELEASED))
     given = headers.get(HEADER_SIGNATURE)
     if isinstance(given, bytes):
@@ -67,13 +88,16 @@ def read_internal(
         raise Forged(f"header {HEADER_IDS} does not match the messages")
     if type(attempt) is not int or not 0 <= attempt <= max_attempts:
         raise Forged(f"header {HEADER_ATTEMPT} is not an attempt number: {attempt!r:.40}")
-    expected = sign(key, message_id, body, ids or [], attempt, released)
+    if type(since) is not int or since < 0:
+        raise Forged(f"header {HEADER_SINCE} is not a time: {since!r:.40}")
+    internal = Internal(ids, attempt, released, since)
+    expected = sign(key, message_id, body, internal)
     if not isinstance(given, str) or not hmac.compare_digest(given, expected):
         raise Forged(
             "x-mta-* headers without a valid signature: they are set by the MTA only; "
             "publish batches without them"
         )
-    return Internal(ids, attempt, released)
+    return internal
 
 
 def _header_ids(header: Any, size: int) -> list[str] | None:

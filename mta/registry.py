@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -127,6 +128,7 @@ class AccountRuntime:
     failures: int = 0
     open_until: float = 0.0
     probing: bool = False
+    _settled: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _login_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _redactor: Redactor = field(init=False, repr=False)
 
@@ -185,16 +187,39 @@ class AccountRuntime:
         self.probing = True
         return True
 
+    def may_send(self) -> bool:
+        """Whether :meth:`allows` would let a batch through (without taking the probe)."""
+        return not self.open_until or (time.monotonic() >= self.open_until and not self.probing)
+
     def succeeded(self) -> None:
         if self.open_until:
             log.info("account %r: circuit closed (probe succeeded)", self.account.name)
-        self.failures, self.open_until, self.probing = 0, 0.0, False
+        self.failures, self.open_until = 0, 0.0
+        self._end_probe()
+
+    def probe_unused(self) -> None:
+        """The probe let through did not reach the partner (e.g. it waited for the rate
+        limit): the next batch may probe instead, so the circuit never stays open for good."""
+        if self.probing:
+            self._end_probe()
+
+    async def probe_settled(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) for the probe in flight to succeed or fail, so batches
+        that arrive meanwhile follow its outcome instead of being parked for a retry tier."""
+        if self.probing:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout_s)
+
+    def _end_probe(self) -> None:
+        self.probing = False
+        self._settled.set()
 
     def failed(self) -> None:
         self.failures += 1
         if self.probing or self.failures >= BREAKER_FAILURES:
             self.open_until = time.monotonic() + BREAKER_OPEN_S
-            self.probing = False
+            self._end_probe()
             log.warning(
                 "account %r: circuit open for %.0f s after %d transient failure(s)",
                 self.account.name,

@@ -24,7 +24,10 @@ LANE_PRIORITY = "priority"
 LANES = (LANE_BULK, LANE_PRIORITY)
 
 #: Delays of the delayed-retry tiers, in seconds; attempt n waits RETRY_TIERS_S[min(n, last)].
-RETRY_TIERS_S = (5, 30, 300)
+#: Messages parked while their account is down wait in the last tier: at most 30 s after the
+#: account is back. (Before 2026-11 a third tier waited 300 s: a ``<p>.retry.<lane>.300s``
+#: queue left by an older version still returns its messages, and may be deleted once empty.)
+RETRY_TIERS_S = (5, 30)
 #: Deliveries of one batch before the broker dead-letters it (crash loops, poison bodies).
 DELIVERY_LIMIT = 10
 
@@ -36,8 +39,13 @@ HEADER_RELEASED = "x-mta-released"
 #: Redis): what an upstream sets in ``x-mta-*`` cannot change which messages are sent, under
 #: which ids, or when.
 HEADER_SIGNATURE = "x-mta-signature"
+#: When the MTA first handled the messages of an internal republish (epoch ms): a message
+#: parked while its account is unavailable waits at most MTA_MAX_WAIT_S from then.
+HEADER_SINCE = "x-mta-since"
 HEADER_ORIGINAL_KEY = "x-mta-original-routing-key"
-INTERNAL_HEADERS = (HEADER_IDS, HEADER_ATTEMPT, HEADER_RELEASED, HEADER_SIGNATURE)
+INTERNAL_HEADERS = (
+    HEADER_IDS, HEADER_ATTEMPT, HEADER_RELEASED, HEADER_SINCE, HEADER_SIGNATURE
+)
 
 
 @dataclass(frozen=True)

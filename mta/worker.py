@@ -67,7 +67,7 @@ from mta.contract import (
     has_surrogate,
     raw_correlation,
 )
-from mta.internal import Forged, read_internal, sign
+from mta.internal import Forged, Internal, read_internal
 from mta.outage import is_outage, until_back
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import (
@@ -81,12 +81,8 @@ from mta.store import (
     pack_pending,
 )
 from mta.topology import (
-    HEADER_ATTEMPT,
     HEADER_DEAD_REASON,
-    HEADER_IDS,
     HEADER_ORIGINAL_KEY,
-    HEADER_RELEASED,
-    HEADER_SIGNATURE,
     INTERNAL_HEADERS,
     LANE_BULK,
     LANE_PRIORITY,
@@ -104,6 +100,8 @@ HELD_BATCH = 100
 #: The longest a bulk batch waits for its account's rate limit before it is deferred to a
 #: delayed-retry queue instead (well under RabbitMQ's consumer timeout).
 RATE_MAX_WAIT_MS = 60_000
+#: How long a batch waits for the probe of its account's open circuit before it is parked.
+PROBE_WAIT_S = 5.0
 _OK = ApiStatus.OK
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: partnerDetail is cut to this many characters (a partner may answer with a whole page).
@@ -149,6 +147,8 @@ class Pass:
     held_data: dict[str, bytes] = field(default_factory=dict)
     retry: list[Item] = field(default_factory=list)
     deferred: list[Item] = field(default_factory=list)  # rate-limited: no attempt spent
+    parked: list[Item] = field(default_factory=list)  # account unavailable: no attempt spent
+    since_ms: int = 0  # when the MTA first handled these messages
     size: int = 0  # messages in the AMQP message
     whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
     suspect: bool = False  # the body has a surrogate escape: check each message for one
@@ -326,6 +326,7 @@ class Worker:
         now = time.time()
         send_at = format_time(now, self.tz)
         work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
+        work.since_ms = internal.since_ms or int(now * 1000)
         work.suspect = _SURROGATE_ESCAPE.search(message.body) is not None
         states = await self._infra("begin", lambda: self._begin(work, given, len(raws), accept))
         groups = self._classify(work, raws, ids, states)
@@ -502,6 +503,9 @@ class Worker:
         it is inactive, its Login is NOK, it is down, or its circuit breaker is open)."""
         inactive = not runtime.account.active
         state = State.NEW if inactive else await runtime.ensure_login()
+        if state == State.READY and runtime.probing:
+            # A probe of the open circuit is in flight: follow its outcome, not a retry tier.
+            await runtime.probe_settled(PROBE_WAIT_S)
         reason = ""
         if inactive:
             reason = "is inactive"
@@ -518,7 +522,7 @@ class Worker:
                 and failover is not None
                 and failover.account.active
                 and await failover.ensure_login() == State.READY
-                and failover.allows()
+                and failover.may_send()
             ):
                 note = (
                     f"via failover account {failover.account.name!r}: account "
@@ -547,7 +551,7 @@ class Worker:
                         "LOGIN_NOK",
                     )
             else:
-                self._retry(work, items, f"account {runtime.account.name!r}: {reason}")
+                self._park(work, items, f"account {runtime.account.name!r}: {reason}")
             return
         meta = runtime.meta
         size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
@@ -588,6 +592,7 @@ class Worker:
         request = SmsSendRequest(messages)
         name = account.name
         if account.rate_limit > 0 and not await self._pace(work, runtime, len(messages)):
+            runtime.probe_unused()
             work.deferred.extend(items)
             for item in items:
                 work.mark(item.message_id, MARK_RETRY)
@@ -620,9 +625,11 @@ class Worker:
             self._retry(work, items, detail)
             return
         except ThrottledError as exc:
+            runtime.probe_unused()  # the partner answers: throttling says nothing of an outage
             self._retry(work, items, f"throttled: {runtime.scrub(exc.detail)}")
             return
         except PermanentError as exc:
+            runtime.succeeded()  # the partner answered (it refused these messages)
             for item in items:
                 self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT")
             return
@@ -630,6 +637,7 @@ class Worker:
             detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
             # The traceback is masked by the process's log formatter (mta.cli).
             log.error("account %r: Send raised %s", name, detail, exc_info=True)
+            runtime.probe_unused()
             self._retry(work, items, detail)
             return
         runtime.succeeded()
@@ -688,6 +696,25 @@ class Worker:
             self.stats["fallback_sender"] += len(again)
             await self._send_chunk(work, runtime, again)
 
+    def _park(self, work: Pass, items: list[Item], detail: str) -> None:
+        """The account cannot take messages now (down, or its circuit open): they wait in the
+        longest retry tier without spending an attempt — attempts count failed Sends — so they
+        come back within that tier's delay once the account is back, for at most
+        ``MTA_MAX_WAIT_S`` from when the MTA first took them."""
+        waited_s = work.now - work.since_ms / 1000
+        if waited_s >= self.settings.max_wait_s:
+            for item in items:
+                self._fail(
+                    work,
+                    item,
+                    f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}",
+                    "RETRIES_EXHAUSTED",
+                )
+            return
+        work.parked.extend(items)
+        for item in items:
+            work.mark(item.message_id, MARK_RETRY)
+
     def _retry(self, work: Pass, items: list[Item], detail: str) -> None:
         if work.attempt + 1 >= self.settings.max_attempts:
             for item in items:
@@ -710,6 +737,9 @@ class Worker:
             self.stats["retried"] += len(work.retry)
         if work.deferred:
             await self._republish(work, work.deferred, RETRY_TIERS_S[0], work.attempt)
+        if work.parked:
+            await self._republish(work, work.parked, RETRY_TIERS_S[-1], work.attempt)
+            self.stats["parked"] += len(work.parked)
         entries = outbox.entries(self.topology, "w", work.oks, work.finals)
         outcome = Outcome(
             markers=self._compact_markers(work),
@@ -744,13 +774,8 @@ class Worker:
         """Send items to a delayed-retry queue, which dead-letters them back to the lane."""
         body = orjson.dumps({"messages": [item.raw for item in items]})
         ids = [item.message_id for item in items]
-        headers = {
-            HEADER_IDS: ids,
-            HEADER_ATTEMPT: attempt,
-            HEADER_SIGNATURE: sign(self._key, work.batch_id, body, ids, attempt, work.released),
-        }
-        if work.released:
-            headers[HEADER_RELEASED] = 1
+        said = Internal(ids, attempt, work.released, work.since_ms)
+        headers = said.headers(self._key, work.batch_id, body)
         queue = self.topology.retry_queue(work.lane, delay)
         await self._infra(
             "retry publish",
@@ -789,12 +814,7 @@ class Worker:
             body = orjson.dumps({"messages": [raw for _, raw in members]})
             message_id = "held-" + hashlib.blake2b(body, digest_size=12).hexdigest()
             ids = [m for m, _ in members]
-            headers = {
-                HEADER_IDS: ids,
-                HEADER_RELEASED: 1,
-                HEADER_ATTEMPT: attempt,
-                HEADER_SIGNATURE: sign(self._key, message_id, body, ids, attempt, True),
-            }
+            headers = Internal(ids, attempt, True).headers(self._key, message_id, body)
             await self.broker.publish(
                 self.topology.send_exchange,
                 lane,

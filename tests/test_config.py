@@ -65,6 +65,7 @@ def test_defaults_are_applied(write: Any) -> None:
         "report_delay_s": 2.0,
         "latency_ms": 0.0,
         "seed": "",
+        "push_receipts": False,
     }
     assert account.secret_options == frozenset()
 
