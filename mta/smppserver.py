@@ -72,9 +72,12 @@ Redis outbox, so a reporter's outbox recovery publishes it if this process dies 
 record becomes DELETED; once a worker has handed it to a partner (or it is final): ESME_RCANCELFAIL.
 
 Receipts: :class:`~mta.smpp.receipt_router.ReceiptRouter` consumes the finals of this
-server's messages from ``<prefix>.smpp.receipts`` and sends each receipt to a receiving
-session of its system_id in this process, or stashes it in Redis for whichever process has
-one (``{prefix}:smpp:rq:<system_id>``, flushed on bind and every ``flush_s``).
+server's messages from ``<prefix>.smpp.receipts`` and queues each receipt for a receiving
+session of its system_id in this process (:class:`~mta.smpp.outlet.Outlet`: in memory, at
+most ``receipt_queue`` per session and ``receipt_hold_s`` each, sent as the session's window
+frees), or stashes it in Redis for whichever process has one
+(``{prefix}:smpp:rq:<system_id>``, drained at the sessions' pace on bind, after a stash, and
+every ``flush_s``).
 
 Graceful stop: stop accepting connections, answer new submits ESME_RSYSERR, publish what is
 waiting and answer it, unbind every session, stop consuming receipts (unacked ones go back to
@@ -182,6 +185,8 @@ class SmppServer:
         max_pending: int = 20_000,
         flush_s: float = 1.0,
         receipt_timeout_s: float = 30.0,
+        receipt_queue: int = 10_000,
+        receipt_hold_s: float = 5.0,
         enquire_link_s: float = 30.0,
         window: int = 50,
         limits: SmppLimits | None = None,
@@ -235,6 +240,8 @@ class SmppServer:
             self.stats,
             flush_s=flush_s,
             receipt_timeout_s=receipt_timeout_s,
+            queue_cap=receipt_queue,
+            hold_s=receipt_hold_s,
         )
         self._reassembly = Reassembly(
             limits.reassembly_timeout_s,

@@ -30,7 +30,10 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             (client, addresses, registered_delivery, state) for query_sm,
                             cancel_sm and receipts; ``P:smpp:a:<partId>`` the MMP id a long
                             message's earlier part maps to; ``P:smpp:rq:<systemId>`` (list)
-                            receipts waiting for that client to bind (see mta.smppclients).
+                            receipts waiting for that client to bind; ``P:smpp:rc:<owner>:
+                            <systemId>`` (set) the ones a server process took from it and has
+                            not settled, ``P:smpp:ro:<owner>`` that process's lease and
+                            ``P:smpp:rcs`` (set) who holds such claims (see mta.smppclients).
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:signing``       string  the key (random, made once) that signs internal republishes.
@@ -396,6 +399,15 @@ class Store:
 
     def smpp_receipts_key(self, system_id: str) -> str:
         return f"{self.tag}:smpp:rq:{system_id}"
+
+    def smpp_claimed_key(self, owner: str, system_id: str) -> str:
+        return f"{self.tag}:smpp:rc:{owner}:{system_id}"
+
+    def smpp_lease_key(self, owner: str) -> str:
+        return f"{self.tag}:smpp:ro:{owner}"
+
+    def smpp_claims_key(self) -> str:
+        return f"{self.tag}:smpp:rcs"
 
     # --- worker -------------------------------------------------------------------------
     async def begin(

@@ -7,14 +7,26 @@ clients' account ids, competitively. For a final of a message submitted through 
 asks (:func:`~mta.smpp.receipt.wants_receipt`) a deliver_sm receipt (esm_class 0x04,
 Appendix B text, ``receipted_message_id`` and ``message_state`` TLVs) goes to a session of
 that system_id bound as receiver or transceiver *in this process* (round robin), one per id
-the client was given (the message id and each part id). When there is none, or the send
-fails, the receipt is stashed in Redis (:meth:`mta.smppclients.Records.stash`); every process
-flushes the stash of each system_id it has a receiving session for when it binds and every
-``flush_s``. The report message is acked only after each of its receipts was answered or
-stashed. A receipt the client refuses with a permanent status is dropped (logged); a
-throttling or temporary status, a timeout or a closed session stashes it again. A receiving
-session whose window is full of unanswered deliver_sm gets no more: its receipts are stashed,
-so a client slow to answer never holds up the report queue.
+the client was given (the message id and each part id).
+
+Each receiving session has an :class:`~mta.smpp.outlet.Outlet`: its receipts wait there, in
+memory (at most ``queue_cap``, at most ``hold_s`` each), for a slot of the session's window
+and go out as the client's ``deliver_sm_resp`` free slots — pipelined, at the client's pace.
+The report message is acked only after each of its receipts was answered (or refused for
+good, logged) or stashed in Redis (``P:smpp:rq:<systemId>``,
+:meth:`mta.smppclients.Records.stash`). A receipt is stashed when this process has no
+receiving session of its system_id, when the session's queue is full, or the receipt waited
+``hold_s``, or the client did not answer in time, answered a temporary error or closed; a
+stalled or throttling client accepts nothing for a while, so it never holds the report queue
+(and other clients' receipts) up.
+
+The stash is drained by every process that has a receiving session of the system_id — at
+once when one binds, when this process stashed something for it, and every ``flush_s`` (for
+receipts stashed by other processes) — as fast as the sessions take them: receipts are
+claimed (moved atomically to a claim set of this process, :meth:`Records.claim`) as the
+sessions' windows have room, and each is settled as it is answered or given back, so a
+process that dies while sending them loses none (another process recovers its claims once
+its lease expired, :meth:`Records.recover`).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any, Final
 
 import aio_pika
@@ -34,21 +46,17 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from mta.broker import Broker
 from mta.contract import ApiStatus
-from mta.smpp import pdu as P
-from mta.smpp.receipt import MessageState, format_receipt, receipt_state, wants_receipt
-from mta.smpp.session import ResponseTimeout, Session, SessionClosed
+from mta.smpp.outlet import Outlet
+from mta.smpp.receipt import MessageState, receipt_state, wants_receipt
+from mta.smpp.session import Session
 from mta.smppclients import Job, Record, Records
 
 __all__ = ["ReceiptRouter"]
 
 log = logging.getLogger(__name__)
 
-S = P.CommandStatus
 _FINAL_STATUSES: Final = (ApiStatus.DELIVERED, ApiStatus.FAIL, ApiStatus.TIMEOUT)
-_RETRY_LATER: Final = frozenset(
-    {S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_APPN, S.ESME_RSYSERR, S.ESME_RINVBNDSTS}
-)
-_FLUSH_CHUNK: Final = 100
+_CLAIM_MAX: Final = 1000  # stashed receipts claimed at once
 
 
 class ReceiptRouter:
@@ -63,6 +71,9 @@ class ReceiptRouter:
         *,
         flush_s: float = 1.0,
         receipt_timeout_s: float = 30.0,
+        queue_cap: int = 10_000,
+        hold_s: float = 5.0,
+        prefetch: int = 64,
     ) -> None:
         self.broker = broker
         self.records = records
@@ -70,20 +81,24 @@ class ReceiptRouter:
         self.stats = stats
         self.flush_s = flush_s
         self.receipt_timeout_s = receipt_timeout_s
+        self.queue_cap = queue_cap
+        self.hold_s = hold_s
+        self.prefetch = prefetch
         self.stopping = False
-        self.receivers: dict[str, list[Session]] = {}
+        self.receivers: dict[str, list[Outlet]] = {}
         self._rr = itertools.count()
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._flushing: set[str] = set()
-        self._flusher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._drains: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._more: set[str] = set()  # system_ids whose stash may hold receipts
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self, account_ids: Iterable[int]) -> None:
-        """Declare, bind and consume the receipts queue; start the periodic flush."""
+        """Declare, bind and consume the receipts queue; start the periodic drain."""
         topology = self.broker.topology
-        self._channel = await self.broker.consumer_channel(prefetch=64)
+        self._channel = await self.broker.consumer_channel(prefetch=self.prefetch)
         exchange = await self._channel.declare_exchange(
             topology.reports_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -95,35 +110,57 @@ class ReceiptRouter:
         for account_id in sorted(account_ids):
             for status in _FINAL_STATUSES:
                 await self._queue.bind(exchange, topology.report_key(account_id, status.value))
+        await self.records.renew()
         self._consumer_tag = await self._queue.consume(self._on_report)
-        self._flusher = asyncio.create_task(self._flush_loop(), name="smpp-receipt-flush")
+        self._ticker = asyncio.create_task(self._tick(), name="smpp-receipt-tick")
 
     async def stop(self, grace: float) -> None:
-        """Stop flushing and consuming (unacked report messages go back to the queue)."""
+        """Stop draining and consuming (unacked report messages go back to the queue; claimed
+        receipts not answered go back to the stash)."""
         self.stopping = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._consumer_tag)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
+        for outlets in self.receivers.values():
+            for outlet in outlets:
+                outlet.close()
+        for wake in self._wake.values():
+            wake.set()
+        if self._drains:
+            await asyncio.wait(list(self._drains.values()), timeout=grace)
+        if not self._drains:  # every claim settled: nothing for another process to recover
+            with contextlib.suppress(Exception):
+                await self.records.release()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
     def add(self, system_id: str, session: Session) -> None:
-        """A session bound as receiver/transceiver: its stashed receipts are flushed now."""
-        self.receivers.setdefault(system_id, []).append(session)
-        task = asyncio.create_task(self.flush(system_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A session bound as receiver/transceiver: its stashed receipts are drained now."""
+        outlet = Outlet(
+            session,
+            self.tz,
+            self.stats,
+            cap=self.queue_cap,
+            hold_s=self.hold_s,
+            timeout_s=self.receipt_timeout_s,
+            on_progress=lambda _outlet: self._progress(system_id),
+        )
+        self.receivers.setdefault(system_id, []).append(outlet)
+        self.drain_soon(system_id)
 
     def remove(self, system_id: str, session: Session) -> None:
-        receivers = self.receivers.get(system_id, [])
-        if session in receivers:
-            receivers.remove(session)
+        """The session closed: what waited for it goes back (to be stashed)."""
+        outlets = self.receivers.get(system_id, [])
+        for outlet in [o for o in outlets if o.session is session]:
+            outlets.remove(outlet)
+            outlet.close()
+        if not outlets:
+            self.receivers.pop(system_id, None)
+        self._progress(system_id)
 
     async def _on_report(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -178,90 +215,119 @@ class ReceiptRouter:
         if jobs:
             await self._deliver(jobs)
 
-    def _receiver(self, system_id: str) -> Session | None:
-        sessions = [s for s in self.receivers.get(system_id, ()) if not s.closed]
-        if not sessions:
+    def _outlet(self, system_id: str) -> Outlet | None:
+        """A receiving session of *system_id* here that takes receipts now (round robin)."""
+        outlets = self._accepting(system_id)
+        if not outlets:
             return None
-        return sessions[next(self._rr) % len(sessions)]
+        return outlets[next(self._rr) % len(outlets)]
+
+    def _offer(self, job: Job) -> asyncio.Future[bool] | None:
+        outlet = None if self.stopping else self._outlet(job.record.system_id)
+        return None if outlet is None else outlet.offer(job)
 
     async def _deliver(self, jobs: Sequence[Job]) -> int:
         """Send each receipt to a receiving session here, or stash it in Redis; how many were
-        stashed."""
-        outcomes = await asyncio.gather(*(self._send(job) for job in jobs))
-        later = [job for job, sent in zip(jobs, outcomes, strict=True) if not sent]
+        stashed. Returns once each one was answered or stashed."""
+        futures = [self._offer(job) for job in jobs]
+        waiting = [f for f in futures if f is not None]
+        if waiting:
+            await asyncio.wait(waiting)
+        later = [job for job, f in zip(jobs, futures, strict=True) if f is None or not f.result()]
         if later:
             await self.records.stash(later)
             self.stats["receipts_stashed"] += len(later)
+            for system_id in {job.record.system_id for job in later}:
+                self.drain_soon(system_id)
         return len(later)
 
-    async def _send(self, job: Job) -> bool:
-        """True when the receipt is done with (answered, or refused for good)."""
-        session = self._receiver(job.record.system_id)
-        if session is None or self.stopping or session.outstanding >= session.window:
-            return False  # a client slow to answer must not hold other clients' receipts up
-        record = job.record
-        state = MessageState(job.state)
-        text, tlvs = format_receipt(
-            job.message_id,
-            state,
-            submit_date=datetime.fromtimestamp(record.submit_ms / 1000, self.tz),
-            done_date=datetime.fromtimestamp(job.done_ms / 1000, self.tz),
-            err=record.err,
-            text=record.text,
-        )
-        deliver = P.DeliverSm(
-            source_addr_ton=record.dest_ton,
-            source_addr_npi=record.dest_npi,
-            source_addr=record.dest_addr,
-            dest_addr_ton=record.source_ton,
-            dest_addr_npi=record.source_npi,
-            destination_addr=record.source_addr,
-            esm_class=P.EsmClass.DELIVERY_RECEIPT,
-            short_message=text,
-            tlvs=tlvs,
-        )
-        try:
-            resp = await session.request(deliver, self.receipt_timeout_s)
-        except (SessionClosed, ResponseTimeout, P.PduError) as exc:
-            log.info("SMPP receipt %s to %r not answered: %s", job.message_id, session.name, exc)
-            return False
-        if resp.status == S.ESME_ROK:
-            self.stats["receipts_sent"] += 1
-            return True
-        if resp.status in _RETRY_LATER:
-            return False
-        self.stats["receipts_dropped"] += 1
-        log.warning(
-            "SMPP receipt %s refused by %r with %s; dropped",
-            job.message_id,
-            record.system_id,
-            P.status_name(resp.status),
-        )
-        return True
+    # --- the stash ------------------------------------------------------------------------
+
+    def drain_soon(self, system_id: str) -> None:
+        """Send the receipts stashed for *system_id* while it has a receiving session here
+        (starts a drain, or tells the running one that more may have come)."""
+        if self.stopping or not self.receivers.get(system_id):
+            return
+        self._more.add(system_id)
+        wake = self._wake.get(system_id)
+        if wake is not None:
+            wake.set()
+        if system_id in self._drains:
+            return
+        task = asyncio.create_task(self._drain(system_id), name=f"smpp-drain {system_id!r}")
+        self._drains[system_id] = task
+        task.add_done_callback(lambda _t: self._drains.pop(system_id, None))
 
     async def flush(self, system_id: str) -> None:
-        """Send the receipts stashed for *system_id* while it has a receiving session here."""
-        if system_id in self._flushing:
-            return
-        self._flushing.add(system_id)
-        try:
-            while not self.stopping and self._receiver(system_id) is not None:
-                jobs = await self.records.take(system_id, _FLUSH_CHUNK)
-                if not jobs:
-                    return
-                stashed = await self._deliver(jobs)
-                if stashed or len(jobs) < _FLUSH_CHUNK:
-                    return  # the rest on the next round
-        except Exception as exc:
-            log.warning("SMPP receipts for %r: flush failed (%r); retried later", system_id, exc)
-        finally:
-            self._flushing.discard(system_id)
+        """Drain the stash of *system_id* now and wait until it is empty (or cannot go on)."""
+        self.drain_soon(system_id)
+        task = self._drains.get(system_id)
+        if task is not None:
+            await asyncio.shield(task)
 
-    async def _flush_loop(self) -> None:
+    async def _drain(self, system_id: str) -> None:
+        """Claim stashed receipts as the receiving sessions have room for them (two windows
+        each, waiting or in flight); settle each as it is answered or given back."""
+        wake = self._wake[system_id] = asyncio.Event()
+        pending: dict[asyncio.Future[bool], bytes] = {}
+        try:
+            while True:
+                wake.clear()
+                outlets = [] if self.stopping else self._accepting(system_id)
+                want = min(_CLAIM_MAX, sum(max(0, 2 * o.window - o.load) for o in outlets))
+                enough = max(1, min((o.window for o in outlets), default=1) // 2)
+                if system_id in self._more and want and (want >= enough or not pending):
+                    claimed = await self.records.claim(system_id, want)
+                    if len(claimed) < want:
+                        self._more.discard(system_id)  # the list is empty (for now)
+                    back = []
+                    for raw, job in claimed:
+                        future = self._offer(job)
+                        if future is None:
+                            back.append(raw)
+                        else:
+                            pending[future] = raw
+                    if back:
+                        await self.records.settle(system_id, (), back)
+                    continue
+                settled = [f for f in pending if f.done()]
+                if settled:
+                    done = [pending.pop(f) for f in settled if f.result()]
+                    back = [pending.pop(f) for f in settled if f in pending]
+                    await self.records.settle(system_id, done, back)
+                    self.stats["receipts_stashed"] += len(back)
+                    continue
+                if not pending and (not outlets or system_id not in self._more):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.flush_s)
+        except Exception as exc:
+            log.warning("SMPP receipts for %r: drain failed (%r); retried", system_id, exc)
+        finally:
+            if self._wake.get(system_id) is wake:
+                del self._wake[system_id]
+
+    def _accepting(self, system_id: str) -> list[Outlet]:
+        return [o for o in self.receivers.get(system_id, ()) if o.accepting]
+
+    def _progress(self, system_id: str) -> None:
+        wake = self._wake.get(system_id)
+        if wake is not None:
+            wake.set()
+
+    async def _tick(self) -> None:
+        """Every ``flush_s``: renew the claim lease, recover dead owners' claims, and drain
+        the stash of every system_id with a receiving session here."""
         while True:
             await asyncio.sleep(self.flush_s)
-            for system_id in [sid for sid, ss in self.receivers.items() if ss]:
-                await self.flush(system_id)
+            try:
+                await self.records.renew()
+                if await self.records.recover():
+                    log.info("SMPP receipts: claims of a stopped server process recovered")
+            except Exception as exc:
+                log.warning("SMPP receipts: lease or recovery failed (%r)", exc)
+            for system_id in [sid for sid, outlets in self.receivers.items() if outlets]:
+                self.drain_soon(system_id)
 
 
 def _err_code(result: dict[str, Any]) -> int:
