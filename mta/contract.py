@@ -145,6 +145,14 @@ def unpack_result(raw: bytes) -> SmsResult:
     return SmsResult(**doc)
 
 
+def with_note(detail: str, note: str) -> str:
+    """A result's partnerDetail with what the MTA says of the Send first (the fallback sender
+    it went with, the failover account), then the partner's own detail."""
+    if not note:
+        return detail
+    return f"{note}; {detail}" if detail else note
+
+
 def encode_report(partner_packet_id: str, results: list[ReportResult]) -> bytes:
     """Encode one report-exchange body (all results of one accountId and one apiStatus)."""
     return orjson.dumps({"partnerPacketId": partner_packet_id, "results": results})

@@ -89,13 +89,15 @@ def build_adapter(cls: type[Adapter], account: Account, tz: tzinfo | None = None
     """One adapter instance for an account: ``cls(options)`` or ``cls(options, context)``; the
     context carries ``tz``, the zone of the messages' MMP times (default :func:`default_tz`)."""
     try:
-        params = [
-            p
-            for p in inspect.signature(cls).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        signature = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
-        params = []
+        signature = []
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature):
+        raise TypeError(
+            f"{cls.__name__}.__init__ takes *args/**kwargs: declare (options) or "
+            "(options, context) so the MTA knows what to pass"
+        )
+    params = [p for p in signature if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     factory: Any = cls
     if len(params) >= 2:
         context = AdapterContext(

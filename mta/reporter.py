@@ -34,6 +34,7 @@ from mta.contract import (
     SmsReportRequest,
     SmsResult,
     unpack_result,
+    with_note,
 )
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import Claim, Pending, Store
@@ -255,8 +256,7 @@ class Reporter:
         return ReportResult(  # positional: this runs for every final
             mid, record.mobile, record.account_id, record.sender_id, record.sms_type,
             answer.apiStatus, record.partner_id, answer.partnerStatus,
-            answer.partnerDetail[:MAX_DETAIL],
+            with_note(answer.partnerDetail, record.note)[:MAX_DETAIL],
             answer.sendAt or record.send_at, answer.smsOperator,
             answer.smsMessageCount or record.count,
         )
-

@@ -28,7 +28,7 @@ def build_registry(settings: Settings) -> Registry:
     """Discover adapters, read and check the accounts file (raises ConfigError)."""
     classes = discover()
     accounts = load_accounts(settings.accounts, {name: c.meta for name, c in classes.items()})
-    return Registry(accounts, classes)
+    return Registry(accounts, classes, tz=settings.tz)
 
 
 @dataclass

@@ -307,6 +307,7 @@ class Pending:
     send_at: str
     packet_id: str
     attempts: int
+    note: str = ""  # said before the final's partnerDetail: the fallback sender, a failover
 
     def pack(self) -> bytes:
         return orjson.dumps(
@@ -323,6 +324,7 @@ class Pending:
                 self.send_at,
                 self.packet_id,
                 self.attempts,
+                *([self.note] if self.note else []),
             ]
         )
 

@@ -66,6 +66,7 @@ from mta.contract import (
     format_time,
     has_surrogate,
     raw_correlation,
+    with_note,
 )
 from mta.internal import Forged, Internal, read_internal
 from mta.outage import is_outage, until_back
@@ -459,7 +460,7 @@ class Worker:
             status if final else _OK,
             result.partnerMessageId,
             result.partnerStatus,
-            _with_note(result.partnerDetail, item.note)[:MAX_DETAIL],
+            with_note(result.partnerDetail, item.note)[:MAX_DETAIL],
             result.sendAt or ("" if final else work.send_at),
             result.smsOperator,
             result.smsMessageCount or item.checked.segments,
@@ -487,6 +488,7 @@ class Worker:
             report.sendAt,
             "",
             work.attempt + 1,
+            *((item.note[:MAX_DETAIL],) if item.note else ()),
         )
         work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
         if pushes:  # its receipt will be pushed: index it so the receipt makes it due at once
@@ -837,12 +839,6 @@ async def _send_again(runtime: AccountRuntime, request: SmsSendRequest) -> SmsRe
         with attempt:
             return await runtime.adapter.send(request)
     raise AssertionError("unreachable")
-
-
-def _with_note(detail: str, note: str) -> str:
-    if not note:
-        return detail
-    return f"{note}; {detail}" if detail else note
 
 
 def _retry_in_place(exc: BaseException) -> bool:

@@ -102,7 +102,9 @@ class Env:
         classes: dict[str, Any] = dict(discover())
         classes.update(extra or {})
         metas = {name: cls.meta for name, cls in classes.items()}
-        return Registry(load_accounts(self.settings.accounts, metas), classes)
+        return Registry(
+            load_accounts(self.settings.accounts, metas), classes, tz=self.settings.tz
+        )
 
     async def start(
         self,

@@ -241,6 +241,12 @@ reject_sender = "BADSENDER"
     assert "rejected sender 'BADSENDER'" in oks[0]["partnerDetail"]
     assert oks[1]["partnerDetail"] == ""
     assert Partner.senders == ["BADSENDER", "MINE", "GOODSENDER"]
+    # The final says it too: the upstream may only read finals.
+    final = {f["messageId"]: f for f in finals}[oks[0]["messageId"]]
+    assert "fallback sender 'GOODSENDER'" in final["partnerDetail"]
+    assert "rejected sender 'BADSENDER'" in final["partnerDetail"]
+    other = {f["messageId"]: f for f in finals}[oks[1]["messageId"]]
+    assert "fallback" not in other["partnerDetail"]
 
 
 async def test_rate_limit_is_shared_by_two_workers(env: Env) -> None:

@@ -340,3 +340,21 @@ def test_sizes_must_be_positive(name: str) -> None:
     queue), a claim limit of 0 never polls anything, a batch limit of 0 fails every message."""
     with pytest.raises(ConfigError, match=f"MTA_{name.upper()}"):
         Settings(**{name: 0})  # type: ignore[arg-type]
+
+
+class Vague:
+    """An adapter whose constructor does not say what it takes."""
+
+    meta = AdapterMeta(name="vague", description="takes anything")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+
+def test_an_adapter_constructor_with_star_args_is_refused_naming_the_account() -> None:
+    from mta.registry import Registry
+
+    account = Account(id=1, name="v1", adapter="vague", options={})
+    with pytest.raises(ConfigError) as info:
+        Registry([account], {"vague": Vague})  # type: ignore[dict-item]
+    assert "'v1'" in str(info.value) and "*args" in str(info.value)
