@@ -266,16 +266,7 @@ def _logging(verbose: bool) -> None:
 
 def _redact_logs(registry: Registry) -> None:
     """From now on, log lines of this process mask every secret of every account."""
-    from mta.redact import redactor
-    from mta.registry import account_secrets
-
-    secrets: set[str] = set()
-    users: set[str] = set()
-    for runtime in registry.by_name.values():
-        more, names = account_secrets(runtime.account)
-        secrets |= more
-        users |= names
-    _FORMATTER.redact = redactor(secrets, users)
+    _FORMATTER.redact = registry.redactor()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

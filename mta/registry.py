@@ -272,16 +272,20 @@ class Registry:
             if runtime.account.failover:
                 runtime.failover = self.by_name[runtime.account.failover]
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every secret of every account masked (for texts that belong to no one
-        account, such as a dead-letter reason)."""
+    def redactor(self) -> Redactor:
+        """Masks every secret of every account, in every encoding (:mod:`mta.redact`)."""
         secrets: set[str] = set()
         users: set[str] = set()
         for runtime in self.by_name.values():
             some, who = account_secrets(runtime.account)
             secrets |= some
             users |= who
-        return redactor(secrets, users)(text)
+        return redactor(secrets, users)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of every account masked (for texts that belong to no one
+        account, such as a dead-letter reason)."""
+        return self.redactor()(text)
 
     def bind_store(self, store: SharedStore) -> None:
         """Connect every adapter's receipt sink (receipts, shared state) to the store."""

@@ -595,9 +595,7 @@ class Worker:
         name = account.name
         if account.rate_limit > 0 and not await self._pace(work, runtime, len(messages)):
             runtime.probe_unused()
-            work.deferred.extend(items)
-            for item in items:
-                work.mark(item.message_id, MARK_RETRY)
+            self._later(work.deferred, work, items)
             self.stats["rate_deferred"] += len(items)
             return
         try:
@@ -705,29 +703,24 @@ class Worker:
         ``MTA_MAX_WAIT_S`` from when the MTA first took them."""
         waited_s = work.now - work.since_ms / 1000
         if waited_s >= self.settings.max_wait_s:
-            for item in items:
-                self._fail(
-                    work,
-                    item,
-                    f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}",
-                    "RETRIES_EXHAUSTED",
-                )
-            return
-        work.parked.extend(items)
-        for item in items:
-            work.mark(item.message_id, MARK_RETRY)
+            self._give_up(work, items, f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}")
+        else:
+            self._later(work.parked, work, items)
 
     def _retry(self, work: Pass, items: list[Item], detail: str) -> None:
         if work.attempt + 1 >= self.settings.max_attempts:
-            for item in items:
-                self._fail(
-                    work,
-                    item,
-                    f"gave up after {work.attempt + 1} attempts: {detail}",
-                    "RETRIES_EXHAUSTED",
-                )
-            return
-        work.retry.extend(items)
+            self._give_up(work, items, f"gave up after {work.attempt + 1} attempts: {detail}")
+        else:
+            self._later(work.retry, work, items)
+
+    def _give_up(self, work: Pass, items: list[Item], detail: str) -> None:
+        for item in items:
+            self._fail(work, item, detail, "RETRIES_EXHAUSTED")
+
+    @staticmethod
+    def _later(queue: list[Item], work: Pass, items: list[Item]) -> None:
+        """Items go to a retry queue: marked 'r', which their republished copy takes over."""
+        queue.extend(items)
         for item in items:
             work.mark(item.message_id, MARK_RETRY)
 
