@@ -124,7 +124,8 @@ def test_settings_come_from_variables_and_bad_ones_are_usage_errors(tmp_path: Pa
     result = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path)})
     assert result.exit_code == 0, result.output
     assert " s " in result.output and "simulator" in result.output
-    bad = cli("accounts", "list", env={"MTA_ACCOUNTS": str(path), "MTA_TIMEZONE": "Mars/Base"})
+    # accounts test takes MTA_TIMEZONE (accounts list does not: each command its own settings)
+    bad = cli("accounts", "test", "s", env={"MTA_ACCOUNTS": str(path), "MTA_TIMEZONE": "Mars/Base"})
     assert bad.exit_code == 2 and "MTA_TIMEZONE" in bad.output
 
 

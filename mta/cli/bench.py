@@ -1,0 +1,69 @@
+"""``mta bench``: the pipeline benchmark (mta.bench) as a command."""
+
+from __future__ import annotations
+
+import click
+
+from mta.cli.logs import _logging
+from mta.cli.settings import _run, settings_options
+from mta.config import Settings
+
+
+@click.command()
+@settings_options("amqp_url", "redis_url")
+@click.option(
+    "-n", "--messages", "total", default=100_000, show_default=True, help="Messages to publish."
+)
+@click.option("-b", "--batch", "batch", default=100, show_default=True, help="Messages per batch.")
+@click.option(
+    "--report-delay-s",
+    default=1.0,
+    show_default=True,
+    help="Simulator: when the final state is known.",
+)
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--reporters", default=1, show_default=True, help="Reporter processes.")
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    help="Publish at this many messages/s (0 = as fast as possible); paced runs "
+    "measure latency without a backlog.",
+)
+@click.option(
+    "--push/--poll",
+    default=False,
+    show_default=True,
+    help="Simulator pushes each final as a receipt (as an SMSC or a webhook does) instead of "
+    "answering Report polls.",
+)
+def bench(
+    settings: Settings,
+    total: int,
+    batch: int,
+    report_delay_s: float,
+    workers: int,
+    reporters: int,
+    rate: float,
+    push: bool,
+) -> None:
+    """Measure the pipeline: publish N messages through worker and reporter processes.
+
+    Starts its own worker(s) and reporter(s) on a fresh prefix with the simulator (latency 0),
+    prints publish rate, messages/s into the adapter, finals/s, latencies, CPU per 1,000
+    messages and Redis bytes per pending message, then cleans up. A benchmark, not a test.
+    """
+    from mta.bench import BenchConfig, run_bench
+
+    _logging(False)
+    config = BenchConfig(
+        total=total,
+        batch=batch,
+        report_delay_s=report_delay_s,
+        workers=workers,
+        reporters=reporters,
+        rate=rate,
+        push=push,
+    )
+    report = _run(run_bench(settings, config))
+    click.echo(report)
