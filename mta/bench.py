@@ -6,12 +6,15 @@ the report exchange, and prints: publish rate, messages/s into the adapter (OK r
 finals/s, p50/p99 publish→OK and publish→final, CPU seconds per 1,000 messages (of the MTA
 processes, and of the whole machine incl. RabbitMQ and Redis), the processes' memory over the
 run, and Redis bytes per pending message. Everything it made is deleted at the end.
+:class:`BenchResult` holds the figures: ``text()`` for people, ``as_dict()`` for
+``mta bench --json``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -20,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import orjson
@@ -170,7 +174,7 @@ class _Follow:
                 self.done.set()
 
 
-async def run_bench(settings: Settings, config: BenchConfig) -> str:
+async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     tmp = Path(tempfile.mkdtemp(prefix="mta-bench-"))
     accounts = tmp / "accounts.toml"
@@ -233,7 +237,7 @@ async def _wait_ready(log: Path, roles: int) -> None:
 async def _measure(
     settings: Settings, config: BenchConfig, broker: Broker, store: Store,
     procs: list[asyncio.subprocess.Process], roles: list[str],
-) -> str:
+) -> BenchResult:
     total = config.total - config.total % config.batch or config.batch
     follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s)
     connection = await aio_pika.connect_robust(settings.amqp_url)
@@ -305,42 +309,155 @@ async def _measure(
     service_cpu = {name: _cpu_of(pids) - services0[name] for name, pids in services.items()}
     await connection.close()
     oks, finals = follow.ok_count, follow.final_count
-    per_pending = _pct([b / c for c, b in pending_samples], 0.5)
-    peak_pending = max((c for c, _ in pending_samples), default=0)
-    lines = [
-        f"mta bench: {total:,} messages in batches of {config.batch}, "
-        f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
-        f"report delay {config.report_delay_s:g} s, receipts "
-        f"{'pushed' if config.push else 'polled'}"
-        + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced"),
-        f"  publish (confirms)       {total / (published - started):>10,.0f} msg/s",
-        f"  into the adapter (OK)    {oks / max(1e-9, follow.last_ok - started):>10,.0f} msg/s"
-        f"   ({oks:,} OK)",
-        f"  finals out               {finals / max(1e-9, follow.last_final - started):>10,.0f}"
-        f" msg/s   ({finals:,} finals{'' if finals >= total else ', INCOMPLETE'})",
-        f"  finals, steady window    "
-        f"{finals / max(1e-9, follow.last_final - follow.first_final):>10,.0f} msg/s",
-        f"  publish→OK      p50 {_pct(follow.ok_lat, .5) * 1000:8.1f} ms"
-        f"   p99 {_pct(follow.ok_lat, .99) * 1000:8.1f} ms",
-        f"  publish→final   p50 {_pct(follow.final_lat, .5) * 1000:8.1f} ms"
-        f"   p99 {_pct(follow.final_lat, .99) * 1000:8.1f} ms"
-        f"   (includes the {config.report_delay_s:g} s report delay)",
-        f"  receipt→final   p50 {_pct(follow.receipt_lat, .5) * 1000:8.1f} ms"
-        f"   p99 {_pct(follow.receipt_lat, .99) * 1000:8.1f} ms"
-        "   (from when the partner knew the final state)",
-        f"  CPU, MTA processes       {cpu / max(1, finals) * 1000:>10.3f} s per 1,000 messages",
-        f"  CPU, whole machine       {machine / max(1, finals) * 1000:>10.3f} s per 1,000 messages"
-        " (incl. RabbitMQ, Redis, this client)",
-        *(f"  CPU, local {name:<13} {cpu_s / max(1, finals) * 1000:>10.3f} s per 1,000 messages"
-          for name, cpu_s in service_cpu.items() if services[name]),
-        f"  Redis per pending msg    {per_pending:>10.0f} bytes (pending hash + due + lease"
-        f"{' + partner index' if config.push else ''}, "
-        f"at up to {peak_pending:,} pending)",
-        f"  wall time                {ended - started:>10.1f} s",
-    ]
-    for p, role in zip(procs, roles, strict=True):
-        series = rss[p.pid]
-        lines.append(f"  {role:<8} pid {p.pid:<7} CPU {cpu_each[p.pid]:6.1f} s  "
-                     f"RSS start {series[0]:6.1f} MB  max {max(series):6.1f} MB  "
-                     f"end {series[-1]:6.1f} MB")
-    return "\n".join(lines)
+    per_1000 = 1000 / max(1, finals)
+    return BenchResult(
+        config=config,
+        messages=total,
+        publish_msg_s=total / (published - started),
+        ok=oks,
+        adapter_ok_msg_s=oks / max(1e-9, follow.last_ok - started),
+        finals=finals,
+        finals_msg_s=finals / max(1e-9, follow.last_final - started),
+        finals_steady_msg_s=finals / max(1e-9, follow.last_final - follow.first_final),
+        latency_ms={
+            "publish_ok": _percentiles(follow.ok_lat),
+            "publish_final": _percentiles(follow.final_lat),
+            "receipt_final": _percentiles(follow.receipt_lat),
+        },
+        cpu_s_per_1000={
+            "mta": cpu * per_1000,
+            "machine": machine * per_1000,
+            **{name: cpu_s * per_1000 for name, cpu_s in service_cpu.items() if services[name]},
+        },
+        redis_bytes_per_pending=_pct([b / c for c, b in pending_samples], 0.5),
+        peak_pending=max((c for c, _ in pending_samples), default=0),
+        wall_s=ended - started,
+        processes=[
+            ProcessFigures(role, p.pid, cpu_each[p.pid], rss[p.pid][0], max(rss[p.pid]),
+                           rss[p.pid][-1])
+            for p, role in zip(procs, roles, strict=True)
+        ],
+    )
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50 and p99 in ms; None when nothing was sampled."""
+    if not values:
+        return {"p50": None, "p99": None}
+    return {"p50": _pct(values, 0.5) * 1000, "p99": _pct(values, 0.99) * 1000}
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    role: str
+    pid: int
+    cpu_s: float
+    rss_start_mb: float
+    rss_max_mb: float
+    rss_end_mb: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The figures of one run. :meth:`as_dict` is ``mta bench --json`` (field names documented
+    in docs/cli.md, kept stable); :meth:`text` is the readable report. A new figure is a new
+    field here, a key in :meth:`as_dict` and a line in :meth:`text`."""
+
+    config: BenchConfig
+    messages: int
+    publish_msg_s: float
+    ok: int
+    adapter_ok_msg_s: float
+    finals: int
+    finals_msg_s: float
+    finals_steady_msg_s: float
+    #: "publish_ok", "publish_final", "receipt_final" → {"p50": ms, "p99": ms}
+    latency_ms: dict[str, dict[str, float | None]]
+    #: "mta", "machine", and "rabbitmq"/"redis" when they run on this machine
+    cpu_s_per_1000: dict[str, float]
+    redis_bytes_per_pending: float
+    peak_pending: int
+    wall_s: float
+    processes: list[ProcessFigures]
+
+    @property
+    def complete(self) -> bool:
+        return self.finals >= self.messages
+
+    def as_dict(self) -> dict[str, Any]:
+        per_pending = self.redis_bytes_per_pending
+        return {
+            "config": {
+                "messages": self.messages,
+                "batch": self.config.batch,
+                "workers": self.config.workers,
+                "reporters": self.config.reporters,
+                "report_delay_s": self.config.report_delay_s,
+                "rate": self.config.rate,
+                "receipts": "pushed" if self.config.push else "polled",
+            },
+            "publish_msg_s": self.publish_msg_s,
+            "adapter_ok_msg_s": self.adapter_ok_msg_s,
+            "ok": self.ok,
+            "finals_msg_s": self.finals_msg_s,
+            "finals_steady_msg_s": self.finals_steady_msg_s,
+            "finals": self.finals,
+            "complete": self.complete,
+            "latency_ms": self.latency_ms,
+            "cpu_s_per_1000": self.cpu_s_per_1000,
+            "redis_bytes_per_pending": None if math.isnan(per_pending) else per_pending,
+            "peak_pending": self.peak_pending,
+            "wall_s": self.wall_s,
+            "processes": [
+                {
+                    "role": p.role,
+                    "pid": p.pid,
+                    "cpu_s": p.cpu_s,
+                    "rss_mb": {"start": p.rss_start_mb, "max": p.rss_max_mb, "end": p.rss_end_mb},
+                }
+                for p in self.processes
+            ],
+        }
+
+    def text(self) -> str:
+        config = self.config
+
+        def ms(name: str, q: str) -> str:
+            value = self.latency_ms[name][q]
+            return f"{float('nan') if value is None else value:8.1f}"
+
+        lines = [
+            f"mta bench: {self.messages:,} messages in batches of {config.batch}, "
+            f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
+            f"report delay {config.report_delay_s:g} s, receipts "
+            f"{'pushed' if config.push else 'polled'}"
+            + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced"),
+            f"  publish (confirms)       {self.publish_msg_s:>10,.0f} msg/s",
+            f"  into the adapter (OK)    {self.adapter_ok_msg_s:>10,.0f} msg/s"
+            f"   ({self.ok:,} OK)",
+            f"  finals out               {self.finals_msg_s:>10,.0f}"
+            f" msg/s   ({self.finals:,} finals{'' if self.complete else ', INCOMPLETE'})",
+            f"  finals, steady window    {self.finals_steady_msg_s:>10,.0f} msg/s",
+            f"  publish→OK      p50 {ms('publish_ok', 'p50')} ms"
+            f"   p99 {ms('publish_ok', 'p99')} ms",
+            f"  publish→final   p50 {ms('publish_final', 'p50')} ms"
+            f"   p99 {ms('publish_final', 'p99')} ms"
+            f"   (includes the {config.report_delay_s:g} s report delay)",
+            f"  receipt→final   p50 {ms('receipt_final', 'p50')} ms"
+            f"   p99 {ms('receipt_final', 'p99')} ms"
+            "   (from when the partner knew the final state)",
+            f"  CPU, MTA processes       {self.cpu_s_per_1000['mta']:>10.3f} s per 1,000 messages",
+            f"  CPU, whole machine       {self.cpu_s_per_1000['machine']:>10.3f} s per 1,000 "
+            "messages (incl. RabbitMQ, Redis, this client)",
+            *(f"  CPU, local {name:<13} {value:>10.3f} s per 1,000 messages"
+              for name, value in self.cpu_s_per_1000.items() if name not in ("mta", "machine")),
+            f"  Redis per pending msg    {self.redis_bytes_per_pending:>10.0f} bytes (pending hash"
+            f" + due + lease{' + partner index' if config.push else ''}, "
+            f"at up to {self.peak_pending:,} pending)",
+            f"  wall time                {self.wall_s:>10.1f} s",
+        ]
+        for p in self.processes:
+            lines.append(f"  {p.role:<8} pid {p.pid:<7} CPU {p.cpu_s:6.1f} s  "
+                         f"RSS start {p.rss_start_mb:6.1f} MB  max {p.rss_max_mb:6.1f} MB  "
+                         f"end {p.rss_end_mb:6.1f} MB")
+        return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import orjson
 
 from mta.cli.logs import _logging
 from mta.cli.settings import _run, settings_options
@@ -37,6 +38,12 @@ from mta.config import Settings
     help="Simulator pushes each final as a receipt (as an SMSC or a webhook does) instead of "
     "answering Report polls.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object of the figures (fields in docs/cli.md).",
+)
 def bench(
     settings: Settings,
     total: int,
@@ -46,6 +53,7 @@ def bench(
     reporters: int,
     rate: float,
     push: bool,
+    as_json: bool,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
 
@@ -65,5 +73,5 @@ def bench(
         rate=rate,
         push=push,
     )
-    report = _run(run_bench(settings, config))
-    click.echo(report)
+    result = _run(run_bench(settings, config))
+    click.echo(orjson.dumps(result.as_dict()).decode() if as_json else result.text())
