@@ -34,6 +34,12 @@ class InFlightPolicy:
     ALL = (RESUBMIT, FAIL)
 
 
+#: MTA_LOG_FORMAT values: today's one line of text, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
+#: MTA_LOG_LEVEL values (any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Process settings; each field has an ``MTA_*`` variable and a flag (see ``mta --help``)."""
@@ -60,6 +66,10 @@ class Settings:
     # mta http webhooks (docs/webhooks.md): body limit, stored receipts per account
     webhook_max_body: int = 1 << 20
     webhook_receipts_cap: int = 100_000
+    # observability (docs/metrics.md, docs/logging.md): "" = no metrics server
+    metrics_listen: str = ""
+    log_format: str = "text"
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", self.prefix):
@@ -88,6 +98,20 @@ class Settings:
         for name in ("webhook_max_body", "webhook_receipts_cap"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
+        if self.metrics_listen:
+            host, _, port = self.metrics_listen.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ConfigError(
+                    f"MTA_METRICS_LISTEN: {self.metrics_listen!r}, expected HOST:PORT or empty"
+                )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"MTA_LOG_FORMAT: {self.log_format!r}, expected one of {', '.join(LOG_FORMATS)}"
+            )
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"MTA_LOG_LEVEL: {self.log_level!r}, expected one of {', '.join(LOG_LEVELS)}"
+            )
         self.tz  # noqa: B018 - fail early on an unknown zone
 
     @property

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -179,6 +179,27 @@ SAMPLE_EVERY_S = 5.0
 def label(account: str) -> str:
     """The account label value: the name, or ``-`` for none."""
     return account or NO_ACCOUNT
+
+
+class Children:
+    """Labelled children looked up once per label set, not once per message: the hot paths
+    count per batch through this cache (``Counter.labels`` takes a lock and builds a key)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = metric.labels(*labels)
+        return found
+
+    def inc(self, metric: Counter, *labels: str, n: float = 1) -> None:
+        self.child(metric, *labels).inc(n)
+
+    def observe(self, metric: Histogram, seconds: float, *labels: str) -> None:
+        self.child(metric, *labels).observe(seconds)
 
 
 async def sample_state(store: Store, now_ms: int) -> None:

@@ -13,6 +13,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 
+from mta import metrics
 from mta.broker import Broker
 from mta.contract import ReportResult, encode_report
 from mta.outage import until_back
@@ -99,6 +100,7 @@ async def publish(
         )
         failures = [x for x in outcomes if isinstance(x, BaseException)]
     if done:
+        metrics.REPORTS_PUBLISHED.inc(len(done))
         await until_back("outbox delete", lambda: store.outbox_done(done), stopping)
     if failures:
         raise failures[0]
@@ -111,6 +113,7 @@ async def recover_once(
     taken = await store.take_outbox()
     if taken:
         await publish(store, broker, dict(taken), stopping)
+        metrics.OUTBOX_RECOVERED.inc(len(taken))
         log.warning(
             "outbox recovery published %d report message(s) of a stopped process", len(taken)
         )

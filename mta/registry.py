@@ -13,6 +13,7 @@ from datetime import UTC, tzinfo
 from importlib.metadata import entry_points
 from typing import Any
 
+from mta import metrics
 from mta.adapter import (
     Adapter,
     AdapterContext,
@@ -133,10 +134,13 @@ class AccountRuntime:
     _settled: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _login_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _redactor: Redactor = field(init=False, repr=False)
+    _circuit: Any = field(init=False, repr=False)  # this account's mta_circuit_state child
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.account.concurrency)
         self._redactor = account_redactor(self.account)
+        self._circuit = metrics.CIRCUIT_STATE.labels(self.account.name)
+        self._circuit.set(0)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of the account (``secret_key``, secret options, the
@@ -159,17 +163,21 @@ class AccountRuntime:
         async with self._login_lock:
             if self.state in (State.READY, State.NOK):
                 return self.state
+            started = time.perf_counter()
             try:
                 ok = await self.adapter.login(self.account.secret_key)
             except AdapterError as exc:
                 kind = "transient" if isinstance(exc, TransientError) else "permanent"
+                self._login_metrics(started, kind)
                 self._down(f"login failed ({kind}): {self.scrub(exc.detail)}")
                 if not isinstance(exc, TransientError):
                     self.state = State.NOK
                 return self.state
             except Exception as exc:
+                self._login_metrics(started, "bug")
                 self._down(f"login raised {type(exc).__name__}: {self.scrub(str(exc))}")
                 return self.state
+            self._login_metrics(started, "" if ok else "nok")
             if ok:
                 self.state, self.detail = State.READY, ""
                 log.info("account %r (id %d) logged in", self.account.name, self.account.id)
@@ -178,6 +186,13 @@ class AccountRuntime:
                 self.detail = "login answered NOK (check the account's secret_key and credentials)"
                 log.error("account %r (id %d): %s", self.account.name, self.account.id, self.detail)
             return self.state
+
+    def _login_metrics(self, started: float, kind: str) -> None:
+        """A Login's duration, and its failure kind (transient, permanent, nok, bug) if any."""
+        name = self.account.name
+        metrics.PARTNER_CALL.labels(name, "login").observe(time.perf_counter() - started)
+        if kind:
+            metrics.PARTNER_ERRORS.labels(name, "login", kind).inc()
 
     # --- circuit breaker (per process): keeps failing transiently → use the failover ------
     def allows(self) -> bool:
@@ -196,6 +211,7 @@ class AccountRuntime:
     def succeeded(self) -> None:
         if self.open_until:
             log.info("account %r: circuit closed (probe succeeded)", self.account.name)
+            self._circuit.set(0)
         self.failures, self.open_until = 0, 0.0
         self._end_probe()
 
@@ -222,6 +238,8 @@ class AccountRuntime:
         if self.probing or self.failures >= BREAKER_FAILURES:
             self.open_until = time.monotonic() + BREAKER_OPEN_S
             self._end_probe()
+            self._circuit.set(1)
+            metrics.CIRCUIT_OPENED.labels(self.account.name).inc()
             log.warning(
                 "account %r: circuit open for %.0f s after %d transient failure(s)",
                 self.account.name,

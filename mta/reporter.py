@@ -24,8 +24,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from mta import outbox
-from mta.adapter import ReceiptMode, SendPattern
+from mta import metrics, outbox
+from mta.adapter import (
+    PermanentError,
+    ReceiptMode,
+    SendPattern,
+    ThrottledError,
+    TransientError,
+)
 from mta.broker import Broker
 from mta.config import Settings
 from mta.contract import (
@@ -62,6 +68,9 @@ class Reporter:
         self.stats: dict[str, int] = defaultdict(int)
         self.first_ms = int(settings.poll_first_s * 1000)
         self.max_ms = int(settings.poll_max_s * 1000)
+        # Metrics are counted per round, only when this process serves them.
+        self._metrics = bool(settings.metrics_listen)
+        self._m = metrics.Children()
 
     async def start(self) -> None:
         for n in range(max(1, self.settings.report_concurrency)):
@@ -108,6 +117,9 @@ class Reporter:
             await self.store.drop_orphans(claim.orphans)
         if not claim.records:
             return bool(claim.orphans)
+        if self._metrics:
+            metrics.REPORT_ROUNDS.inc()
+            metrics.REPORT_CLAIMED.inc(len(claim.records))
         try:
             await self._process(claim)
         except BaseException:
@@ -182,6 +194,12 @@ class Reporter:
             for mid in lost:
                 finals.pop(mid, None)
         await outbox.publish(self.store, self.broker, entries, self.stopping)
+        if self._metrics and finals:
+            tally: dict[tuple[str, str], int] = defaultdict(int)
+            for mid, final in finals.items():
+                tally[records[mid].account, final.apiStatus] += 1
+            for (account, api_status), n in tally.items():
+                self._m.inc(metrics.RESULTS, metrics.label(account), api_status, n=n)
         await self._drop_receipts(records, finals)
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
@@ -232,10 +250,18 @@ class Reporter:
     async def _ask_chunk(
         self, runtime: AccountRuntime, partner_ids: list[str], answers: dict[str, SmsResult]
     ) -> None:
+        name = runtime.account.name
         try:
             async with runtime.semaphore:
-                response = await runtime.adapter.report(SmsReportRequest("", partner_ids))
+                started = time.perf_counter()
+                try:
+                    response = await runtime.adapter.report(SmsReportRequest("", partner_ids))
+                finally:
+                    if self._metrics:
+                        took = time.perf_counter() - started
+                        self._m.observe(metrics.PARTNER_CALL, took, name, "report")
         except Exception as exc:
+            self._m.inc(metrics.PARTNER_ERRORS, name, "report", _error_kind(exc))
             log.warning(
                 "account %r: Report failed for %d message(s): %s",
                 runtime.account.name,
@@ -260,3 +286,14 @@ class Reporter:
             answer.sendAt or record.send_at, answer.smsOperator,
             answer.smsMessageCount or record.count,
         )
+
+
+def _error_kind(exc: BaseException) -> str:
+    """The ``kind`` label of a failed partner call."""
+    if isinstance(exc, ThrottledError):
+        return "throttled"
+    if isinstance(exc, TransientError):
+        return "transient"
+    if isinstance(exc, PermanentError):
+        return "permanent"
+    return "bug"

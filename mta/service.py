@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from mta.broker import Broker
 from mta.config import Settings, load_accounts, load_smpp_clients
 from mta.httpserver import HttpServer, create_app, parse_listen
+from mta.metrics import MetricsServer, sample_loop
 from mta.registry import Registry, discover
 from mta.reporter import Reporter
 from mta.smpp.guard import SmppLimits
@@ -49,12 +50,19 @@ class Service:
     smpp_tls_key: str = ""
     smpp_limits: SmppLimits | None = None  # None: from the MTA_SMPP_* variables
     smpp: SmppServer | None = None
+    metrics: MetricsServer | None = None
+    _sampler: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.store = Store.connect(self.settings.redis_url, self.settings.prefix)
         self.broker = Broker(self.settings.amqp_url, Topology(self.settings.prefix))
 
     async def start(self) -> None:
+        if self.settings.metrics_listen:  # first: /healthz answers while the roles start
+            host, port = parse_listen(self.settings.metrics_listen)
+            self.metrics = MetricsServer(host, port, self.problems)
+            await self.metrics.start()
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
         self.registry.bind_store(self.store)
@@ -63,6 +71,10 @@ class Service:
         if "reporter" in self.roles:
             self.reporter = Reporter(self.settings, self.registry, self.store, self.broker)
             await self.reporter.start()
+            if self.metrics is not None:  # reporters sample the Redis state gauges
+                self._sampler = asyncio.create_task(
+                    sample_loop(self.store, self._stopping), name="metrics-sampler"
+                )
         if "worker" in self.roles:
             self.worker = Worker(self.settings, self.registry, self.store, self.broker)
             await self.worker.start()
@@ -91,7 +103,22 @@ class Service:
             )
             await self.smpp.start()
 
+    async def problems(self) -> list[str]:
+        """What keeps this process from being ready (empty: Redis answers, RabbitMQ is open)."""
+        found = []
+        try:
+            await asyncio.wait_for(self.store.r.ping(), timeout=2)
+        except Exception as exc:
+            found.append(f"redis: {type(exc).__name__}")
+        connection = self.broker.connection
+        if connection is None or connection.is_closed:
+            found.append("rabbitmq: connection closed")
+        return found
+
     async def stop(self) -> None:
+        self._stopping.set()
+        if self._sampler is not None:
+            await self._sampler
         if self.smpp is not None:
             await self.smpp.stop()
         if self.http is not None:
@@ -103,6 +130,8 @@ class Service:
         await self.registry.close()
         await self.broker.close()
         await self.store.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
 
 async def serve(

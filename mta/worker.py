@@ -38,7 +38,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mta import outbox
+from mta import metrics, outbox
 from mta.adapter import (
     AdapterError,
     PermanentError,
@@ -153,6 +153,7 @@ class Pass:
     size: int = 0  # messages in the AMQP message
     whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
     suspect: bool = False  # the body has a surrogate escape: check each message for one
+    tally: dict[tuple[str, str], int] | None = None  # results by (account, apiStatus): metrics
 
     def mark(self, message_id: str, marker: str) -> None:
         batch, index = message_id.rsplit(":", 1)
@@ -183,6 +184,9 @@ class Worker:
         self._key = b""
         self._policy_fail = settings.inflight_policy == InFlightPolicy.FAIL
         self._poll_first_ms = int(settings.poll_first_s * 1000)
+        # Metrics are counted per batch, only when this process serves them.
+        self._metrics = bool(settings.metrics_listen)
+        self._m = metrics.Children()
 
     # --- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,6 +279,7 @@ class Worker:
             )
             reason = self.registry.scrub(f"worker error: {type(exc).__name__}: {exc}")
             await self._dead(message, reason[:1000])
+            self._m.inc(metrics.DEAD_LETTERS, "worker_error")
 
     async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
         headers = {
@@ -313,6 +318,7 @@ class Worker:
             )
             await self._dead(message, str(exc))
             self.stats["refused"] += 1
+            self._m.inc(metrics.DEAD_LETTERS, "forged" if isinstance(exc, Forged) else "refused")
             return
         given = internal.ids
         ids = given if given is not None else [f"{batch_id}:{i}" for i in range(len(raws))]
@@ -329,6 +335,10 @@ class Worker:
         work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
         work.since_ms = internal.since_ms or int(now * 1000)
         work.suspect = _SURROGATE_ESCAPE.search(message.body) is not None
+        if self._metrics:
+            work.tally = {}
+            self._m.inc(metrics.MESSAGES_IN, lane, n=len(raws))
+            self._m.inc(metrics.BATCHES_IN, lane)
         states = await self._infra("begin", lambda: self._begin(work, given, len(raws), accept))
         groups = self._classify(work, raws, ids, states)
         if len(groups) == 1:
@@ -436,9 +446,14 @@ class Worker:
             )
         )
         work.mark(message_id, MARK_DONE)
+        if work.tally is not None:
+            key = ("", ApiStatus.FAIL)
+            work.tally[key] = work.tally.get(key, 0) + 1
 
-    def _fail(self, work: Pass, item: Item, detail: str, status: str = "") -> None:
-        self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail))
+    def _fail(
+        self, work: Pass, item: Item, detail: str, status: str = "", account: str = ""
+    ) -> None:
+        self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail), account)
 
     def _result(
         self, work: Pass, item: Item, result: SmsResult, account: str = "", pushes: bool = False
@@ -466,6 +481,10 @@ class Worker:
             result.smsMessageCount or item.checked.segments,
         )
         work.mark(message_id, MARK_DONE)
+        tally = work.tally
+        if tally is not None:
+            key = (account, report.apiStatus)
+            tally[key] = tally.get(key, 0) + 1
         if final:
             work.finals.append(report)
             return
@@ -543,6 +562,7 @@ class Worker:
                         f"accountId: account {runtime.account.name!r} serving {account_id} "
                         "is inactive",
                         "INACTIVE",
+                        runtime.account.name,
                     )
             elif state == State.NOK:
                 for item in items:
@@ -551,9 +571,14 @@ class Worker:
                         item,
                         f"account {runtime.account.name!r}: {runtime.detail}",
                         "LOGIN_NOK",
+                        runtime.account.name,
                     )
             else:
-                self._park(work, items, f"account {runtime.account.name!r}: {reason}")
+                kind = "unavailable" if state != State.READY else "circuit_open"
+                self._park(
+                    work, items, f"account {runtime.account.name!r}: {reason}", runtime.account.name
+                )
+                self._m.inc(metrics.PARKED, runtime.account.name, kind, n=len(items))
             return
         meta = runtime.meta
         size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
@@ -583,6 +608,7 @@ class Worker:
         if wait is None:
             return False
         if wait:
+            self._m.inc(metrics.RATE_WAIT, account.name, n=wait / 1000)
             await asyncio.sleep(wait / 1000)
         return True
 
@@ -597,18 +623,24 @@ class Worker:
             runtime.probe_unused()
             self._later(work.deferred, work, items)
             self.stats["rate_deferred"] += len(items)
+            self._m.inc(metrics.RATE_DEFERRED, name, n=len(items))
             return
         try:
             async with runtime.semaphore:
                 if self._policy_fail:  # exact: only a message whose Send starts is ever 'i'
                     ids = [item.message_id for item in items]
                     await self._infra("in-flight mark", lambda: self.store.mark_inflight(ids))
+                started = time.perf_counter()
                 try:
                     response = await runtime.adapter.send(request)
                 except Exception as exc:
                     if not _retry_in_place(exc):
                         raise
                     response = await _send_again(runtime, request)
+                finally:
+                    if self._metrics:
+                        took = time.perf_counter() - started
+                        self._m.observe(metrics.PARTNER_CALL, took, name, "send")
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             detail = runtime.scrub(
@@ -622,23 +654,27 @@ class Worker:
                 len(items),
             )
             runtime.failed()
-            self._retry(work, items, detail)
+            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "transient")
+            self._retry(work, items, detail, name, "transient")
             return
         except ThrottledError as exc:
             runtime.probe_unused()  # the partner answers: throttling says nothing of an outage
-            self._retry(work, items, f"throttled: {runtime.scrub(exc.detail)}")
+            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "throttled")
+            self._retry(work, items, f"throttled: {runtime.scrub(exc.detail)}", name, "throttled")
             return
         except PermanentError as exc:
             runtime.succeeded()  # the partner answered (it refused these messages)
+            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "permanent")
             for item in items:
-                self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT")
+                self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT", name)
             return
         except Exception as exc:  # an adapter bug: the messages retry later, loudly
             detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
             # The traceback is masked by the process's log formatter (mta.cli).
             log.error("account %r: Send raised %s", name, detail, exc_info=True)
             runtime.probe_unused()
-            self._retry(work, items, detail)
+            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "bug")
+            self._retry(work, items, detail, name, "bug")
             return
         runtime.succeeded()
         if len(response.results) != len(items):
@@ -648,7 +684,7 @@ class Worker:
             )
             log.error("account %r: %s", name, detail)
             for item in items:
-                self._fail(work, item, detail, "ADAPTER_ERROR")
+                self._fail(work, item, detail, "ADAPTER_ERROR", name)
             return
         pushes = runtime.meta.receipts != ReceiptMode.PULL
         again: list[Item] = []
@@ -686,36 +722,44 @@ class Worker:
                     f"adapter {runtime.account.adapter!r} accepted the "
                     "message without a partnerMessageId; it cannot be followed",
                     "ADAPTER_ERROR",
+                    name,
                 )
                 continue
             self._result(work, item, result, name, pushes)
         self.stats["sent"] += len(items) - len(later)
         if later:
-            self._retry(work, later, later_detail)
+            self._retry(work, later, later_detail, name, "partner")
         if again:
             self.stats["fallback_sender"] += len(again)
             await self._send_chunk(work, runtime, again)
 
-    def _park(self, work: Pass, items: list[Item], detail: str) -> None:
+    def _park(self, work: Pass, items: list[Item], detail: str, account: str = "") -> None:
         """The account cannot take messages now (down, or its circuit open): they wait in the
         longest retry tier without spending an attempt — attempts count failed Sends — so they
         come back within that tier's delay once the account is back, for at most
         ``MTA_MAX_WAIT_S`` from when the MTA first took them."""
         waited_s = work.now - work.since_ms / 1000
         if waited_s >= self.settings.max_wait_s:
-            self._give_up(work, items, f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}")
+            self._give_up(
+                work, items, f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}", account
+            )
         else:
             self._later(work.parked, work, items)
 
-    def _retry(self, work: Pass, items: list[Item], detail: str) -> None:
+    def _retry(
+        self, work: Pass, items: list[Item], detail: str, account: str = "", reason: str = ""
+    ) -> None:
         if work.attempt + 1 >= self.settings.max_attempts:
-            self._give_up(work, items, f"gave up after {work.attempt + 1} attempts: {detail}")
+            self._give_up(
+                work, items, f"gave up after {work.attempt + 1} attempts: {detail}", account
+            )
         else:
             self._later(work.retry, work, items)
+            self._m.inc(metrics.RETRIES, metrics.label(account), reason, n=len(items))
 
-    def _give_up(self, work: Pass, items: list[Item], detail: str) -> None:
+    def _give_up(self, work: Pass, items: list[Item], detail: str, account: str = "") -> None:
         for item in items:
-            self._fail(work, item, detail, "RETRIES_EXHAUSTED")
+            self._fail(work, item, detail, "RETRIES_EXHAUSTED", account)
 
     @staticmethod
     def _later(queue: list[Item], work: Pass, items: list[Item]) -> None:
@@ -749,6 +793,9 @@ class Worker:
         if entries:
             await outbox.publish(self.store, self.broker, entries, self.stopping)
         await message.ack()
+        if work.tally:
+            for (account, status), n in work.tally.items():
+                self._m.inc(metrics.RESULTS, account or metrics.NO_ACCOUNT, status, n=n)
         self.stats["batches"] += 1
         self.stats["oks"] += len(work.oks)
         self.stats["finals"] += len(work.finals)
