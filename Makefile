@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck services bench chaos clean
+.PHONY: demo test lint typecheck services bench bench-smpp-receipts chaos clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -37,6 +37,12 @@ BENCH_N ?= 200000
 BENCH_B ?= 100
 bench: $(STAMP) services
 	$(VENV)/bin/mta bench -n $(BENCH_N) -b $(BENCH_B)
+
+# deliver_sm/s from `mta smpp-server` to one bound client (window 50), min/median/max of 3
+# runs, then how fast a bind drains the Redis stash. A benchmark too: figures, no verdict.
+BENCH_RECEIPTS_N ?= 20000
+bench-smpp-receipts: $(STAMP) services
+	$(PY) tests/bench/bench_smpp_server.py --receipts -n $(BENCH_RECEIPTS_N) --runs 3
 
 # Fault injection at a larger scale than in `make test`: private RabbitMQ and Redis killed -9
 # and restarted under load, mta processes killed -9; prints what arrived per message.

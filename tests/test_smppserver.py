@@ -897,7 +897,7 @@ async def test_waiting_receipts_are_bounded(smpp_env: Env, monkeypatch: pytest.M
 
 
 async def test_many_receipts_all_arrive_once(smpp_env: Env) -> None:
-    """More receipts than the session's window: the overflow waits in Redis and is flushed."""
+    """More receipts than the session's window: the overflow waits for window space."""
     await smpp_env.start("worker", "reporter")
     server = await start_server(smpp_env)
     client = await esme(server)

@@ -7,6 +7,7 @@ message records written as the server writes them.
 * 2,000 receipts stashed while the client was away arrive within seconds of its bind, once;
 * a client that stops answering: its receipts end up in the stash (memory stays bounded) and
   reach it when it binds again;
+* a server that stops stashes the receipts still waiting for a client;
 * receipts a server process claimed from the stash and never settled (it died) go back.
 """
 
@@ -177,6 +178,24 @@ async def test_a_silent_client_gets_its_receipts_after_binding_again(rx_env: Env
     await asyncio.sleep(0.5)
     assert len(client.ids) == 2000 and await server.records.waiting("acme") == 0
     await client.close()
+
+
+async def test_a_stopping_server_stashes_what_waits_for_a_client(rx_env: Env) -> None:
+    server = await start_server(rx_env)
+    server.receipts.hold_s = server.receipts.receipt_timeout_s = 60.0  # nothing expires
+    silent = await Receiver(answer=False).bind(server.port)
+    [outlet] = server.receipts.receivers["acme"]
+    ids = await messages(server, 1000)
+    await publish_finals(rx_env, ids, per_message=250)
+    await until(lambda: outlet.load == 1000, what="1,000 receipts queued for the client")
+    assert outlet.in_flight == server.window and await server.records.waiting("acme") == 0
+    await rx_env.stop(rx_env.services[-1])  # SIGTERM's path
+    store = await rx_env.store()
+    stashed = await Records(store).take("acme", 5000)
+    assert {job.message_id for job in stashed} == set(ids)  # none lost
+    assert outlet.load == 0
+    await silent.close()
+    await store.close()
 
 
 async def test_claimed_receipts_of_a_dead_process_go_back(rx_env: Env) -> None:

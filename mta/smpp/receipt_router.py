@@ -258,13 +258,6 @@ class ReceiptRouter:
         self._drains[system_id] = task
         task.add_done_callback(lambda _t: self._drains.pop(system_id, None))
 
-    async def flush(self, system_id: str) -> None:
-        """Drain the stash of *system_id* now and wait until it is empty (or cannot go on)."""
-        self.drain_soon(system_id)
-        task = self._drains.get(system_id)
-        if task is not None:
-            await asyncio.shield(task)
-
     async def _drain(self, system_id: str) -> None:
         """Claim stashed receipts as the receiving sessions have room for them (two windows
         each, waiting or in flight); settle each as it is answered or given back."""
