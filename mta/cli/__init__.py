@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from mta.cli import accounts, bench, console, roles
+from mta.cli import accounts, bench, console, dead, roles
 from mta.cli.settings import _SETTINGS, settings_options
 
 __all__ = ["_SETTINGS", "main", "settings_options"]
@@ -32,6 +32,8 @@ for _command in (
     console.reports,
     console.status,
     console.topology,
+    console.teardown,
+    dead.dead,
     accounts.adapters,
     accounts.accounts,
     bench.bench,

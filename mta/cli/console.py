@@ -248,3 +248,84 @@ async def _status(settings: Settings, as_json: bool) -> None:
         click.echo(f"{name:<40} {'not declared' if count is None else count:>12}")
     for name, count in redis_state.items():
         click.echo(f"{'redis ' + name:<40} {count:>12}")
+
+
+@click.command()
+@settings_options("amqp_url", "redis_url", "prefix")
+@click.option("--yes", is_flag=True, help="Remove; without it, only print what would go.")
+def teardown(settings: Settings, yes: bool) -> None:
+    """Remove a prefix: its queues (with their messages), exchanges and Redis keys.
+
+    Without --yes it prints what it would remove and exits with status 1. Stop the prefix's
+    processes first: they declare the topology again at start.
+    """
+    _run(_teardown(settings, yes))
+
+
+async def _teardown(settings: Settings, yes: bool) -> None:
+    import aio_pika
+
+    from mta.redact import mask_url
+    from mta.store import Store
+    from mta.topology import Topology
+
+    topology = Topology(settings.prefix)
+    store = Store.connect(settings.redis_url, settings.prefix)
+    connection = await aio_pika.connect(
+        settings.amqp_url, client_properties={"connection_name": "mta teardown"}
+    )
+    try:
+        queues: list[str] = []
+        for name, _ in topology.queues():
+            count = await _depth(connection, name)
+            if count is not None:
+                queues.append(f"queue {name} ({count} message(s))")
+        exchanges: list[str] = []
+        for name, kind in topology.exchanges():
+            channel = await connection.channel()
+            try:
+                await channel.declare_exchange(name, passive=True)
+                exchanges.append(f"exchange {name} ({kind})")
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        keys = [k async for k in store.r.scan_iter(match=f"{store.tag}:*", count=1000)]
+        found = [*queues, *exchanges]
+        if keys:
+            found.append(
+                f"{len(keys)} Redis key(s) {store.tag}:* at {mask_url(settings.redis_url)}"
+            )
+        if not found:
+            click.echo(f"nothing of prefix {settings.prefix!r} found", err=True)
+            return
+        if not yes:
+            click.echo(f"mta teardown would remove (prefix {settings.prefix!r}):")
+            for line in found:
+                click.echo(f"  {line}")
+            raise click.ClickException("nothing removed: run again with --yes to remove these")
+        channel = await connection.channel()
+        await topology.delete(channel)
+        await store.delete_all()
+        for line in found:
+            click.echo(f"removed {line}")
+    finally:
+        await connection.close()
+        await store.close()
+
+
+async def _depth(connection: Any, name: str) -> int | None:
+    """A queue's message count, None when it does not exist (on a channel of its own: a
+    passive declare of a missing queue closes the channel)."""
+    import aio_pika
+
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    except aio_pika.exceptions.ChannelClosed:
+        return None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
