@@ -54,6 +54,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mta import metrics
 from mta.adapter import ReceiptMode, WebhookError, WebhookRequest
 from mta.broker import Broker
 from mta.config import Settings
@@ -187,8 +188,14 @@ def create_app(
             reason,
         )
 
+    def counted(name: str, result: str, n: int = 1) -> None:
+        """mta_webhook_receipts_total: a name not in the accounts file is never a label."""
+        account = name if name in registry.by_name else metrics.NO_ACCOUNT
+        metrics.WEBHOOK_RECEIPTS.labels(account, result).inc(n)
+
     def refuse(name: str, status: int, detail: str, level: int = logging.WARNING) -> Response:
         stats["refused"] += 1
+        counted(name, "refused")
         known = name if name in registry.by_name else "<unknown>"
         throttled.log(
             level,
@@ -216,6 +223,7 @@ def create_app(
             return refuse(name, exc.status, exc.detail)
         except ClientDisconnect:
             stats["refused"] += 1
+            counted(name, "refused")
             return Response(status_code=400)  # nobody is listening any more
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form"):
@@ -249,6 +257,7 @@ def create_app(
             return refuse(name, status, exc.detail)
         except Exception as exc:
             stats["refused"] += 1
+            counted(name, "refused")
             # The message may carry upstream text: repr'd; the frames are our code only.
             log.error(
                 "webhook for account %r: the adapter raised %s: %r (an adapter bug; the call "
@@ -275,6 +284,7 @@ def create_app(
             stored, over = await store.store_receipts(name, finals, receipts_cap)
         except (RedisError, OSError) as exc:
             stats["refused"] += 1
+            counted(name, "refused")
             throttled.log(
                 logging.ERROR,
                 (name, "redis"),
@@ -290,8 +300,11 @@ def create_app(
                 headers={"Retry-After": "5"},
             )
         stats["stored"] += stored
+        if stored:
+            counted(name, "stored", stored)
         if over:
             stats["refused"] += 1
+            counted(name, "refused")
             throttled.log(
                 logging.WARNING,
                 (name, "cap"),

@@ -23,12 +23,22 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 if TYPE_CHECKING:
     from mta.store import Store
 
 log = logging.getLogger(__name__)
+
+# No *_created series: they double the exposition and no dashboard or alert of ours uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: The label value of "no account" (a message refused before it reached one, an unknown name).
 NO_ACCOUNT = "-"
@@ -155,7 +165,8 @@ SMPP_SESSIONS = Gauge(
 )
 SMPP_SUBMITS = Counter(
     "mta_smpp_submits_total",
-    "submit_sm PDUs answered, by client and result: accepted, throttled, refused.",
+    "submit_sm PDUs answered, by client and result: accepted, throttled (ESME_RTHROTTLED: "
+    "over the client's throughput), queue_full (ESME_RMSGQFUL), refused (invalid PDU).",
     ["client", "result"],
 )
 SMPP_RECEIPTS = Counter(

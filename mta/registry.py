@@ -180,12 +180,28 @@ class AccountRuntime:
             self._login_metrics(started, "" if ok else "nok")
             if ok:
                 self.state, self.detail = State.READY, ""
-                log.info("account %r (id %d) logged in", self.account.name, self.account.id)
+                log.info(
+                    "account %r (id %d) logged in",
+                    self.account.name,
+                    self.account.id,
+                    extra=self._extra,
+                )
             else:
                 self.state = State.NOK
                 self.detail = "login answered NOK (check the account's secret_key and credentials)"
-                log.error("account %r (id %d): %s", self.account.name, self.account.id, self.detail)
+                log.error(
+                    "account %r (id %d): %s",
+                    self.account.name,
+                    self.account.id,
+                    self.detail,
+                    extra=self._extra,
+                )
             return self.state
+
+    @property
+    def _extra(self) -> dict[str, str]:
+        """``extra=`` of this account's log lines (a field of JSON log lines)."""
+        return {"account": self.account.name}
 
     def _login_metrics(self, started: float, kind: str) -> None:
         """A Login's duration, and its failure kind (transient, permanent, nok, bug) if any."""
@@ -250,7 +266,9 @@ class AccountRuntime:
     def _down(self, detail: str) -> None:
         self.state, self.detail = State.DOWN, detail
         self.retry_at = time.monotonic() + RELOGIN_AFTER_S
-        log.warning("account %r (id %d): %r", self.account.name, self.account.id, detail)
+        log.warning(
+            "account %r (id %d): %r", self.account.name, self.account.id, detail, extra=self._extra
+        )
 
 
 class Registry:

@@ -267,6 +267,7 @@ class Reporter:
                 runtime.account.name,
                 len(partner_ids),
                 runtime.scrub(getattr(exc, "detail", None) or repr(exc)),
+                extra={"account": name},
             )
             return
         prefix = runtime.account.name + "\x00"

@@ -96,7 +96,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mta import outbox
+from mta import metrics, outbox
 from mta.broker import Broker
 from mta.config import Settings, SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
@@ -213,6 +213,7 @@ class SmppServer:
         self.receipt_timeout_s = receipt_timeout_s
         self.enquire_link_s = enquire_link_s
         self.window = window
+        self._m = metrics.Children()
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "binds",
@@ -369,6 +370,8 @@ class SmppServer:
             conn.deadline = None
         if conn.client is not None and conn.bound in (RX, TRX):
             self.receipts.remove(conn.client.system_id, session)
+        if conn.client is not None and conn.bound:
+            self._m.child(metrics.SMPP_SESSIONS, conn.client.system_id).dec()
         log.debug("SMPP %s closed: %s", session.name, reason)
 
     # --- dispatch -----------------------------------------------------------------------
@@ -419,6 +422,8 @@ class SmppServer:
             conn.bound = kind
             conn.client = client
             self.stats["binds"] += 1
+            self._m.inc(metrics.SMPP_BINDS, client.system_id, kind)
+            self._m.child(metrics.SMPP_SESSIONS, client.system_id).inc()
             if kind in (RX, TRX):
                 self.receipts.add(client.system_id, session)
             log.info("SMPP %s bound %s as %r", session.name, kind, client.system_id)
@@ -427,6 +432,7 @@ class SmppServer:
             return resp
         conn.binding = True
         self.stats["bind_failures"] += 1
+        metrics.SMPP_BIND_FAILURES.labels("limit" if over else "credentials").inc()
         if not over:
             self.binds.failed(conn.ip, pdu.system_id)
         # ±10 % so refusals started together are not all answered in one loop turn
@@ -460,16 +466,19 @@ class SmppServer:
         self.stats["submits"] += 1
         if not self.directory.bucket(client.system_id).take():
             self.stats["throttled"] += 1
+            self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "throttled")
             return P.SubmitSmResp(status=S.ESME_RTHROTTLED)
         batcher = self._batcher
         assert batcher is not None
         if batcher.pending >= batcher.max_pending:
+            self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "queue_full")
             return P.SubmitSmResp(status=S.ESME_RMSGQFUL)
         evicted = self._reassembly.evicted(client.system_id)
         try:
             message, record, parts = self._reader.read(client, pdu)
         except Refused as exc:
             self.stats["rejected"] += 1
+            self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "refused")
             self._warn(
                 "submit-refused",
                 "SMPP %s: submit_sm from %r refused: %s (%s)",
@@ -489,6 +498,7 @@ class SmppServer:
                     "budget is full: complete or stop sending parts)",
                     client.system_id,
                 )
+        self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "accepted")
         if message is None:  # a part of a long message: its own id, answered now
             return P.SubmitSmResp(message_id=parts[-1])
         lane = LANE_PRIORITY if pdu.priority_flag > 0 or client.priority else LANE_BULK

@@ -276,6 +276,7 @@ class Worker:
                 self.registry.scrub(f"{type(exc).__name__}: {exc}"),
                 self.topology.dead_queue,
                 exc_info=True,
+                extra={"batch_id": batch_id},
             )
             reason = self.registry.scrub(f"worker error: {type(exc).__name__}: {exc}")
             await self._dead(message, reason[:1000])
@@ -314,7 +315,11 @@ class Worker:
             )
         except (BatchError, Forged) as exc:
             log.warning(
-                "batch %r refused (%s); sent to %s", batch_id, exc, self.topology.dead_queue
+                "batch %r refused (%s); sent to %s",
+                batch_id,
+                exc,
+                self.topology.dead_queue,
+                extra={"batch_id": batch_id},
             )
             await self._dead(message, str(exc))
             self.stats["refused"] += 1
@@ -652,6 +657,7 @@ class Worker:
                 SEND_TRIES,
                 detail,
                 len(items),
+                extra={"account": name, "batch_id": work.batch_id},
             )
             runtime.failed()
             self._m.inc(metrics.PARTNER_ERRORS, name, "send", "transient")
@@ -671,7 +677,13 @@ class Worker:
         except Exception as exc:  # an adapter bug: the messages retry later, loudly
             detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
             # The traceback is masked by the process's log formatter (mta.cli).
-            log.error("account %r: Send raised %s", name, detail, exc_info=True)
+            log.error(
+                "account %r: Send raised %s",
+                name,
+                detail,
+                exc_info=True,
+                extra={"account": name, "batch_id": work.batch_id},
+            )
             runtime.probe_unused()
             self._m.inc(metrics.PARTNER_ERRORS, name, "send", "bug")
             self._retry(work, items, detail, name, "bug")

@@ -1,15 +1,45 @@
-"""Logging of the ``mta`` processes: one format, every line masked of credentials and, once
-the accounts are known, of their secrets."""
+"""Logging of the ``mta`` processes: text or JSON lines (``MTA_LOG_FORMAT``) at
+``MTA_LOG_LEVEL``, every line masked of credentials and, once the accounts are known, of their
+secrets."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
+    from mta.config import Settings
     from mta.registry import Registry
+
+#: Attributes every LogRecord has: the others were passed with ``extra=`` (account, batch_id,
+#: message_id, ...) and become fields of a JSON line.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _json_line(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """One JSON object: time (UTC, ISO 8601), level, logger, message, the ``extra=`` fields,
+    and exc/stack when the record carries them."""
+    line: dict[str, Any] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    for key, value in record.__dict__.items():
+        if key not in _RECORD_ATTRS and not key.startswith("_"):
+            line[key] = value
+    if record.exc_info:
+        line["exc"] = formatter.formatException(record.exc_info)
+    elif record.exc_text:
+        line["exc"] = record.exc_text
+    if record.stack_info:
+        line["stack"] = formatter.formatStack(record.stack_info)
+    return orjson.dumps(line, default=str).decode()
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -22,9 +52,11 @@ class _RedactingFormatter(logging.Formatter):
 
         super().__init__(fmt)
         self.redact: Callable[[str], str] = redact_credentials
+        self.json = False  # MTA_LOG_FORMAT=json: one JSON object per line
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.redact(super().format(record))
+        text = _json_line(self, record) if self.json else super().format(record)
+        return self.redact(text)
 
 
 _FORMATTER = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -38,10 +70,13 @@ def _drop_transport_error(record: logging.LogRecord) -> bool:
 logging.getLogger("aiormq.connection").addFilter(_drop_transport_error)
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, settings: Settings | None = None) -> None:
+    """Log to stderr in ``settings.log_format`` at ``settings.log_level`` (DEBUG with -v)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_FORMATTER)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    level = settings.log_level.upper() if settings is not None else "INFO"
+    _FORMATTER.json = settings is not None and settings.log_format == "json"
+    logging.basicConfig(level=logging.DEBUG if verbose else level, handlers=[handler])
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.WARNING)
 

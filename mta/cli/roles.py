@@ -22,7 +22,7 @@ def _serve(
     from mta.httpserver import parse_listen
     from mta.service import build_registry, serve
 
-    _logging(verbose)
+    _logging(verbose, settings)
     if "http" in roles:
         try:
             parse_listen(listen)

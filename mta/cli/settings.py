@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from mta.config import ConfigError, InFlightPolicy, Settings
+from mta.config import LOG_FORMATS, LOG_LEVELS, ConfigError, InFlightPolicy, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,6 +141,27 @@ _SETTINGS: list[tuple[str, str, str, Any, str]] = [
         "webhook_receipts_cap",
         int,
         "mta http: unclaimed pushed receipts stored per account; beyond it webhooks get 429.",
+    ),
+    (
+        "--metrics-listen",
+        "MTA_METRICS_LISTEN",
+        "metrics_listen",
+        str,
+        "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty = off.",
+    ),
+    (
+        "--log-format",
+        "MTA_LOG_FORMAT",
+        "log_format",
+        click.Choice(LOG_FORMATS),
+        "Log lines as text or as one JSON object per line.",
+    ),
+    (
+        "--log-level",
+        "MTA_LOG_LEVEL",
+        "log_level",
+        click.Choice(LOG_LEVELS, case_sensitive=False),
+        "Lowest level logged (-v means DEBUG).",
     ),
 ]
 

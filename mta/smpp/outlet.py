@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Final
 
+from mta import metrics
 from mta.smpp import pdu as P
 from mta.smpp.receipt import MessageState, format_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
@@ -38,6 +39,7 @@ from mta.smppclients import Job
 __all__ = ["Outlet", "receipt_pdu"]
 
 log = logging.getLogger(__name__)
+_m = metrics.Children()  # mta_smpp_receipts_total children, one per client
 
 S = P.CommandStatus
 RETRY_LATER: Final = frozenset(
@@ -191,6 +193,7 @@ class Outlet:
         self._last_answer = self._loop.time()
         if resp.status == S.ESME_ROK:
             self.stats["receipts_sent"] += 1
+            _m.inc(metrics.SMPP_RECEIPTS, job.record.system_id)
             return True
         if resp.status in RETRY_LATER:
             if resp.status in _SLOW_DOWN:
