@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck services bench bench-smpp-receipts chaos clean
+.PHONY: demo test lint typecheck services bench bench-smpp-receipts chaos deploy-tools test-deploy clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -49,6 +49,18 @@ bench-smpp-receipts: $(STAMP) services
 FAULTS_N ?= 20000
 chaos: $(STAMP) services
 	FAULTS_N=$(FAULTS_N) $(PY) -m pytest tests/test_faults.py -s -q -o addopts="" --timeout 900
+
+# The deploy files, each tried for real (tests/deploy; docs/operations.md): the image built from
+# deploy/Dockerfile on a local debootstrap'd Debian base, the compose stack up with a batch
+# through it, systemd units (systemd-analyze verify), alert rules (promtool), Kubernetes
+# manifests and the KEDA ScaledObjects (offline schemas), the Grafana dashboard's metrics
+# against a live /metrics. Installs docker.io, docker-compose, debootstrap, prometheus and
+# starts dockerd when missing. Takes minutes (the first run longer: debootstrap, images).
+deploy-tools:
+	@tests/deploy/ensure-tools.sh
+
+test-deploy: $(STAMP) services deploy-tools
+	$(PY) -m pytest tests/deploy -m "" --timeout 1800 -rA
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
