@@ -10,7 +10,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             ``c`` cancelled before it reached a partner (never sent);
                             field ``*`` stands for every index without a field of its own, so
                             a batch handled in one pass costs one or two fields, not hundreds.
-                            Expires ``DEDUP_TTL_S`` after the batch's last touch.
+                            Expires ``DEDUP_TTL_S`` after the batch's last touch, or
+                            ``DEAD_MARKERS_TTL_S`` after the worker dead-lettered it.
 ``P:pending``       hash  messageId → packed record (:class:`Pending`) while a final is awaited.
 ``P:due``           zset  messageId → next poll (epoch ms). Reporters claim from its head only,
                             so polling cost grows with due messages, never with all pending.
@@ -75,6 +76,9 @@ OUTBOX_GRACE_MS = 30_000
 MAX_CLAIM = 2000
 RECEIPT_TTL_S = 3 * 86400
 DEDUP_TTL_S = 3600
+#: Markers of a batch the worker sent to ``<prefix>.dead`` are kept this long, so replaying it
+#: (``mta dead replay``) within that time never resends a message whose Send was recorded.
+DEAD_MARKERS_TTL_S = 7 * 86400
 
 # KEYS[1] markers; ARGV[1] ttl, ARGV[2] markers that may be taken over, ARGV[3] the marker to
 # set, ARGV[4] 'n' then ARGV[5] = the batch size (every index of a batch), or 'i' then
@@ -432,6 +436,19 @@ class Store:
         else:
             out = await self._begin(keys=key, args=[ttl_s, accept, mark, "i", *indexes])
         return [v.decode() if isinstance(v, bytes) else str(v) for v in out]
+
+    async def keep_markers(self, batch_id: str, ttl_s: int = DEAD_MARKERS_TTL_S) -> None:
+        """Keep a dead-lettered batch's markers (if any) for ``ttl_s``: a replay then skips
+        every message whose outcome was recorded."""
+        await self.r.expire(self.markers_key(batch_id), ttl_s)
+
+    async def has_markers(self, batch_id: str) -> bool:
+        """Whether the worker has marked messages of this batch (and would skip recorded ones)."""
+        return bool(await self.r.exists(self.markers_key(batch_id)))
+
+    async def count_keys(self) -> int:
+        """How many Redis keys this prefix holds (SCAN: fine for an operator's command)."""
+        return sum([1 async for _ in self.r.scan_iter(match=f"{self.tag}:*", count=1000)])
 
     async def mark_inflight(self, message_ids: Sequence[str]) -> None:
         """Mark messages whose Send is about to start (the ``fail`` policy's exact record)."""

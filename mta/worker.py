@@ -288,6 +288,8 @@ class Worker:
         }
         headers[HEADER_DEAD_REASON] = reason
         headers.setdefault(HEADER_ORIGINAL_KEY, message.routing_key or "")
+        batch_id = batch_id_of(message.message_id, message.body)
+        await self._infra("keep markers", lambda: self.store.keep_markers(batch_id))
         await self._infra(
             "dead-letter",
             lambda: self.broker.publish(

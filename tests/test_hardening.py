@@ -299,3 +299,17 @@ async def test_adapter_errors_never_carry_the_accounts_secret(
     )
     for variant in (secret, encoded, "s3cr3t"):
         assert variant not in everything
+
+
+async def test_a_dead_lettered_batch_keeps_its_markers_for_a_replay(env: Env) -> None:
+    """A batch that hit a bug after some of its messages were recorded: its markers outlive
+    the hour a batch's markers normally live, so `mta dead replay` skips what was recorded."""
+    store = await env.store()
+    await store.begin("parked-b", 3)
+    await store.r.hset(store.markers_key("parked-b"), mapping={"0": "o", "1": "o"})
+    await env.start("worker")
+    # Refused (a forged header): the worker dead-letters it.
+    await env.publish(batch(3), message_id="parked-b", headers={HEADER_ATTEMPT: 99})
+    await dead_letters(env, 1)
+    assert await store.r.ttl(store.markers_key("parked-b")) > 86400
+    await store.close()

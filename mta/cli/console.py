@@ -291,12 +291,10 @@ async def _teardown(settings: Settings, yes: bool) -> None:
             finally:
                 if not channel.is_closed:
                     await channel.close()
-        keys = [k async for k in store.r.scan_iter(match=f"{store.tag}:*", count=1000)]
+        keys = await store.count_keys()
         found = [*queues, *exchanges]
         if keys:
-            found.append(
-                f"{len(keys)} Redis key(s) {store.tag}:* at {mask_url(settings.redis_url)}"
-            )
+            found.append(f"{keys} Redis key(s) {store.tag}:* at {mask_url(settings.redis_url)}")
         if not found:
             click.echo(f"nothing of prefix {settings.prefix!r} found", err=True)
             return

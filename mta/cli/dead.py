@@ -418,7 +418,7 @@ async def _replay(
             for k, v in letter.headers.items()
             if not k.startswith("x-mta-") and k not in BROKER_HEADERS
         }
-        recorded = bool(await store.r.exists(store.markers_key(letter.id)))
+        recorded = await store.has_markers(letter.id)
         if id(channel) not in exchanges:
             exchanges[id(channel)] = await channel.get_exchange(topology.send_exchange)
         # Confirmed (the channel confirms, an unroutable message raises) before the pass acks
