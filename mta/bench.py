@@ -63,6 +63,7 @@ class BenchConfig:
     rate: float = 0.0  # messages/s to publish at; 0 = as fast as confirms allow
     stall_s: float = 60.0
     push: bool = False  # the simulator pushes its finals (receipts) instead of answering polls
+    metrics: bool = False  # the processes count and serve metrics (MTA_METRICS_LISTEN)
 
 
 def _proc_cpu(pid: int) -> float:
@@ -190,6 +191,9 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     env = dict(os.environ, MTA_PREFIX=prefix, MTA_ACCOUNTS=str(accounts),
                MTA_AMQP_URL=settings.amqp_url, MTA_REDIS_URL=settings.redis_url,
                MTA_POLL_FIRST_S=str(max(0.2, config.report_delay_s)), MTA_POLL_MAX_S="2")
+    # Metrics on: each process serves them on a free port (counting is what costs; a scrape
+    # every 15 s costs nothing measurable). Off: not even an inherited MTA_METRICS_LISTEN.
+    env["MTA_METRICS_LISTEN"] = "127.0.0.1:0" if config.metrics else ""
     if config.push:  # the default polls (10 s, then backing off): receipts must not wait for them
         env.update(MTA_POLL_FIRST_S="10", MTA_POLL_MAX_S="300")
     procs: list[asyncio.subprocess.Process] = []
@@ -395,6 +399,7 @@ class BenchResult:
                 "report_delay_s": self.config.report_delay_s,
                 "rate": self.config.rate,
                 "receipts": "pushed" if self.config.push else "polled",
+                "metrics": self.config.metrics,
             },
             "publish_msg_s": self.publish_msg_s,
             "adapter_ok_msg_s": self.adapter_ok_msg_s,
@@ -431,7 +436,8 @@ class BenchResult:
             f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
             f"report delay {config.report_delay_s:g} s, receipts "
             f"{'pushed' if config.push else 'polled'}"
-            + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced"),
+            + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced")
+            + f", metrics {'on' if config.metrics else 'off'}",
             f"  publish (confirms)       {self.publish_msg_s:>10,.0f} msg/s",
             f"  into the adapter (OK)    {self.adapter_ok_msg_s:>10,.0f} msg/s"
             f"   ({self.ok:,} OK)",

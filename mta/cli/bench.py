@@ -39,6 +39,13 @@ from mta.config import Settings
     "answering Report polls.",
 )
 @click.option(
+    "--metrics/--no-metrics",
+    default=False,
+    show_default=True,
+    help="The worker and reporter processes count and serve Prometheus metrics "
+    "(MTA_METRICS_LISTEN on a free port): run both ways to see what metrics cost.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -53,6 +60,7 @@ def bench(
     reporters: int,
     rate: float,
     push: bool,
+    metrics: bool,
     as_json: bool,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
@@ -72,6 +80,7 @@ def bench(
         reporters=reporters,
         rate=rate,
         push=push,
+        metrics=metrics,
     )
     result = _run(run_bench(settings, config))
     click.echo(orjson.dumps(result.as_dict()).decode() if as_json else result.text())
