@@ -25,7 +25,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
@@ -54,32 +54,26 @@ from mta.contract import (
     REASON_SENDER,
     ApiStatus,
     BatchError,
-    Checked,
     Invalid,
-    ReportResult,
     Rules,
     SmsResponse,
-    SmsResult,
     SmsSendRequest,
     check_message,
     decode_batch,
     format_time,
     has_surrogate,
-    raw_correlation,
-    with_note,
 )
 from mta.internal import Forged, Internal, read_internal
 from mta.outage import is_outage, until_back
+from mta.outcome import Item, Limits, Pass
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import (
-    MARK_DONE,
     MARK_HELD,
     MARK_INFLIGHT,
     MARK_RETRY,
     MARK_TAKEN,
     Outcome,
     Store,
-    pack_pending,
 )
 from mta.topology import (
     HEADER_DEAD_REASON,
@@ -103,11 +97,7 @@ HELD_BATCH = 100
 RATE_MAX_WAIT_MS = 60_000
 #: How long a batch waits for the probe of its account's open circuit before it is parked.
 PROBE_WAIT_S = 5.0
-_OK = ApiStatus.OK
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-#: partnerDetail is cut to this many characters (a partner may answer with a whole page).
-MAX_DETAIL = 1000
-_FINAL = frozenset(status for status in ApiStatus if status.final)
 
 
 def batch_id_of(message_id: str | None, body: bytes) -> str:
@@ -115,49 +105,6 @@ def batch_id_of(message_id: str | None, body: bytes) -> str:
     if message_id:
         return message_id
     return "h" + hashlib.blake2b(body, digest_size=12).hexdigest()
-
-
-@dataclass(slots=True)
-class Item:
-    """One message of a batch on its way through the worker."""
-
-    message_id: str
-    raw: Any
-    checked: Checked
-    note: str = ""  # said in the result's partnerDetail: failover, fallback sender
-    fallback_tried: bool = False
-
-
-@dataclass(slots=True)
-class Pass:
-    """What one pass over a batch decided, before it is written and published."""
-
-    batch_id: str
-    lane: str
-    attempt: int
-    now: float
-    send_at: str
-    released: bool = False  # held messages whose startTime came: never held again
-    finals: list[ReportResult] = field(default_factory=list)
-    oks: list[ReportResult] = field(default_factory=list)
-    markers: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    pending: dict[str, bytes] = field(default_factory=dict)
-    partners: dict[str, dict[str, str]] = field(default_factory=dict)  # pushed-receipt accounts
-    due: dict[str, int] = field(default_factory=dict)
-    held: dict[str, int] = field(default_factory=dict)
-    held_data: dict[str, bytes] = field(default_factory=dict)
-    retry: list[Item] = field(default_factory=list)
-    deferred: list[Item] = field(default_factory=list)  # rate-limited: no attempt spent
-    parked: list[Item] = field(default_factory=list)  # account unavailable: no attempt spent
-    since_ms: int = 0  # when the MTA first handled these messages
-    size: int = 0  # messages in the AMQP message
-    whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
-    suspect: bool = False  # the body has a surrogate escape: check each message for one
-    tally: dict[tuple[str, str], int] | None = None  # results by (account, apiStatus): metrics
-
-    def mark(self, message_id: str, marker: str) -> None:
-        batch, index = message_id.rsplit(":", 1)
-        self.markers[batch][index] = marker
 
 
 class Worker:
@@ -180,10 +127,13 @@ class Worker:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._loops: list[asyncio.Task[None]] = []
         self.stats: dict[str, int] = defaultdict(int)
-        self._max_wait_ms = int(settings.max_wait_s * 1000)
+        self._limits = Limits(
+            max_wait_ms=int(settings.max_wait_s * 1000),
+            poll_first_ms=int(settings.poll_first_s * 1000),
+            max_attempts=settings.max_attempts,
+        )
         self._key = b""
         self._policy_fail = settings.inflight_policy == InFlightPolicy.FAIL
-        self._poll_first_ms = int(settings.poll_first_s * 1000)
         # Metrics are counted per batch, only when this process serves them.
         self._metrics = bool(settings.metrics_listen)
         self._m = metrics.Children()
@@ -339,7 +289,7 @@ class Worker:
         )
         now = time.time()
         send_at = format_time(now, self.tz)
-        work = Pass(batch_id, lane, attempt, now, send_at, released, size=len(raws))
+        work = Pass(batch_id, lane, attempt, now, send_at, self._limits, released, size=len(raws))
         work.since_ms = internal.since_ms or int(now * 1000)
         work.suspect = _SURROGATE_ESCAPE.search(message.body) is not None
         if self._metrics:
@@ -388,8 +338,7 @@ class Worker:
         for raw, message_id, state in zip(raws, ids, states, strict=True):
             if state == MARK_INFLIGHT:
                 if policy_fail:
-                    self._fail_raw(
-                        work,
+                    work.fail_raw(
                         message_id,
                         raw,
                         (
@@ -408,14 +357,12 @@ class Worker:
                 if suspect and has_surrogate(raw):
                     raise Invalid("message: holds a lone surrogate (not valid Unicode text)")
             except Invalid as exc:
-                self._fail_raw(work, message_id, raw, str(exc), "INVALID")
+                work.fail_raw(message_id, raw, str(exc), "INVALID")
                 continue
             item = Item(message_id, raw, checked)
             msg = checked.message
             if checked.expire_at is not None and checked.expire_at <= work.now:
-                self._fail(
-                    work, item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED"
-                )
+                work.fail(item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED")
             elif checked.start_at is not None and checked.start_at > work.now and not work.released:
                 work.held[message_id] = int(checked.start_at * 1000)
                 work.held_data[message_id] = orjson.dumps([work.lane, work.attempt, raw])
@@ -423,8 +370,7 @@ class Worker:
             else:
                 runtime = self.registry.for_account_id(msg.accountId)
                 if runtime is None:
-                    self._fail(
-                        work,
+                    work.fail(
                         item,
                         (
                             f"accountId: no account serves {msg.accountId} and no default account "
@@ -435,93 +381,6 @@ class Worker:
                 else:
                     groups[runtime].append(item)  # _submit fails over from inactive accounts
         return groups
-
-    def _fail_raw(
-        self, work: Pass, message_id: str, raw: Any, detail: str, status: str = "INVALID"
-    ) -> None:
-        number, account_id, sender_id, sms_type = raw_correlation(raw)
-        work.finals.append(
-            ReportResult(
-                messageId=message_id,
-                mobileNumber=number,
-                accountId=account_id,
-                senderId=sender_id,
-                smsType=sms_type,
-                apiStatus=ApiStatus.FAIL,
-                partnerStatus=status,
-                partnerDetail=detail[:MAX_DETAIL],
-            )
-        )
-        work.mark(message_id, MARK_DONE)
-        if work.tally is not None:
-            key = ("", ApiStatus.FAIL)
-            work.tally[key] = work.tally.get(key, 0) + 1
-
-    def _fail(
-        self, work: Pass, item: Item, detail: str, status: str = "", account: str = ""
-    ) -> None:
-        self._result(work, item, SmsResult(partnerStatus=status, partnerDetail=detail), account)
-
-    def _result(
-        self, work: Pass, item: Item, result: SmsResult, account: str = "", pushes: bool = False
-    ) -> None:
-        """Turn an adapter result into a report result; OK ones also get a pending record.
-
-        Runs for every message, so it avoids keyword calls and repeated arithmetic.
-        """
-        msg = item.checked.message
-        message_id = item.message_id
-        status = result.apiStatus
-        final = status in _FINAL
-        report = ReportResult(
-            message_id,
-            msg.mobileNumber,
-            msg.accountId,
-            msg.senderId,
-            msg.smsType,
-            status if final else _OK,
-            result.partnerMessageId,
-            result.partnerStatus,
-            with_note(result.partnerDetail, item.note)[:MAX_DETAIL],
-            result.sendAt or ("" if final else work.send_at),
-            result.smsOperator,
-            result.smsMessageCount or item.checked.segments,
-        )
-        work.mark(message_id, MARK_DONE)
-        tally = work.tally
-        if tally is not None:
-            key = (account, report.apiStatus)
-            tally[key] = tally.get(key, 0) + 1
-        if final:
-            work.finals.append(report)
-            return
-        # OK (or WAITING): a final will follow, found by the reporter from the pending record.
-        work.oks.append(report)
-        now_ms = int(work.now * 1000)
-        deadline = now_ms + self._max_wait_ms
-        if item.checked.expire_at is not None:
-            deadline = min(deadline, int(item.checked.expire_at * 1000))
-        work.pending[message_id] = pack_pending(
-            account,
-            report.partnerMessageId,
-            msg.mobileNumber,
-            msg.accountId,
-            msg.senderId,
-            msg.smsType,
-            deadline,
-            now_ms,
-            report.smsMessageCount,
-            report.sendAt,
-            "",
-            work.attempt + 1,
-            *((item.note[:MAX_DETAIL],) if item.note else ()),
-        )
-        work.due[message_id] = min(now_ms + self._poll_first_ms, deadline)
-        if pushes:  # its receipt will be pushed: index it so the receipt makes it due at once
-            index = work.partners.get(account)
-            if index is None:
-                index = work.partners[account] = {}
-            index[report.partnerMessageId] = message_id
 
     # --- partner calls ------------------------------------------------------------------
     async def _submit(
@@ -563,8 +422,7 @@ class Worker:
             elif inactive:
                 for item in items:
                     account_id = item.checked.message.accountId
-                    self._fail(
-                        work,
+                    work.fail(
                         item,
                         f"accountId: account {runtime.account.name!r} serving {account_id} "
                         "is inactive",
@@ -573,8 +431,7 @@ class Worker:
                     )
             elif state == State.NOK:
                 for item in items:
-                    self._fail(
-                        work,
+                    work.fail(
                         item,
                         f"account {runtime.account.name!r}: {runtime.detail}",
                         "LOGIN_NOK",
@@ -582,9 +439,8 @@ class Worker:
                     )
             else:
                 kind = "unavailable" if state != State.READY else "circuit_open"
-                self._park(
-                    work, items, f"account {runtime.account.name!r}: {reason}", runtime.account.name
-                )
+                name = runtime.account.name
+                work.park(items, f"account {name!r}: {reason}", name)
                 self._m.inc(metrics.PARKED, runtime.account.name, kind, n=len(items))
             return
         meta = runtime.meta
@@ -628,7 +484,7 @@ class Worker:
         name = account.name
         if account.rate_limit > 0 and not await self._pace(work, runtime, len(messages)):
             runtime.probe_unused()
-            self._later(work.deferred, work, items)
+            work.later(work.deferred, items)
             self.stats["rate_deferred"] += len(items)
             self._m.inc(metrics.RATE_DEFERRED, name, n=len(items))
             return
@@ -674,7 +530,7 @@ class Worker:
             runtime.succeeded()  # the partner answered (it refused these messages)
             self._m.inc(metrics.PARTNER_ERRORS, name, "send", "permanent")
             for item in items:
-                self._fail(work, item, runtime.scrub(exc.detail), "PERMANENT", name)
+                work.fail(item, runtime.scrub(exc.detail), "PERMANENT", name)
             return
         except Exception as exc:  # an adapter bug: the messages retry later, loudly
             detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
@@ -698,7 +554,7 @@ class Worker:
             )
             log.error("account %r: %s", name, detail)
             for item in items:
-                self._fail(work, item, detail, "ADAPTER_ERROR", name)
+                work.fail(item, detail, "ADAPTER_ERROR", name)
             return
         pushes = runtime.meta.receipts != ReceiptMode.PULL
         again: list[Item] = []
@@ -730,8 +586,7 @@ class Worker:
                 result.apiStatus in (ApiStatus.OK, ApiStatus.WAITING)
                 and not result.partnerMessageId
             ):
-                self._fail(
-                    work,
+                work.fail(
                     item,
                     f"adapter {runtime.account.adapter!r} accepted the "
                     "message without a partnerMessageId; it cannot be followed",
@@ -739,7 +594,7 @@ class Worker:
                     name,
                 )
                 continue
-            self._result(work, item, result, name, pushes)
+            work.result(item, result, name, pushes)
         self.stats["sent"] += len(items) - len(later)
         if later:
             self._retry(work, later, later_detail, name, "partner")
@@ -747,40 +602,12 @@ class Worker:
             self.stats["fallback_sender"] += len(again)
             await self._send_chunk(work, runtime, again)
 
-    def _park(self, work: Pass, items: list[Item], detail: str, account: str = "") -> None:
-        """The account cannot take messages now (down, or its circuit open): they wait in the
-        longest retry tier without spending an attempt — attempts count failed Sends — so they
-        come back within that tier's delay once the account is back, for at most
-        ``MTA_MAX_WAIT_S`` from when the MTA first took them."""
-        waited_s = work.now - work.since_ms / 1000
-        if waited_s >= self.settings.max_wait_s:
-            self._give_up(
-                work, items, f"gave up after {waited_s:.0f} s (MTA_MAX_WAIT_S): {detail}", account
-            )
-        else:
-            self._later(work.parked, work, items)
-
     def _retry(
-        self, work: Pass, items: list[Item], detail: str, account: str = "", reason: str = ""
+        self, work: Pass, items: list[Item], detail: str, account: str, reason: str
     ) -> None:
-        if work.attempt + 1 >= self.settings.max_attempts:
-            self._give_up(
-                work, items, f"gave up after {work.attempt + 1} attempts: {detail}", account
-            )
-        else:
-            self._later(work.retry, work, items)
+        """Items to a delayed-retry queue (an attempt spent), or FAIL when none is left."""
+        if work.retry_later(items, detail, account):
             self._m.inc(metrics.RETRIES, metrics.label(account), reason, n=len(items))
-
-    def _give_up(self, work: Pass, items: list[Item], detail: str, account: str = "") -> None:
-        for item in items:
-            self._fail(work, item, detail, "RETRIES_EXHAUSTED", account)
-
-    @staticmethod
-    def _later(queue: list[Item], work: Pass, items: list[Item]) -> None:
-        """Items go to a retry queue: marked 'r', which their republished copy takes over."""
-        queue.extend(items)
-        for item in items:
-            work.mark(item.message_id, MARK_RETRY)
 
     # --- recording and publishing -------------------------------------------------------
     async def _finish(self, work: Pass, message: AbstractIncomingMessage) -> None:
@@ -795,7 +622,7 @@ class Worker:
             self.stats["parked"] += len(work.parked)
         entries = outbox.entries(self.topology, "w", work.oks, work.finals)
         outcome = Outcome(
-            markers=self._compact_markers(work),
+            markers=work.compact_markers(),
             pending=work.pending,
             due=work.due,
             held=work.held,
@@ -813,18 +640,6 @@ class Worker:
         self.stats["batches"] += 1
         self.stats["oks"] += len(work.oks)
         self.stats["finals"] += len(work.finals)
-
-    @staticmethod
-    def _compact_markers(work: Pass) -> dict[str, dict[str, str]]:
-        """A batch begun whole and fully decided in this pass: '*' = done, plus the exceptions."""
-        markers = work.markers
-        for batch in work.whole:
-            fields = markers.get(batch)
-            if fields is not None and len(fields) == work.size:
-                compact = {i: m for i, m in fields.items() if m != MARK_DONE}
-                compact["*"] = MARK_DONE
-                markers[batch] = compact
-        return markers
 
     async def _republish(self, work: Pass, items: list[Item], delay: int, attempt: int) -> None:
         """Send items to a delayed-retry queue, which dead-letters them back to the lane."""
