@@ -379,7 +379,7 @@ def _time(raw: dict[str, Any], name: str, tz: tzinfo) -> tuple[str, float | None
 
 
 @dataclass(slots=True)
-class Checked:
+class ValidMessage:
     """A valid message with what the worker derives from it once."""
 
     message: SmsMessage
@@ -388,7 +388,7 @@ class Checked:
     segments: int
 
 
-def check_message(raw: Any, rules: Rules) -> Checked:
+def check_message(raw: Any, rules: Rules) -> ValidMessage:
     """Validate one raw message of a batch; raises :class:`Invalid` naming field and problem.
 
     Written for the hot path (every message goes through it): the common shapes — a digits-only
@@ -453,7 +453,7 @@ def check_message(raw: Any, rules: Rules) -> Checked:
         number, body, sender, start_s, expire_s, priority, sms_type, brand, recipient, mtype,
         account_id, sender_id,
     )
-    return Checked(message, start_at, expire_at, smstext.segment_count(body))
+    return ValidMessage(message, start_at, expire_at, smstext.segment_count(body))
 
 
 def _has_lone_surrogate(value: str) -> bool:

@@ -17,7 +17,6 @@ own event loop; rendering the exposition runs in a thread, never blocking the lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from mta.loops import repeat
 
 if TYPE_CHECKING:
     from mta.store import Store
@@ -235,16 +236,17 @@ async def sample_state(store: Store, now_ms: int) -> None:
 async def sample_loop(
     store: Store, stopping: asyncio.Event, every_s: float = SAMPLE_EVERY_S
 ) -> None:
-    """Sample the Redis state gauges every ``every_s`` until ``stopping`` is set."""
-    while not stopping.is_set():
-        try:
-            await sample_state(store, int(time.time() * 1000))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis down: the gauges keep their last values
-            log.debug("metrics: state sample failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), every_s)
+    """Sample the Redis state gauges every ``every_s`` until ``stopping`` is set (Redis down:
+    the gauges keep their last values)."""
+
+    async def step() -> bool:
+        await sample_state(store, int(time.time() * 1000))
+        return False
+
+    await repeat(
+        "metrics: state sample", step, stopping, every_s, error_pause_s=0.0, log=log,
+        error_level=logging.DEBUG,
+    )
 
 
 #: A readiness check: the problems found (empty = ready).

@@ -7,7 +7,6 @@ after the broker confirmed a body never publishes that body again (it only delay
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import defaultdict
@@ -16,6 +15,7 @@ from collections.abc import Iterable
 from mta import metrics
 from mta.broker import Broker
 from mta.contract import ReportResult, encode_report
+from mta.loops import repeat
 from mta.outage import until_back
 from mta.store import Store
 from mta.topology import Topology
@@ -121,12 +121,8 @@ async def recover_once(
 
 
 async def recovery_loop(store: Store, broker: Broker, stopping: asyncio.Event) -> None:
-    while not stopping.is_set():
-        try:
-            await recover_once(store, broker, stopping)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("outbox recovery failed: %s; will retry", exc)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=RECOVERY_EVERY_S)
+    async def step() -> bool:
+        await recover_once(store, broker, stopping)
+        return False  # every RECOVERY_EVERY_S: entries wait their grace period anyway
+
+    await repeat("outbox recovery", step, stopping, RECOVERY_EVERY_S, log=log)

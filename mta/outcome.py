@@ -1,7 +1,7 @@
 """What one worker pass over a batch decided, message by message, before anything is written.
 
 Each message of a batch ends the pass in exactly one of these ways, each a plain method of
-:class:`Pass` that unit tests reach without a broker:
+:class:`BatchPass` that unit tests reach without a broker:
 
 * a final result (FAIL: invalid, expired, refused; or a final the partner gave at once);
 * an OK with a pending record and its first poll (the reporter follows it to its final);
@@ -21,15 +21,15 @@ from typing import Any
 
 from mta.contract import (
     ApiStatus,
-    Checked,
     ReportResult,
     SmsResult,
+    ValidMessage,
     raw_correlation,
     with_note,
 )
 from mta.store import MARK_DONE, MARK_RETRY, pack_pending
 
-__all__ = ["MAX_DETAIL", "Item", "Limits", "Pass"]
+__all__ = ["MAX_DETAIL", "BatchPass", "Limits", "OutgoingMessage"]
 
 #: partnerDetail is cut to this many characters (a partner may answer with a whole page).
 MAX_DETAIL = 1000
@@ -48,18 +48,18 @@ class Limits:
 
 
 @dataclass(slots=True)
-class Item:
+class OutgoingMessage:
     """One message of a batch on its way through the worker."""
 
     message_id: str
     raw: Any
-    checked: Checked
+    checked: ValidMessage
     note: str = ""  # said in the result's partnerDetail: failover, fallback sender
     fallback_tried: bool = False
 
 
 @dataclass(slots=True)
-class Pass:
+class BatchPass:
     """What one pass over a batch decided, before it is written and published."""
 
     batch_id: str
@@ -77,9 +77,11 @@ class Pass:
     due: dict[str, int] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)
     held_data: dict[str, bytes] = field(default_factory=dict)
-    retry: list[Item] = field(default_factory=list)
-    deferred: list[Item] = field(default_factory=list)  # rate-limited: no attempt spent
-    parked: list[Item] = field(default_factory=list)  # account unavailable: no attempt spent
+    retry: list[OutgoingMessage] = field(default_factory=list)
+    deferred: list[OutgoingMessage] = field(default_factory=list)  # rate-limited: no attempt spent
+    parked: list[OutgoingMessage] = field(
+        default_factory=list
+    )  # account unavailable: no attempt spent
     since_ms: int = 0  # when the MTA first handled these messages
     size: int = 0  # messages in the AMQP message
     whole: set[str] = field(default_factory=set)  # batches begun whole (their '*' marker)
@@ -92,7 +94,7 @@ class Pass:
 
     # --- finals and OKs -----------------------------------------------------------------
     def fail_raw(self, message_id: str, raw: Any, detail: str, status: str = "INVALID") -> None:
-        """FAIL a message that never became an :class:`Item` (it did not validate)."""
+        """FAIL a message that never became an :class:`OutgoingMessage` (it did not validate)."""
         number, account_id, sender_id, sms_type = raw_correlation(raw)
         self.finals.append(
             ReportResult(
@@ -111,11 +113,11 @@ class Pass:
             key = ("", _FAIL)
             self.tally[key] = self.tally.get(key, 0) + 1
 
-    def fail(self, item: Item, detail: str, status: str = "", account: str = "") -> None:
+    def fail(self, item: OutgoingMessage, detail: str, status: str = "", account: str = "") -> None:
         self.result(item, SmsResult(partnerStatus=status, partnerDetail=detail), account)
 
     def result(
-        self, item: Item, result: SmsResult, account: str = "", pushes: bool = False
+        self, item: OutgoingMessage, result: SmsResult, account: str = "", pushes: bool = False
     ) -> None:
         """Turn an adapter result into a report result; OK ones also get a pending record (and,
         when the account's partner ``pushes`` receipts, a partner-index entry).
@@ -178,7 +180,7 @@ class Pass:
             index[report.partnerMessageId] = message_id
 
     # --- later ------------------------------------------------------------------------
-    def retry_later(self, items: list[Item], detail: str, account: str = "") -> bool:
+    def retry_later(self, items: list[OutgoingMessage], detail: str, account: str = "") -> bool:
         """To a delayed-retry queue, an attempt spent; or FAIL (``RETRIES_EXHAUSTED``) when
         ``MTA_MAX_ATTEMPTS`` are used up. True when the items were queued for a retry."""
         if self.attempt + 1 >= self.limits.max_attempts:
@@ -187,7 +189,7 @@ class Pass:
         self.later(self.retry, items)
         return True
 
-    def park(self, items: list[Item], detail: str, account: str = "") -> None:
+    def park(self, items: list[OutgoingMessage], detail: str, account: str = "") -> None:
         """The account cannot take messages now (down, or its circuit open): they wait in the
         longest retry tier without spending an attempt — attempts count failed Sends — so they
         come back within that tier's delay once the account is back, for at most
@@ -200,11 +202,11 @@ class Pass:
         else:
             self.later(self.parked, items)
 
-    def give_up(self, items: list[Item], detail: str, account: str = "") -> None:
+    def give_up(self, items: list[OutgoingMessage], detail: str, account: str = "") -> None:
         for item in items:
             self.fail(item, detail, "RETRIES_EXHAUSTED", account)
 
-    def later(self, queue: list[Item], items: list[Item]) -> None:
+    def later(self, queue: list[OutgoingMessage], items: list[OutgoingMessage]) -> None:
         """Items go to a retry queue: marked 'r', which their republished copy takes over."""
         queue.extend(items)
         for item in items:

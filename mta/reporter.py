@@ -42,6 +42,7 @@ from mta.contract import (
     unpack_result,
     with_note,
 )
+from mta.loops import repeat
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import Claim, Pending, Store
 
@@ -95,18 +96,7 @@ class Reporter:
         await asyncio.gather(*self._loops, return_exceptions=True)
 
     async def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                busy = await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("report round failed: %s; retrying", exc, exc_info=True)
-                busy = False
-                await asyncio.sleep(1.0)
-            if not busy:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=IDLE_S)
+        await repeat("report round", self.round, self.stopping, IDLE_S, log=log)
 
     async def round(self) -> bool:
         """One claim → Report → commit → publish round; False when nothing was due."""

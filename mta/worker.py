@@ -64,8 +64,9 @@ from mta.contract import (
     has_surrogate,
 )
 from mta.internal import Forged, Internal, read_internal
+from mta.loops import repeat
 from mta.outage import is_outage, until_back
-from mta.outcome import Item, Limits, Pass
+from mta.outcome import BatchPass, Limits, OutgoingMessage
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import (
     MARK_HELD,
@@ -92,6 +93,8 @@ T = TypeVar("T")
 #: Tries of a partner call in place, before its messages go to a delayed-retry queue.
 SEND_TRIES = 3
 HELD_BATCH = 100
+#: How often held messages are looked at when none was due.
+HELD_IDLE_S = 1.0
 #: The longest a bulk batch waits for its account's rate limit before it is deferred to a
 #: delayed-retry queue instead (well under RabbitMQ's consumer timeout).
 RATE_MAX_WAIT_MS = 60_000
@@ -233,9 +236,7 @@ class Worker:
             self._m.inc(metrics.DEAD_LETTERS, "worker_error")
 
     async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
-        headers = {
-            k: v for k, v in (message.headers or {}).items() if k not in INTERNAL_HEADERS
-        }
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in INTERNAL_HEADERS}
         headers[HEADER_DEAD_REASON] = reason
         headers.setdefault(HEADER_ORIGINAL_KEY, message.routing_key or "")
         batch_id = batch_id_of(message.message_id, message.body)
@@ -289,7 +290,9 @@ class Worker:
         )
         now = time.time()
         send_at = format_time(now, self.tz)
-        work = Pass(batch_id, lane, attempt, now, send_at, self._limits, released, size=len(raws))
+        work = BatchPass(
+            batch_id, lane, attempt, now, send_at, self._limits, released, size=len(raws)
+        )
         work.since_ms = internal.since_ms or int(now * 1000)
         work.suspect = _SURROGATE_ESCAPE.search(message.body) is not None
         if self._metrics:
@@ -305,7 +308,9 @@ class Worker:
             await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
         await self._finish(work, message)
 
-    async def _begin(self, work: Pass, ids: list[str] | None, size: int, accept: str) -> list[str]:
+    async def _begin(
+        self, work: BatchPass, ids: list[str] | None, size: int, accept: str
+    ) -> list[str]:
         """Mark messages in flight: one Lua call per originating batch (usually exactly one)."""
         mark = MARK_TAKEN if self._policy_fail else MARK_INFLIGHT
         if ids is None:  # a batch from upstream: every index of this batch
@@ -320,18 +325,16 @@ class Worker:
             by_batch[batch].append((n, index))
         states = [""] * len(ids)
         for batch, members in by_batch.items():
-            got = await self.store.begin(
-                batch, [index for _, index in members], accept, mark=mark
-            )
+            got = await self.store.begin(batch, [index for _, index in members], accept, mark=mark)
             assert got is not None
             for (n, _), state in zip(members, got, strict=True):
                 states[n] = state
         return states
 
     def _classify(
-        self, work: Pass, raws: list[Any], ids: list[str], states: list[str]
-    ) -> dict[AccountRuntime, list[Item]]:
-        groups: dict[AccountRuntime, list[Item]] = defaultdict(list)
+        self, work: BatchPass, raws: list[Any], ids: list[str], states: list[str]
+    ) -> dict[AccountRuntime, list[OutgoingMessage]]:
+        groups: dict[AccountRuntime, list[OutgoingMessage]] = defaultdict(list)
         policy_fail = self._policy_fail
         # Only a body with a surrogate escape can hold a lone surrogate (decoded leniently).
         suspect = work.suspect
@@ -359,7 +362,7 @@ class Worker:
             except Invalid as exc:
                 work.fail_raw(message_id, raw, str(exc), "INVALID")
                 continue
-            item = Item(message_id, raw, checked)
+            item = OutgoingMessage(message_id, raw, checked)
             msg = checked.message
             if checked.expire_at is not None and checked.expire_at <= work.now:
                 work.fail(item, f"expireTime: {msg.expireTime} passed before send", "EXPIRED")
@@ -384,7 +387,7 @@ class Worker:
 
     # --- partner calls ------------------------------------------------------------------
     async def _submit(
-        self, work: Pass, runtime: AccountRuntime, items: list[Item], hop: int = 0
+        self, work: BatchPass, runtime: AccountRuntime, items: list[OutgoingMessage], hop: int = 0
     ) -> None:
         """Send items through an account, or its failover when it cannot take them (one hop:
         it is inactive, its Login is NOK, it is down, or its circuit breaker is open)."""
@@ -451,7 +454,7 @@ class Worker:
         else:
             await asyncio.gather(*(self._send_chunk(work, runtime, c) for c in chunks))
 
-    async def _pace(self, work: Pass, runtime: AccountRuntime, n: int) -> bool:
+    async def _pace(self, work: BatchPass, runtime: AccountRuntime, n: int) -> bool:
         """Wait for the account's shared rate limit; False when the wait is too long (the items
         then go to a delayed-retry queue without spending an attempt)."""
         account = runtime.account
@@ -475,7 +478,9 @@ class Worker:
             await asyncio.sleep(wait / 1000)
         return True
 
-    async def _send_chunk(self, work: Pass, runtime: AccountRuntime, items: list[Item]) -> None:
+    async def _send_chunk(
+        self, work: BatchPass, runtime: AccountRuntime, items: list[OutgoingMessage]
+    ) -> None:
         account = runtime.account
         messages = [item.checked.message for item in items]
         if account.sender:
@@ -506,9 +511,7 @@ class Worker:
                         self._m.observe(metrics.PARTNER_CALL, took, name, "send")
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            detail = runtime.scrub(
-                cause.detail if isinstance(cause, AdapterError) else repr(cause)
-            )
+            detail = runtime.scrub(cause.detail if isinstance(cause, AdapterError) else repr(cause))
             log.warning(
                 "account %r: Send failed %d times (%s); %d message(s) to delayed retry",
                 name,
@@ -557,8 +560,8 @@ class Worker:
                 work.fail(item, detail, "ADAPTER_ERROR", name)
             return
         pushes = runtime.meta.receipts != ReceiptMode.PULL
-        again: list[Item] = []
-        later: list[Item] = []
+        again: list[OutgoingMessage] = []
+        later: list[OutgoingMessage] = []
         later_detail = ""
         for item, message, result in zip(items, messages, response.results, strict=True):
             if result.partnerDetail and result.apiStatus == ApiStatus.FAIL:
@@ -603,14 +606,14 @@ class Worker:
             await self._send_chunk(work, runtime, again)
 
     def _retry(
-        self, work: Pass, items: list[Item], detail: str, account: str, reason: str
+        self, work: BatchPass, items: list[OutgoingMessage], detail: str, account: str, reason: str
     ) -> None:
         """Items to a delayed-retry queue (an attempt spent), or FAIL when none is left."""
         if work.retry_later(items, detail, account):
             self._m.inc(metrics.RETRIES, metrics.label(account), reason, n=len(items))
 
     # --- recording and publishing -------------------------------------------------------
-    async def _finish(self, work: Pass, message: AbstractIncomingMessage) -> None:
+    async def _finish(self, work: BatchPass, message: AbstractIncomingMessage) -> None:
         if work.retry:
             delay = RETRY_TIERS_S[min(work.attempt, len(RETRY_TIERS_S) - 1)]
             await self._republish(work, work.retry, delay, work.attempt + 1)
@@ -641,7 +644,9 @@ class Worker:
         self.stats["oks"] += len(work.oks)
         self.stats["finals"] += len(work.finals)
 
-    async def _republish(self, work: Pass, items: list[Item], delay: int, attempt: int) -> None:
+    async def _republish(
+        self, work: BatchPass, items: list[OutgoingMessage], delay: int, attempt: int
+    ) -> None:
         """Send items to a delayed-retry queue, which dead-letters them back to the lane."""
         body = orjson.dumps({"messages": [item.raw for item in items]})
         ids = [item.message_id for item in items]
@@ -656,17 +661,11 @@ class Worker:
     # --- held messages ------------------------------------------------------------------
     async def _held_loop(self) -> None:
         """Republish held messages whose startTime has come, as internal batches."""
-        while not self.stopping.is_set():
-            try:
-                released = await self.release_held()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("held-message release failed: %s; retrying", exc)
-                released = 0
-            if not released:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+
+        async def step() -> bool:
+            return await self.release_held() > 0
+
+        await repeat("held-message release", step, self.stopping, HELD_IDLE_S, log=log)
 
     async def release_held(self) -> int:
         lease_ms = int(self.settings.lease_s * 1000)

@@ -632,7 +632,7 @@ async def test_a_pull_adapter_that_pushes_receipts_fails_report() -> None:
 async def test_report_runs_on_a_second_instance_and_state_shared_through_the_context_counts() -> (
     None
 ):
-    """Item 8: what an adapter keeps through context.receipts.remember is shared by every
+    """what an adapter keeps through context.receipts.remember is shared by every
     instance (Redis in the MTA), so such an adapter passes; one keeping ids in memory fails."""
 
     class RemembersThroughTheContext(RemembersInMemory):
@@ -653,7 +653,7 @@ async def test_report_runs_on_a_second_instance_and_state_shared_through_the_con
 
 
 async def test_calls_overlap_up_to_max_concurrency_with_a_full_batch() -> None:
-    """Item 9: the kit makes max_concurrency send() and report() calls at once."""
+    """the kit makes max_concurrency send() and report() calls at once."""
     in_flight = {"send": 0, "report": 0}
     peak = {"send": 0, "report": 0}
     sizes: list[int] = []
@@ -684,7 +684,7 @@ async def test_calls_overlap_up_to_max_concurrency_with_a_full_batch() -> None:
 
 
 async def test_retry_later_is_a_legal_reason_on_a_fail_never_accepted() -> None:
-    """Item 10: REASON_RETRY on a FAIL without a partnerMessageId passes, like REASON_SENDER."""
+    """REASON_RETRY on a FAIL without a partnerMessageId passes, like REASON_SENDER."""
 
     class RetriesLater(Fine):
         async def send(self, request: SmsSendRequest) -> SmsResponse:
@@ -704,7 +704,7 @@ async def test_retry_later_is_a_legal_reason_on_a_fail_never_accepted() -> None:
 
 
 async def test_credentials_refused_through_the_options_log_in_nok() -> None:
-    """Item 11: bad_options builds an instance the partner refuses; login must be NOK."""
+    """bad_options builds an instance the partner refuses; login must be NOK."""
     report = await kit(Fine, bad_secret_key=None).run_all()
     assert report.ok, str(report)
     message = report["nok_login"].message
@@ -718,7 +718,7 @@ async def test_credentials_refused_through_the_options_log_in_nok() -> None:
 
 
 async def test_checks_are_skipped_by_name_from_the_one_call_runners() -> None:
-    """Item 14: skip= works on check_adapter and assert_conformant, with or without reasons."""
+    """skip= works on check_adapter and assert_conformant, with or without reasons."""
     report = await check_adapter(
         Fine, OPTIONS, skip={"concurrency": "the sandbox allows one call at a time"}, **SETTINGS
     )
@@ -739,7 +739,7 @@ async def test_checks_are_skipped_by_name_from_the_one_call_runners() -> None:
 
 
 def test_a_constructor_with_star_args_is_refused_with_the_reason() -> None:
-    """Item 14: the registry cannot tell what *args/**kwargs take; build() says so."""
+    """the registry cannot tell what *args/**kwargs take; build() says so."""
     with pytest.raises(TypeError, match=r"StarArgs\(\) takes \*args, \*\*kwargs: the registry"):
         build(StarArgs, OPTIONS)
 

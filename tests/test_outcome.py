@@ -7,20 +7,20 @@ from datetime import UTC
 import orjson
 
 from mta.contract import ApiStatus, Rules, SmsResult, check_message
-from mta.outcome import Item, Limits, Pass
+from mta.outcome import BatchPass, Limits, OutgoingMessage
 from mta.store import MARK_DONE, MARK_RETRY, Pending
 
 LIMITS = Limits(max_wait_ms=60_000, poll_first_ms=10_000, max_attempts=3)
 RULES = Rules(tz=UTC)
 
 
-def item(index: int, **fields: object) -> Item:
+def item(index: int, **fields: object) -> OutgoingMessage:
     raw = {"mobileNumber": "905332141354", "text": f"hi {index}", **fields}
-    return Item(f"b:{index}", raw, check_message(raw, RULES))
+    return OutgoingMessage(f"b:{index}", raw, check_message(raw, RULES))
 
 
-def a_pass(attempt: int = 0, now: float = 1_000.0, since_ms: int = 0) -> Pass:
-    work = Pass("b", "bulk", attempt, now, "202611271000", LIMITS, size=3)
+def a_pass(attempt: int = 0, now: float = 1_000.0, since_ms: int = 0) -> BatchPass:
+    work = BatchPass("b", "bulk", attempt, now, "202611271000", LIMITS, size=3)
     work.since_ms = since_ms or int(now * 1000)
     return work
 
