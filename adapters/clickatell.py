@@ -3,11 +3,11 @@
 Send posts ``{"messages": [{"channel": "sms", "to", "content", "from"?}, ...]}`` to
 ``POST /v1/message`` with the raw key in ``Authorization: <api_key>`` (no scheme); Clickatell
 answers HTTP 202 with one ``{"apiMessageId", "accepted", "to", "error"}`` entry per message, or a
-global ``error`` that rejects the whole payload (research/protocols.md §3.3). ``login`` and
+global ``error`` that rejects the whole payload (docs/protocols.md §3.3). ``login`` and
 ``test_credentials`` call ``GET /v1/balance``. Final states arrive as REST status callbacks on
 ``/webhooks/<account name>`` (:meth:`ClickatellAdapter.webhook`).
 
-Decisions where the research is silent:
+Decisions where the partner's documentation is silent:
 
 * **Receipts are PUSH only.** The One API has a message-status query (the ``clickatell-api``
   crate models one, apparently ``GET /v1/message/{id}``) but its path and answer were not
@@ -96,7 +96,7 @@ MAX_BATCH = 200
 MESSAGE_PATH = "/v1/message"
 BALANCE_PATH = "/v1/balance"
 
-#: One API message status codes → reporter state (protocols.md §3.3 and §5).
+#: One API message status codes → reporter state (docs/protocols.md §3.3 and §5).
 STATUS_MAP: dict[int, ApiStatus] = {
     1: ApiStatus.WAITING,  # UNKNOWN
     2: ApiStatus.WAITING,  # QUEUED

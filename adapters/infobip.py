@@ -1,7 +1,7 @@
 """The Infobip adapter: batch Send on /sms/2/text/advanced, reports by pull and by webhook.
 
-Protocol facts are from ``research/protocols.md`` §3.1; the decisions below fill what the
-research leaves open.
+Protocol facts are from ``docs/protocols.md`` §3.1; the decisions below fill what
+its documentation leaves open.
 
 Send
     One ``POST /sms/2/text/advanced`` per batch of up to ``meta.max_batch`` messages (Infobip
@@ -107,7 +107,7 @@ DRAIN_PAGES = 5
 #: Send requests remembered for in-place retries (a few per concurrent Send suffice).
 RECENT_SENDS = 256
 
-# Status groups (research §3.1).
+# Status groups (docs/protocols.md §3.1).
 G_OK, G_PENDING, G_UNDELIVERABLE, G_DELIVERED, G_EXPIRED, G_REJECTED = 0, 1, 2, 3, 4, 5
 DELIVERED_TO_HANDSET = 5
 DUPLICATE_MESSAGE_ID = 23
@@ -129,7 +129,7 @@ def validity_minutes(expire_time: str, tz: tzinfo) -> int | None:
 
 
 def map_status(group_id: int, status_id: int, name: str = "") -> ApiStatus:
-    """An Infobip status (group, id) as the reporter's state (research §3.1 and §5).
+    """An Infobip status (group, id) as the reporter's state (docs/protocols.md §3.1, §5).
 
     Group 0 (the legacy "accepted" group) and unknown groups stay WAITING: the reporter's
     deadline turns them into TIMEOUT if nothing final ever comes.

@@ -1,7 +1,7 @@
 """The Twilio adapter: Programmable Messaging over REST, one recipient per request, receipts both
 pulled (Message fetch) and pushed (status callbacks signed with ``X-Twilio-Signature``).
 
-Partner facts: ``../shared/research/protocols.md`` §3.2, §5, §6.
+Partner facts: ``docs/protocols.md`` §3.2, §5, §6.
 
 * **Auth**: HTTP Basic ``account_sid:auth_token`` on every request. Both are declared secret:
   the Account SID is part of every URL path, so the adapter replaces it with ``{AccountSid}``
@@ -18,7 +18,7 @@ Partner facts: ``../shared/research/protocols.md`` §3.2, §5, §6.
   ``MessageStatus``, ``ErrorCode``, ``AccountSid``, ...; ``X-Twilio-Signature`` must equal
   ``base64(HMAC-SHA1(auth_token, URL + the sorted form pairs concatenated key+value))``.
 
-Decisions where the research is silent (each also in docs/adapters/twilio.md):
+Decisions where the partner's documentation is silent (each also in docs/adapters/twilio.md):
 
 * A **400 on Send** is that message's rejection (one request carries one message), so it
   becomes a FAIL *result* with ``partnerStatus`` = Twilio's error code (e.g. ``21211``) and

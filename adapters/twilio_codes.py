@@ -4,7 +4,7 @@ codes that refuse the sender, the ``ValidityPeriod`` bounds, the webhook signatu
 Sources: Twilio "Message resource" (https://www.twilio.com/docs/messaging/api/message-resource:
 statuses, ``ValidityPeriod``), Twilio error pages https://www.twilio.com/docs/api/errors/<code>,
 "Webhooks security" (https://www.twilio.com/docs/usage/webhooks/webhooks-security), and
-``../shared/research/protocols.md`` §3.2.
+``docs/protocols.md`` §3.2.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mta.contract import ApiStatus, seconds_until
 
-#: Twilio Message status → reporter status (protocols.md §3.2 table).
+#: Twilio Message status → reporter status (docs/protocols.md §3.2 table).
 STATUS_MAP: Mapping[str, ApiStatus] = {
     "accepted": ApiStatus.WAITING,
     "scheduled": ApiStatus.WAITING,

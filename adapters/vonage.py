@@ -3,12 +3,12 @@
 Send posts one form-encoded request per message to ``POST /sms/json`` with ``api_key``,
 ``api_secret``, ``from``, ``to``, ``text`` (``type=unicode`` when the text is not GSM-7),
 ``callback`` (our webhook, when ``callback_base_url`` is set) and ``client-ref``. Vonage answers
-HTTP 200 even for rejections, so every ``messages[i].status`` is checked (research/protocols.md
+HTTP 200 even for rejections, so every ``messages[i].status`` is checked (docs/protocols.md
 §3.4). ``login`` and ``test_credentials`` call ``GET /account/get-balance``. Delivery receipts
 (DLRs) arrive on ``/webhooks/<account name>`` (:meth:`VonageAdapter.webhook`); Vonage has no
 pull API for states, so ``meta.receipts`` is PUSH and :meth:`report` answers WAITING.
 
-Decisions where the research is silent:
+Decisions where the partner's documentation is silent:
 
 * **Long messages.** Vonage splits a long text and answers one ``messages[]`` entry per part,
   each with its own ``message-id`` and, later, its own DLR. The first part's id is the
@@ -102,7 +102,7 @@ CLIENT_REF_MAX = 40
 #: Seconds to wait after send status 1 (throttled); Vonage's limit is per second.
 THROTTLED_RETRY_S = 1.0
 
-#: DLR ``status`` → reporter state (protocols.md §3.4 and §5); others stay WAITING.
+#: DLR ``status`` → reporter state (docs/protocols.md §3.4 and §5); others stay WAITING.
 DLR_STATUS: dict[str, ApiStatus] = {
     "delivered": ApiStatus.DELIVERED,
     "expired": ApiStatus.TIMEOUT,

@@ -5,7 +5,7 @@ fits the GSM alphabet, else UCS-2 8; long texts as ``long_messages`` says: UDH, 
 one ``message_payload``; ``registered_delivery`` 0x01 on every part; ``validity_period`` the
 time left until ``expireTime`` in SMPP's relative form, :mod:`adapters.smpp.validity`) and puts
 all the parts of the batch in flight together, spread over the account's bound sessions, each
-session keeping at most ``window`` unanswered. Answers (protocols.md §1.8,
+session keeping at most ``window`` unanswered. Answers (docs/protocols.md §1.8,
 :func:`mta.smpp.pdu.classify_status`):
 
 * ESME_ROK → the part is accepted; the message is OK when all its parts are, with the first
@@ -23,7 +23,7 @@ session keeping at most ``window`` unanswered. Answers (protocols.md §1.8,
 
 **A submit whose answer was lost is never sent again.** When the session closes or the
 response timeout passes *after* a submit_sm was written, the SMSC may have accepted (and
-delivered) it: sending it again risks a duplicate SMS, which the research (protocols.md §1.8,
+delivered) it: sending it again risks a duplicate SMS, which the sources (docs/protocols.md §1.8,
 Kannel's ``wait-ack`` trade-off) and our upstreams rate worse than a FAIL they can see. So
 that message FAILs with partnerStatus ``UNKNOWN`` and a detail saying the SMSC may have
 accepted it. A part whose submit_sm was never written (the session dropped first) is safe to

@@ -10,7 +10,7 @@ connections, log floods), :mod:`~mta.smpp.reassembly` (long messages bounded per
 message), :mod:`~mta.smpp.publisher` (micro-batches with one confirm),
 :mod:`~mta.smpp.receipt_router` (finals → deliver_sm receipts).
 
-Why our own and not a library (measured, research/ecosystem.md §6 and §8, one shared 2-core box,
+Why our own and not a library (measured, docs/decisions/smpp-codec.md, one shared 2-core box,
 npm ``smpp`` SMSC simulator on loopback):
 
 - ``smpp34`` 1.5.0 (Rust engine, pyo3 bridge): 10.5k submit_sm/s at window 10 without receipts,

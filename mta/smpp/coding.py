@@ -8,7 +8,7 @@ import and applied with ``str.translate`` (the codec itself costs ~85 µs per 15
 too slow for a submit path of 10k/s); tests check both agree.
 
 A long text is cut by :func:`mta.text.split` (153 septets / 67 UCS-2 units per part, never
-splitting an escape or surrogate pair) and sent in one of three ways (protocols.md §1.11):
+splitting an escape or surrogate pair) and sent in one of three ways (docs/protocols.md §1.11):
 ``udh`` (a ``05 00 03 ref total seq`` User Data Header in each part, ``esm_class`` |= 0x40),
 ``sar`` (the ``sar_*`` TLVs), or ``payload`` (the whole text in one ``message_payload`` TLV).
 
@@ -55,7 +55,7 @@ MAX_PARTS: Final = 255
 
 
 class DataCoding(enum.IntEnum):
-    """SMPP ``data_coding`` values (protocols.md §1.6)."""
+    """SMPP ``data_coding`` values (docs/protocols.md §1.6)."""
 
     DEFAULT = 0x00  # SMSC default alphabet; GSM 03.38 here
     IA5 = 0x01
@@ -187,7 +187,7 @@ def decode_text(data: bytes, data_coding: int, default_alphabet: str = "gsm") ->
     """The text in *data* (user data without UDH) for *data_coding*.
 
     ``default_alphabet`` is what data_coding 0 means for this peer: ``gsm`` (default), or a
-    Python codec name such as ``latin-1`` or ``ascii`` (protocols.md §1.6: SMSC-specific).
+    Python codec name such as ``latin-1`` or ``ascii`` (docs/protocols.md §1.6: SMSC-specific).
     Undecodable octets become U+FFFD; binary codings decode as Latin-1 (lossless).
     """
     alphabet = _alphabet(data_coding)

@@ -3,7 +3,7 @@
 A frame is one whole PDU, header included: ``command_length`` (4 octets, counting itself),
 ``command_id``, ``command_status``, ``sequence_number``, then the mandatory body fields in
 spec order and the optional TLVs (tag, length, value). Integers are big-endian, C-octet strings
-are NUL-terminated with a maximum size that includes the NUL (protocols.md §1.1-§1.4).
+are NUL-terminated with a maximum size that includes the NUL (docs/protocols.md §1.1-§1.4).
 
 Decoding is strict and never trusts a length: every C-octet string must end within its maximum
 size, every length is checked against what is left of the frame, and a frame that cannot be
@@ -89,7 +89,7 @@ RESPONSE_BIT: Final = 0x80000000
 
 
 class CommandId(enum.IntEnum):
-    """``command_id`` values (protocols.md §1.2); a response id is its request id | 0x80000000."""
+    """``command_id`` values (docs/protocols.md §1.2); response id = request id | 0x80000000."""
 
     GENERIC_NACK = 0x80000000
     BIND_RECEIVER = 0x00000001
@@ -121,7 +121,7 @@ class CommandId(enum.IntEnum):
 
 
 class CommandStatus(enum.IntEnum):
-    """``command_status`` codes (protocols.md §1.8; names without the ``SMPP_`` prefix)."""
+    """``command_status`` codes (docs/protocols.md §1.8; names without the ``SMPP_`` prefix)."""
 
     ESME_ROK = 0x00
     ESME_RINVMSGLEN = 0x01
@@ -177,7 +177,7 @@ S = CommandStatus  # short alias for the tables below
 
 
 class StatusKind(enum.StrEnum):
-    """What a non-OK ``command_status`` asks of the sender (protocols.md §1.8, recommendation).
+    """What a non-OK ``command_status`` asks of the sender (docs/protocols.md §1.8, recommendation).
 
     ``THROTTLE``: slow the whole session down (pause), then retry the message.
     ``RETRY``: transient, retry the same message with backoff.
@@ -258,7 +258,7 @@ def is_response(command_id: int) -> bool:
 
 
 class EsmClass(enum.IntFlag):
-    """``esm_class`` bits used here (protocols.md §1.5)."""
+    """``esm_class`` bits used here (docs/protocols.md §1.5)."""
 
     DEFAULT = 0x00
     DATAGRAM = 0x01
@@ -274,7 +274,7 @@ class EsmClass(enum.IntFlag):
 
 
 class RegisteredDelivery(enum.IntFlag):
-    """``registered_delivery`` bits (protocols.md §1.5)."""
+    """``registered_delivery`` bits (docs/protocols.md §1.5)."""
 
     NONE = 0x00
     RECEIPT = 0x01  # receipt on final outcome, success or failure
@@ -284,7 +284,7 @@ class RegisteredDelivery(enum.IntFlag):
 
 
 class Tag(enum.IntEnum):
-    """Optional parameter (TLV) tags of SMPP 3.4 (protocols.md §1.10-§1.11, smpplib consts)."""
+    """Optional parameter (TLV) tags of SMPP 3.4 (docs/protocols.md §1.10-§1.11, smpplib consts)."""
 
     DEST_ADDR_SUBUNIT = 0x0005
     DEST_NETWORK_TYPE = 0x0006
@@ -613,7 +613,7 @@ class GenericNack(Pdu):
 
 @dataclass(slots=True)
 class _ShortMessage(Pdu):
-    """The body shared by submit_sm and deliver_sm (protocols.md §1.4)."""
+    """The body shared by submit_sm and deliver_sm (docs/protocols.md §1.4)."""
 
     service_type: str = _c(6, S.ESME_RINVSERTYP)
     source_addr_ton: int = _i()

@@ -5,9 +5,9 @@ receipt) or 0x20 (intermediate notification). Its facts come from the ``receipte
 and ``message_state`` TLVs when present — preferred, the text's ``id:`` may be truncated — and
 else from the text of spec Appendix B (``id:… sub:… dlvrd:… submit date:… done date:… stat:…
 err:… text:…``), read with a tolerant key:value scanner: any case, fields missing or reordered,
-``text:`` absent, 10- or 12-digit dates (protocols.md §1.10).
+``text:`` absent, 10- or 12-digit dates (docs/protocols.md §1.10).
 
-States map to our ``apiStatus`` as protocols.md §5 recommends: DELIVRD → DELIVERED; UNDELIV,
+States map to our ``apiStatus`` as docs/protocols.md §5 recommends: DELIVRD → DELIVERED; UNDELIV,
 REJECTD, DELETED → FAIL; EXPIRED → TIMEOUT; ENROUTE, SCHEDLD → WAITING; ACCEPTD and UNKNOWN →
 WAITING by default, configurable per partner.
 
@@ -54,7 +54,7 @@ __all__ = [
 
 
 class MessageState(enum.IntEnum):
-    """``message_state`` (query_sm_resp, TLV 0x0427), protocols.md §1.9."""
+    """``message_state`` (query_sm_resp, TLV 0x0427), docs/protocols.md §1.9."""
 
     SCHEDULED = 0  # SMPP 5.0
     ENROUTE = 1
@@ -110,7 +110,7 @@ def api_status(
     accepted: ApiStatus = ApiStatus.WAITING,
     unknown: ApiStatus = ApiStatus.WAITING,
 ) -> ApiStatus:
-    """Our ``apiStatus`` for an SMPP state (protocols.md §5). ``accepted`` and ``unknown``
+    """Our ``apiStatus`` for an SMPP state (docs/protocols.md §5). ``accepted`` and ``unknown``
     are what ACCEPTD and UNKNOWN mean for this partner (default WAITING: many aggregators use
     ACCEPTD for "accepted by the operator", and UNKNOWN for a buffered message)."""
     if state is None:
@@ -311,7 +311,7 @@ def normalise_id(message_id: str, base: IdBase | str = IdBase.AUTO) -> str:
 
 def id_twins(message_id: str) -> tuple[str, ...]:
     """The other readings of an id whose base is unknown, in ``auto`` form, to try after the
-    id itself (protocols.md §1.10): a decimal id's hex rendering and its value read as hex
+    id itself (docs/protocols.md §1.10): a decimal id's hex rendering and its value read as hex
     in decimal; a hex id's decimal value. ``"26"`` → ``("1a", "38")``; ``"1a"`` → ``("26",)``."""
     value = message_id.strip().strip("\0")
     own = normalise_id(value)
@@ -327,7 +327,7 @@ def id_twins(message_id: str) -> tuple[str, ...]:
 
 
 def receipt_state(status: ApiStatus | str, rejected: bool = False) -> MessageState:
-    """The SMPP state of one of our states (protocols.md §1.13): DELIVERED → DELIVERED;
+    """The SMPP state of one of our states (docs/protocols.md §1.13): DELIVERED → DELIVERED;
     FAIL → UNDELIVERABLE (REJECTED when the partner refused it); TIMEOUT → EXPIRED; OK and
     WAITING → ENROUTE."""
     status = ApiStatus(status)

@@ -28,7 +28,7 @@ When idle (nothing received for ``enquire_link_s``) it sends ``enquire_link``;
 ``enquire_link_misses`` unanswered in a row close the session.
 
 TCP_NODELAY is set on the socket on both sides: without it, receipts interleaved with submits
-stall ~40 ms each on Nagle + delayed ACK (research/ecosystem.md §6: smpp34 fell from 7k/s to
+stall ~40 ms each on Nagle + delayed ACK (docs/decisions/smpp-codec.md: smpp34 fell from 7k/s to
 0.3-1.7k/s). Writes made in one loop iteration are coalesced into one ``write``. No threads.
 """
 

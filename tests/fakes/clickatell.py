@@ -33,7 +33,7 @@ MESSAGE_FIELDS = frozenset({"channel", "to", "content", "from", "validityPeriod"
 #: HTTP status of a message-level error code when every message is refused (errors table).
 CODE_HTTP = {20: 402, 18: 500, 19: 503}
 
-#: One API status codes and names (research/protocols.md §3.3).
+#: One API status codes and names (docs/protocols.md §3.3).
 STATUS_NAMES: dict[int, str] = {
     1: "UNKNOWN",
     2: "QUEUED",

@@ -1,7 +1,7 @@
 """A fake Infobip SMS API for tests: the documented endpoints, checks, answers and reports.
 
 Serve :attr:`FakeInfobip.app` with ``tests.httpserver.serve``. It implements, as Infobip's
-documentation describes them (research/protocols.md §3.1):
+documentation describes them (docs/protocols.md §3.1):
 
 * ``POST /sms/2/text/advanced`` — checks ``Authorization: App <key>`` and the body field by
   field (``validityPeriod``: a positive integer of minutes; Infobip sets more than 48 h to

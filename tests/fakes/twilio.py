@@ -1,6 +1,6 @@
 """A fake Twilio REST API (Programmable Messaging) for tests, served on loopback by httpserver.
 
-It behaves as Twilio's documentation says (protocols.md §3.2), at the network edge only:
+It behaves as Twilio's documentation says (docs/protocols.md §3.2), at the network edge only:
 
 * HTTP Basic ``AccountSid:AuthToken`` on every request, else 401 with error 20003;
 * ``GET /2010-04-01/Accounts/{AccountSid}.json`` → the Account resource;
