@@ -14,8 +14,8 @@ from mta.httpserver import HttpServer, create_app, parse_listen
 from mta.metrics import MetricsServer, sample_loop
 from mta.registry import Registry, discover
 from mta.reporter import Reporter
-from mta.smpp.guard import SmppLimits
 from mta.smppserver import SmppServer, make_ssl_context
+from mta.smppserver.auth import SmppLimits
 from mta.store import Store
 from mta.topology import Topology
 from mta.worker import Worker

@@ -30,7 +30,7 @@ from mta.contract import (
     format_time,
     unpack_result,
 )
-from mta.smpp.times import parse_smpp_time
+from mta.smppserver.times import parse_smpp_time
 from mta.store import Store
 from mta.testing import assert_conformant
 from tests.conftest import REDIS_URL, Env

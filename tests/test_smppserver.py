@@ -882,7 +882,7 @@ def _listening(port: int) -> bool:
 
 
 async def test_waiting_receipts_are_bounded(smpp_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mta import smppclients
+    from mta.smppserver import records as smppclients
 
     monkeypatch.setattr(smppclients, "PENDING_RECEIPTS_MAX", 10)
     store = await smpp_env.store()

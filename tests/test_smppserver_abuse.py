@@ -560,7 +560,7 @@ async def test_protocol_warnings_are_rate_limited_and_client_strings_quoted(star
     await good.close()
 
 
-# --- the decisions alone (mta.smpp.guard, mta.smpp.reassembly) ---------------------------
+# --- the decisions alone (mta.smppserver.auth, mta.smppserver.reassembly) ----------------
 
 
 class Clock:
@@ -572,7 +572,7 @@ class Clock:
 
 
 def test_bind_limiter_counts_attempts_when_they_start() -> None:
-    from mta.smpp.guard import BindLimiter
+    from mta.smppserver.auth import BindLimiter
 
     clock = Clock()
     limiter = BindLimiter(1.0, 0.5, 3, clock=clock)
@@ -601,7 +601,8 @@ def test_limits_are_flags_of_the_command_and_bad_ones_usage_errors() -> None:
 
 
 def test_connection_caps_and_log_limiter() -> None:
-    from mta.smpp.guard import ConnectionCaps, LogLimiter, SmppLimits
+    from mta.smpp.guard import LogLimiter
+    from mta.smppserver.auth import ConnectionCaps, SmppLimits
 
     caps = ConnectionCaps(max_total=3, max_per_ip=2)
     assert [caps.admit("a"), caps.admit("a")] == ["", ""]
@@ -626,7 +627,7 @@ def _info(ref: int, total: int, seq: int, data: bytes = b"abc") -> ConcatInfo:
 
 
 def test_reassembly_budgets_duplicates_and_expiry() -> None:
-    from mta.smpp.reassembly import Budget, Complete, Reassembly, ReassemblyFull
+    from mta.smppserver.reassembly import Budget, Complete, Reassembly, ReassemblyFull
 
     clock = Clock()
     ids = iter(f"id{i}" for i in range(10_000))

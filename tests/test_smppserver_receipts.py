@@ -26,8 +26,8 @@ import pytest
 
 from mta.smpp import pdu as P
 from mta.smpp.session import Session, connect
-from mta.smppclients import Job, Record, Records
 from mta.smppserver import SmppServer
+from mta.smppserver.records import Job, Record, Records
 from tests.conftest import Env, sim_accounts
 from tests.test_smppserver import CLIENTS, start_server, until
 

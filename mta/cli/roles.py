@@ -80,11 +80,11 @@ def http_command(settings: Settings, verbose: bool, listen: str) -> None:
 
 
 def _smpp_limit_options(func: F) -> F:
-    """Each :class:`~mta.smpp.guard.SmppLimits` field as a flag of ``mta smpp-server``, with
+    """Each :class:`~mta.smppserver.auth.SmppLimits` field as a flag of ``mta smpp-server``, with
     its ``MTA_SMPP_<NAME>`` variable (``--bind-timeout-s`` / ``MTA_SMPP_BIND_TIMEOUT_S``)."""
     import dataclasses
 
-    from mta.smpp.guard import LIMIT_HELP, SmppLimits
+    from mta.smppserver.auth import LIMIT_HELP, SmppLimits
 
     defaults = SmppLimits()
     for f in reversed(dataclasses.fields(SmppLimits)):
@@ -138,7 +138,7 @@ def smpp_server(
     binds, submit_sm onto the send exchange, query_sm, cancel_sm, deliver_sm receipts."""
     from mta.config import load_smpp_clients
     from mta.httpserver import parse_listen
-    from mta.smpp.guard import SmppLimits
+    from mta.smppserver.auth import SmppLimits
 
     try:
         parse_listen(listen)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from mta.smpp import pdu as P  # noqa: E402
 from mta.smpp.session import Session, connect  # noqa: E402
-from mta.smppclients import PENDING_RECEIPTS_MAX, Record, Records  # noqa: E402
+from mta.smppserver.records import PENDING_RECEIPTS_MAX, Record, Records  # noqa: E402
 from mta.store import Store  # noqa: E402
 from mta.topology import Topology  # noqa: E402
 

@@ -9,12 +9,12 @@ Appendix B text, ``receipted_message_id`` and ``message_state`` TLVs) goes to a 
 that system_id bound as receiver or transceiver *in this process* (round robin), one per id
 the client was given (the message id and each part id).
 
-Each receiving session has an :class:`~mta.smpp.outlet.Outlet`: its receipts wait there, in
-memory (at most ``queue_cap``, at most ``hold_s`` each), for a slot of the session's window
-and go out as the client's ``deliver_sm_resp`` free slots — pipelined, at the client's pace.
-The report message is acked only after each of its receipts was answered (or refused for
+Each receiving session has an :class:`~mta.smppserver.receipt_outlet.Outlet`: its receipts wait
+there, in memory (at most ``queue_cap``, at most ``hold_s`` each), for a slot of the session's
+window and go out as the client's ``deliver_sm_resp`` free slots — pipelined, at the client's
+pace. The report message is acked only after each of its receipts was answered (or refused for
 good, logged) or stashed in Redis (``P:smpp:rq:<systemId>``,
-:meth:`mta.smppclients.Records.stash`). A receipt is stashed when this process has no
+:meth:`mta.smppserver.records.Records.stash`). A receipt is stashed when this process has no
 receiving session of its system_id, when the session's queue is full, or the receipt waited
 ``hold_s``, or the client did not answer in time, answered a temporary error or closed; a
 stalled or throttling client accepts nothing for a while, so it never holds the report queue
@@ -46,10 +46,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from mta.broker import Broker
 from mta.contract import ApiStatus
-from mta.smpp.outlet import Outlet
 from mta.smpp.receipt import MessageState, receipt_state, wants_receipt
 from mta.smpp.session import Session
-from mta.smppclients import Job, Record, Records
+from mta.smppserver.receipt_outlet import Outlet
+from mta.smppserver.records import Job, Record, Records
 
 __all__ = ["ReceiptRouter"]
 

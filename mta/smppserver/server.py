@@ -1,24 +1,25 @@
 """The SMPP server front (``mta smpp-server``): ESMEs bind, submit, query, cancel, get receipts.
 
-We act as the SMSC (protocols.md §1.13). Each connection is a :class:`~mta.smpp.session.Session`
-(framing, window, enquire_link, unbind, generic_nack for malformed or unknown PDUs); this
-module decides what each request means.
+We act as the SMSC (docs/protocols.md §1.13). Each connection is a
+:class:`~mta.smpp.session.Session` (framing, window, enquire_link, unbind, generic_nack for
+malformed or unknown PDUs); this module decides what each request means.
 
-Abuse controls (the decisions in :mod:`mta.smpp.guard` and :mod:`mta.smpp.reassembly`, the
-limits in :class:`~mta.smpp.guard.SmppLimits`): connections at once are capped in total and
-per IP (excess ones are closed at once); a connection not bound within ``bind_timeout_s`` is
-closed, whatever it sends meanwhile; bind attempts are counted when they start, per IP and
-per system_id (:class:`~mta.smpp.guard.BindLimiter`), and one over the limit is refused
-without its password being looked at.
+Abuse controls (the decisions in :mod:`mta.smppserver.auth` and
+:mod:`mta.smppserver.reassembly`, the limits in :class:`~mta.smppserver.auth.SmppLimits`):
+connections at once are capped in total and per IP (excess ones are closed at once); a
+connection not bound within ``bind_timeout_s`` is closed, whatever it sends meanwhile; bind
+attempts are counted when they start, per IP and per system_id
+(:class:`~mta.smppserver.auth.BindLimiter`), and one over the limit is refused without its
+password being looked at.
 
 Binds. ``bind_transmitter``/``_receiver``/``_transceiver`` are checked by
-:class:`~mta.smppclients.Directory` (constant-time compare); every refused bind — unknown
+:class:`~mta.smppserver.records.Directory` (constant-time compare); every refused bind — unknown
 system_id, wrong password or over the attempt limit — is answered ESME_RBINDFAIL after the
 same ``bind_fail_delay_s``, and the connection is closed, so failures cannot be pipelined on
 one connection. Any PDU but a bind (and
 enquire_link/unbind, which the Session answers) before bind gets ESME_RINVBNDSTS; a second bind
 ESME_RALYBND; submit_sm on a receiver bind ESME_RINVBNDSTS. query_sm and cancel_sm are taken on
-every bind type (clients disagree on where they belong, protocols.md §1.3).
+every bind type (clients disagree on where they belong, docs/protocols.md §1.3).
 
 submit_sm. ``destination_addr`` must be an international number, digits only (one leading
 ``+`` is dropped), else ESME_RINVDSTADR; ``source_addr`` becomes ``sender`` (alphanumeric ≤ 11,
@@ -26,7 +27,7 @@ numeric ≤ 16, else ESME_RINVSRCADR). The text comes from ``short_message`` or 
 ``message_payload`` TLV (both at once: ESME_RINVMSGLEN), in data_coding 0 (GSM 03.38), 1
 (IA5), 3 (Latin-1) or 8 (UCS-2); other codings are refused with ESME_RSUBMITFAIL (binary
 content cannot become an MMP text). ``schedule_delivery_time``/``validity_period`` (absolute
-or relative, protocols.md §1.7) become ``startTime``/``expireTime`` in ``MTA_TIMEZONE``,
+or relative, docs/protocols.md §1.7) become ``startTime``/``expireTime`` in ``MTA_TIMEZONE``,
 rounded *up* to the minute (never earlier than asked, never shorter-lived); a schedule in the
 past means now, a validity already over is ESME_RINVEXPIRY, a malformed one
 ESME_RINVSCHED/ESME_RINVEXPIRY. Beyond the client's ``throughput``: ESME_RTHROTTLED.
@@ -48,7 +49,7 @@ ESME_RMSGQFUL, any other failure ESME_RSYSERR: the client retries, nothing is ha
 
 Long messages (UDH with 8/16-bit reference, or SAR TLVs) are reassembled per (system_id,
 source_addr, destination_addr, reference) in this process by
-:class:`~mta.smpp.reassembly.Reassembly` — within a budget per system_id (incomplete messages,
+:class:`~mta.smppserver.reassembly.Reassembly` — within a budget per system_id (incomplete messages,
 parts, octets; over it the client's own oldest incomplete message is dropped, never another
 client's), dropped ``reassembly_timeout_s`` (5 min) after their first part — and published as
 ONE MMP message. A repeated part (same reference and number) counts once and gets the same
@@ -71,13 +72,12 @@ held or waiting for a retry, it is cancelled, the server publishes its FAIL itse
 Redis outbox, so a reporter's outbox recovery publishes it if this process dies first) and the
 record becomes DELETED; once a worker has handed it to a partner (or it is final): ESME_RCANCELFAIL.
 
-Receipts: :class:`~mta.smpp.receipt_router.ReceiptRouter` consumes the finals of this
-server's messages from ``<prefix>.smpp.receipts`` and queues each receipt for a receiving
-session of its system_id in this process (:class:`~mta.smpp.outlet.Outlet`: in memory, at
-most ``receipt_queue`` per session and ``receipt_hold_s`` each, sent as the session's window
-frees), or stashes it in Redis for whichever process has one
-(``{prefix}:smpp:rq:<system_id>``, drained at the sessions' pace on bind, after a stash, and
-every ``flush_s``).
+Receipts: :class:`~mta.smppserver.receipts.ReceiptRouter` consumes the finals of this server's
+messages from ``<prefix>.smpp.receipts`` and queues each receipt for a receiving session of its
+system_id in this process (:class:`~mta.smppserver.receipt_outlet.Outlet`: in memory, at most
+``receipt_queue`` per session and ``receipt_hold_s`` each, sent as the session's window frees),
+or stashes it in Redis for whichever process has one (``{prefix}:smpp:rq:<system_id>``, drained
+at the sessions' pace on bind, after a stash, and every ``flush_s``).
 
 Graceful stop: stop accepting connections, answer new submits ESME_RSYSERR, publish what is
 waiting and answer it, unbind every session, stop consuming receipts (unacked ones go back to
@@ -101,15 +101,16 @@ from mta.broker import Broker
 from mta.config import Settings, SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
 from mta.smpp import pdu as P
-from mta.smpp.guard import BindLimiter, ConnectionCaps, LogLimiter, SmppLimits
-from mta.smpp.publisher import Entry, Publisher
-from mta.smpp.reassembly import Budget, Reassembly
+from mta.smpp.guard import LogLimiter
 from mta.smpp.receipt import MessageState
-from mta.smpp.receipt_router import ReceiptRouter
 from mta.smpp.session import Session, SessionClosed
-from mta.smpp.submit import Refused, SubmitReader
-from mta.smpp.times import TimeError, final_date, parse_smpp_time, to_mmp_time
-from mta.smppclients import Directory, Record, Records
+from mta.smppserver.auth import BindLimiter, ConnectionCaps, SmppLimits
+from mta.smppserver.batcher import Entry, Publisher
+from mta.smppserver.reassembly import Budget, Reassembly
+from mta.smppserver.receipts import ReceiptRouter
+from mta.smppserver.records import Directory, Record, Records
+from mta.smppserver.submit import Refused, SubmitReader
+from mta.smppserver.times import TimeError, final_date, parse_smpp_time, to_mmp_time
 from mta.store import Outcome, Store
 from mta.topology import LANE_BULK, LANE_PRIORITY
 

@@ -1,6 +1,6 @@
 """Receipts on their way to ONE receiving session: a bounded queue in front of its window.
 
-An :class:`Outlet` takes receipts (:class:`~mta.smppclients.Job`) for one session bound as
+An :class:`Outlet` takes receipts (:class:`~mta.smppserver.records.Job`) for one session bound as
 receiver or transceiver and sends them as ``deliver_sm``, pipelined up to the session's
 ``window`` (requests outstanding at once): each ``deliver_sm_resp`` frees a slot and the next
 waiting receipt goes out at once — no timer, no sleep per receipt. :meth:`Outlet.offer`
@@ -34,7 +34,7 @@ from mta import metrics
 from mta.smpp import pdu as P
 from mta.smpp.receipt import MessageState, format_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
-from mta.smppclients import Job
+from mta.smppserver.records import Job
 
 __all__ = ["Outlet", "receipt_pdu"]
 

@@ -1,4 +1,4 @@
-"""SMPP times (protocols.md §1.7) for the server front: parse absolute and relative times,
+"""SMPP times (docs/protocols.md §1.7) for the server front: parse absolute and relative times,
 write MMP ``yyyyMMddHHmm`` times and query_sm's ``final_date``."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _add_months(moment: datetime, months: int) -> datetime:
 
 
 def parse_smpp_time(value: str, now: datetime) -> datetime | None:
-    """The moment an SMPP time stands for (protocols.md §1.7): ``''`` → None; absolute
+    """The moment an SMPP time stands for (docs/protocols.md §1.7): ``''`` → None; absolute
     ``YYMMDDhhmmsstnn+``/``-`` (local time ``nn`` quarter hours ahead of/behind UTC, years
     20YY); relative ``YYMMDDhhmmss000R`` added to *now* (an aware datetime)."""
     if not value:

@@ -5,8 +5,8 @@ dropped), else ESME_RINVDSTADR; ``source_addr`` becomes ``sender`` (alphanumeric
 ≤ 16, else ESME_RINVSRCADR). The text comes from ``short_message`` or the ``message_payload``
 TLV (both at once: ESME_RINVMSGLEN), in data_coding 0 (GSM 03.38), 1 (IA5), 3 (Latin-1) or 8
 (UCS-2); other codings are refused with ESME_RSUBMITFAIL. ``schedule_delivery_time`` /
-``validity_period`` become ``startTime``/``expireTime`` (:mod:`mta.smpp.times`). A part of a
-long message goes to :class:`~mta.smpp.reassembly.Reassembly`; the part that completes it
+``validity_period`` become ``startTime``/``expireTime`` (:mod:`mta.smppserver.times`). A part of a
+long message goes to :class:`~mta.smppserver.reassembly.Reassembly`; the part that completes it
 yields the whole message.
 """
 
@@ -19,10 +19,10 @@ from mta.config import SmppClient
 from mta.contract import SmsType
 from mta.smpp import pdu as P
 from mta.smpp.coding import CodingError, concat_info, decode_text
-from mta.smpp.reassembly import Reassembly, ReassemblyFull
 from mta.smpp.receipt import MessageState
-from mta.smpp.times import TimeError, parse_smpp_time, to_mmp_time
-from mta.smppclients import Record
+from mta.smppserver.reassembly import Reassembly, ReassemblyFull
+from mta.smppserver.records import Record
+from mta.smppserver.times import TimeError, parse_smpp_time, to_mmp_time
 
 __all__ = ["MAX_TEXT", "NO_RECORD", "Refused", "SubmitReader"]
 

@@ -25,7 +25,7 @@ import orjson
 from mta.broker import Broker
 from mta.smpp import pdu as P
 from mta.smpp.session import Session
-from mta.smppclients import Record, Records
+from mta.smppserver.records import Record, Records
 from mta.topology import LANE_BULK, LANE_PRIORITY
 
 __all__ = ["Entry", "Publisher"]

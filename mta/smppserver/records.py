@@ -4,7 +4,7 @@
   entries in constant time (:func:`hmac.compare_digest`, also run for an unknown system_id so
   the answer time does not tell which ids exist) and answers every failure with the same
   ESME_RBINDFAIL, so the status does not tell either. How many attempts a peer may make is
-  :class:`mta.smpp.guard.BindLimiter`'s business.
+  :class:`mta.smppserver.auth.BindLimiter`'s business.
 * :class:`Bucket` is the per-client token bucket behind ESME_RTHROTTLED (rate = the client's
   ``throughput``, burst = one second of it). It is per process: a client bound to N server
   processes at once may get up to N times its rate.
