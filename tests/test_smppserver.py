@@ -678,14 +678,14 @@ async def test_receipt_waits_until_the_client_binds(smpp_env: Env) -> None:
     sender = await esme(server, "acme", "transmitter")
     message_id = mid(await sender.submit(b"later", registered_delivery=1))
     await tail.wait(lambda t: message_id in t.by_id("DELIVERED"), timeout=10)
-    await until(lambda: server.records.waiting("acme"), what="the receipt to wait in Redis")
+    await until(lambda: server.receipt_stash.waiting("acme"), what="the receipt to wait in Redis")
     assert server.stats["receipts_sent"] == 0
     # a second server process (same prefix) where the client binds: it flushes the stash
     other = await start_server(smpp_env)
     receiver = await esme(other, "acme", "receiver")
     [receipt] = await receiver.receipts(1)
     assert receipt.receipted_message_id == message_id.encode() and receipt.message_state == 2
-    assert await other.records.waiting("acme") == 0
+    assert await other.receipt_stash.waiting("acme") == 0
     for c in (sender, receiver):
         await c.close()
 
@@ -882,13 +882,14 @@ def _listening(port: int) -> bool:
 
 
 async def test_waiting_receipts_are_bounded(smpp_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mta.smppserver import records as smppclients
+    from mta.smppserver import receipt_stash
+    from mta.smppserver.records import MessageRecord, ReceiptDelivery
 
-    monkeypatch.setattr(smppclients, "PENDING_RECEIPTS_MAX", 10)
+    monkeypatch.setattr(receipt_stash, "PENDING_RECEIPTS_MAX", 10)
     store = await smpp_env.store()
-    records = smppclients.Records(store)
-    record = smppclients.Record(1, 0, "acme", 1, 0, 0, "ACME", 1, 1, "905332141354", 0, "hi")
-    await records.stash([smppclients.Job(f"b:{i}", 2, 0, record) for i in range(15)])
+    records = receipt_stash.ReceiptStash(store)
+    record = MessageRecord(1, 0, "acme", 1, 0, 0, "ACME", 1, 1, "905332141354", 0, "hi")
+    await records.stash([ReceiptDelivery(f"b:{i}", 2, 0, record) for i in range(15)])
     assert await records.waiting("acme") == 10  # the oldest went
     jobs = await records.take("acme", 100)
     assert [j.message_id for j in jobs] == [f"b:{i}" for i in range(5, 15)]
@@ -917,5 +918,5 @@ async def test_many_receipts_all_arrive_once(smpp_env: Env) -> None:
     assert set(got) == ids and len(got) == 80
     await asyncio.sleep(1.2)  # one more flush round: nothing comes twice
     assert len(client.received) == 80
-    assert await server.records.waiting("acme") == 0
+    assert await server.receipt_stash.waiting("acme") == 0
     await client.close()

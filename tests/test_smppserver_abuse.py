@@ -602,7 +602,7 @@ def test_limits_are_flags_of_the_command_and_bad_ones_usage_errors() -> None:
 
 def test_connection_caps_and_log_limiter() -> None:
     from mta.smpp.guard import LogLimiter
-    from mta.smppserver.auth import ConnectionCaps, SmppLimits
+    from mta.smppserver import ConnectionCaps, SmppLimits
 
     caps = ConnectionCaps(max_total=3, max_per_ip=2)
     assert [caps.admit("a"), caps.admit("a")] == ["", ""]

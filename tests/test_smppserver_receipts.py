@@ -27,7 +27,8 @@ import pytest
 from mta.smpp import pdu as P
 from mta.smpp.session import Session, connect
 from mta.smppserver import SmppServer
-from mta.smppserver.records import Job, Record, Records
+from mta.smppserver.receipt_stash import ReceiptStash
+from mta.smppserver.records import MessageRecord, ReceiptDelivery
 from tests.conftest import Env, sim_accounts
 from tests.test_smppserver import CLIENTS, start_server, until
 
@@ -94,7 +95,9 @@ async def messages(server: SmppServer, n: int) -> list[str]:
         batch = uuid.uuid4().hex
         count = min(500, n - start)
         records = [
-            Record(1, 0, "acme", 1, 5, 0, "ACME", 1, 1, "905332141354", now_ms, "hi", 0, [], 12)
+            MessageRecord(
+                1, 0, "acme", 1, 5, 0, "ACME", 1, 1, "905332141354", now_ms, "hi", 0, [], 12
+            )
             for _ in range(count)
         ]
         await server.records.add_batch(batch, records, {})
@@ -128,7 +131,7 @@ async def test_a_bound_client_gets_receipts_at_full_speed(rx_env: Env) -> None:
     assert rate >= 2000, f"{rate:,.0f} deliver_sm/s to one bound client (window 50)"
     assert sorted(client.ids) == sorted(ids)  # each once
     assert server.stats["receipts_stashed"] == 0
-    assert await server.records.waiting("acme") == 0
+    assert await server.receipt_stash.waiting("acme") == 0
     assert server.stats["receipts_sent"] == 5000
     await client.close()
 
@@ -147,7 +150,7 @@ async def test_stashed_receipts_arrive_within_seconds_of_a_bind(rx_env: Env) -> 
     assert elapsed < 5.0, f"2,000 stashed receipts took {elapsed:.1f} s after the bind"
     await asyncio.sleep(1.5)  # a drain round later: nothing comes twice
     assert sorted(client.ids) == sorted(ids)
-    assert await server.records.waiting("acme") == 0
+    assert await server.receipt_stash.waiting("acme") == 0
     await client.close()
 
 
@@ -177,7 +180,7 @@ async def test_a_silent_client_gets_its_receipts_after_binding_again(rx_env: Env
     assert len(client.ids) == 2000, f"{len(client.ids)} of 2000 receipts after the new bind"
     assert sorted(client.ids) == sorted(ids)  # once each to the client that answers
     await asyncio.sleep(0.5)
-    assert len(client.ids) == 2000 and await server.records.waiting("acme") == 0
+    assert len(client.ids) == 2000 and await server.receipt_stash.waiting("acme") == 0
     await client.close()
 
 
@@ -189,10 +192,10 @@ async def test_a_stopping_server_stashes_what_waits_for_a_client(rx_env: Env) ->
     ids = await messages(server, 1000)
     await publish_finals(rx_env, ids, per_message=250)
     await until(lambda: outlet.load == 1000, what="1,000 receipts queued for the client")
-    assert outlet.in_flight == server.window and await server.records.waiting("acme") == 0
+    assert outlet.in_flight == server.window and await server.receipt_stash.waiting("acme") == 0
     await rx_env.stop(rx_env.services[-1])  # SIGTERM's path
     store = await rx_env.store()
-    stashed = await Records(store).take("acme", 5000)
+    stashed = await ReceiptStash(store).take("acme", 5000)
     assert {job.message_id for job in stashed} == set(ids)  # none lost
     assert outlet.load == 0
     await silent.close()
@@ -201,9 +204,9 @@ async def test_a_stopping_server_stashes_what_waits_for_a_client(rx_env: Env) ->
 
 async def test_claimed_receipts_of_a_dead_process_go_back(rx_env: Env) -> None:
     store = await rx_env.store()
-    dead, alive = Records(store, owner="dead"), Records(store, owner="alive")
-    record = Record(2, 1, "acme", 1, 0, 0, "ACME", 1, 1, "905332141354", 0, "hi")
-    await dead.stash([Job(f"b:{i}", 2, 0, record) for i in range(10)])
+    dead, alive = ReceiptStash(store, owner="dead"), ReceiptStash(store, owner="alive")
+    record = MessageRecord(2, 1, "acme", 1, 0, 0, "ACME", 1, 1, "905332141354", 0, "hi")
+    await dead.stash([ReceiptDelivery(f"b:{i}", 2, 0, record) for i in range(10)])
     claimed = await dead.claim("acme", 6)
     assert [job.message_id for _, job in claimed] == [f"b:{i}" for i in range(6)]
     await dead.settle("acme", [claimed[0][0]], [claimed[1][0]])  # one answered, one back
@@ -218,5 +221,5 @@ async def test_claimed_receipts_of_a_dead_process_go_back(rx_env: Env) -> None:
 
 
 async def _waiting_is(server: SmppServer, n: int, at_least: bool = False) -> bool:
-    waiting = await server.records.waiting("acme")
+    waiting = await server.receipt_stash.waiting("acme")
     return waiting >= n if at_least else waiting == n

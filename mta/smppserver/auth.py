@@ -1,7 +1,8 @@
-"""Abuse controls of the SMPP server: bind-attempt limits, connection caps, log-flood limits.
+"""Who may bind and how often: credentials, bind-attempt limits, the limits themselves.
 
-Every class here only decides (no sockets, no loop), with an injectable clock, so each rule is
-unit-tested on its own; :mod:`mta.smppserver` applies the decisions.
+The classes here only decide (no sockets, no loop; the rate limiters take an injectable
+clock), so each rule is unit-tested on its own; the bind handlers
+(:mod:`mta.smppserver.handlers`) apply the decisions.
 
 * :class:`SmppLimits` — the limits, with safe defaults, read from ``MTA_SMPP_*`` variables
   (:meth:`SmppLimits.from_env`; the ``mta smpp-server`` flags of the same names set them).
@@ -12,28 +13,40 @@ unit-tested on its own; :mod:`mta.smppserver` applies the decisions.
   trusted pair skips both buckets, so an attacker draining a system_id's bucket from elsewhere
   cannot lock out a client that already bound from its address; a failed attempt from a
   trusted pair revokes the trust.
-* :class:`ConnectionCaps` — connections at once, in total and per source IP.
+* :class:`ClientDirectory` checks a bind's ``system_id``/``password`` against the
+  ``[[smpp_client]]`` entries in constant time (:func:`hmac.compare_digest`, also run for an
+  unknown system_id so the answer time does not tell which ids exist) and answers every
+  failure with the same ESME_RBINDFAIL, so the status does not tell either.
+* :class:`ThroughputBucket` is the per-client token bucket behind ESME_RTHROTTLED (rate = the
+  client's ``throughput``, burst = one second of it). It is per process: a client bound to N
+  server processes at once may get up to N times its rate.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
+
+from mta.config import SmppClient
+from mta.smpp.pdu import CommandStatus
 
 __all__ = [
     "LIMIT_HELP",
     "BindLimiter",
-    "ConnectionCaps",
+    "ClientDirectory",
     "SmppLimits",
+    "ThroughputBucket",
     "TokenBuckets",
 ]
 
 Clock = Callable[[], float]
 _MAX_KEYS: Final = 10_000
+_DUMMY: Final = b"\0" * 8  # compared against when the system_id is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,36 +206,53 @@ class BindLimiter:
         self._trusted.pop((ip, system_id), None)
 
 
-class ConnectionCaps:
-    """Connections open at once, in total and per source IP."""
+class ClientDirectory:
+    """The configured clients by system_id, with the bind check."""
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.total = 0
-        self._by_ip: dict[str, int] = {}
+    def __init__(self, clients: Iterable[SmppClient]) -> None:
+        self.by_id: dict[str, SmppClient] = {c.system_id: c for c in clients}
+        self._buckets = {c.system_id: ThroughputBucket(c.throughput) for c in self.by_id.values()}
 
-    def admit(self, ip: str) -> str:
-        """Count a new connection from *ip*: ``""`` when admitted (call :meth:`release` when
-        it closes), else why not — nothing is counted then."""
-        if self.total >= self.max_total:
-            return f"{self.total} connections open, the limit is {self.max_total}"
-        current = self._by_ip.get(ip, 0)
-        if current >= self.max_per_ip:
-            return f"{current} connections open from {ip}, the limit per IP is {self.max_per_ip}"
-        self._by_ip[ip] = current + 1
-        self.total += 1
-        return ""
+    @property
+    def account_ids(self) -> set[int]:
+        return {c.account_id for c in self.by_id.values()}
 
-    def release(self, ip: str) -> None:
-        current = self._by_ip.get(ip, 0)
-        if current <= 0:
-            return
-        self.total -= 1
-        if current == 1:
-            del self._by_ip[ip]
-        else:
-            self._by_ip[ip] = current - 1
+    def bucket(self, system_id: str) -> ThroughputBucket:
+        return self._buckets[system_id]
 
-    def open_from(self, ip: str) -> int:
-        return self._by_ip.get(ip, 0)
+    def check(self, system_id: str, password: str) -> tuple[SmppClient | None, int]:
+        """(client, ESME_ROK), or (None, ESME_RBINDFAIL) for an unknown system_id and for a
+        wrong password alike (the same work is done for both)."""
+        client = self.by_id.get(system_id)
+        given = password.encode("latin-1", "replace")
+        expected = client.password.encode("latin-1", "replace") if client else _DUMMY
+        matches = hmac.compare_digest(given, expected)
+        if client is None or not matches:
+            return None, CommandStatus.ESME_RBINDFAIL
+        return client, CommandStatus.ESME_ROK
+
+    def knows(self, system_id: str) -> bool:
+        """For the server's own log only, never for an answer."""
+        return system_id in self.by_id
+
+
+class ThroughputBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` (default: one second's)."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True

@@ -25,10 +25,10 @@ import orjson
 from mta.broker import Broker
 from mta.smpp import pdu as P
 from mta.smpp.session import Session
-from mta.smppserver.records import Record, Records
+from mta.smppserver.records import MessageRecord, MessageRecords
 from mta.topology import LANE_BULK, LANE_PRIORITY
 
-__all__ = ["Entry", "Publisher"]
+__all__ = ["AcceptedSubmit", "SubmitBatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ S = P.CommandStatus
 
 
 @dataclass(slots=True)
-class Entry:
+class AcceptedSubmit:
     """One accepted submit_sm: its MMP message, its record, its part ids, whom to answer."""
 
     message: dict[str, Any]
-    record: Record
+    record: MessageRecord
     parts: list[str]
     session: Session
     pdu: P.Pdu
@@ -49,17 +49,17 @@ class Entry:
 @dataclass
 class _Lane:
     name: str
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[AcceptedSubmit] = field(default_factory=list)
     timer: asyncio.Handle | None = None
 
 
-class Publisher:
+class SubmitBatcher:
     """Collects accepted submits per lane and publishes them as MMP batches with confirms."""
 
     def __init__(
         self,
         broker: Broker,
-        records: Records,
+        records: MessageRecords,
         stats: dict[str, int],
         *,
         batch_size: int,
@@ -77,7 +77,7 @@ class Publisher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
 
-    def add(self, lane_name: str, entry: Entry) -> None:
+    def add(self, lane_name: str, entry: AcceptedSubmit) -> None:
         lane = self.lanes[lane_name]
         lane.entries.append(entry)
         self.pending += 1
@@ -106,7 +106,7 @@ class Publisher:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
-    async def _publish(self, lane: str, entries: list[Entry]) -> None:
+    async def _publish(self, lane: str, entries: list[AcceptedSubmit]) -> None:
         """One micro-batch: records to Redis, the MMP batch to <prefix>.send with a confirm,
         then every submit_sm_resp."""
         batch_id = uuid.uuid4().hex

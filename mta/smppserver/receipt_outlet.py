@@ -1,17 +1,18 @@
 """Receipts on their way to ONE receiving session: a bounded queue in front of its window.
 
-An :class:`Outlet` takes receipts (:class:`~mta.smppserver.records.Job`) for one session bound as
-receiver or transceiver and sends them as ``deliver_sm``, pipelined up to the session's
-``window`` (requests outstanding at once): each ``deliver_sm_resp`` frees a slot and the next
-waiting receipt goes out at once — no timer, no sleep per receipt. :meth:`Outlet.offer`
-returns a future that says what became of the receipt: True when it is done with (answered
-ESME_ROK, or refused for good and dropped), False when it must be stashed in Redis (not
-answered in time, a temporary refusal, the session closed, or it waited too long here).
+A :class:`ReceiptOutlet` takes receipts (:class:`~mta.smppserver.records.ReceiptDelivery`) for
+one session bound as receiver or transceiver and sends them as ``deliver_sm``, pipelined up to
+the session's ``window`` (requests outstanding at once): each ``deliver_sm_resp`` frees a slot
+and the next waiting receipt goes out at once — no timer, no sleep per receipt.
+:meth:`ReceiptOutlet.offer` returns a future that says what became of the receipt: True when it
+is done with (answered ESME_ROK, or refused for good and dropped), False when it must be
+stashed in Redis (not answered in time, a temporary refusal, the session closed, or it waited
+too long here).
 
 What keeps a slow or silent client from holding receipts (and, through them, the report
 messages of the shared queue) up, and memory bounded:
 
-* at most ``cap`` receipts wait here; :attr:`Outlet.accepting` is False beyond it, so the
+* at most ``cap`` receipts wait here; :attr:`ReceiptOutlet.accepting` is False beyond it, so the
   router stashes the next ones at once;
 * a receipt that waited ``hold_s`` without being sent goes back (False);
 * a session whose window is full with no answer for ``hold_s`` is *stalled*: it accepts
@@ -34,9 +35,9 @@ from mta import metrics
 from mta.smpp import pdu as P
 from mta.smpp.receipt import MessageState, format_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
-from mta.smppserver.records import Job
+from mta.smppserver.records import ReceiptDelivery
 
-__all__ = ["Outlet", "receipt_pdu"]
+__all__ = ["ReceiptOutlet", "receipt_pdu"]
 
 log = logging.getLogger(__name__)
 _m = metrics.Children()  # mta_smpp_receipts_total children, one per client
@@ -48,7 +49,7 @@ RETRY_LATER: Final = frozenset(
 _SLOW_DOWN: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL})
 
 
-def receipt_pdu(job: Job, tz: tzinfo) -> P.DeliverSm:
+def receipt_pdu(job: ReceiptDelivery, tz: tzinfo) -> P.DeliverSm:
     """The ``deliver_sm`` receipt of *job* (esm_class 0x04, Appendix B text, TLVs)."""
     record = job.record
     text, tlvs = format_receipt(
@@ -72,7 +73,7 @@ def receipt_pdu(job: Job, tz: tzinfo) -> P.DeliverSm:
     )
 
 
-class Outlet:
+class ReceiptOutlet:
     """The receipts waiting for, and in flight to, one receiving session."""
 
     def __init__(
@@ -85,7 +86,7 @@ class Outlet:
         hold_s: float,
         timeout_s: float,
         throttle_s: float = 1.0,
-        on_progress: Callable[[Outlet], None] | None = None,
+        on_progress: Callable[[ReceiptOutlet], None] | None = None,
     ) -> None:
         self.session = session
         self.tz = tz
@@ -98,7 +99,7 @@ class Outlet:
         self.window = session.window
         self.in_flight = 0
         self.peak = 0  # most receipts waiting here at once (for tests and status)
-        self._waiting: deque[tuple[Job, asyncio.Future[bool], float]] = deque()
+        self._waiting: deque[tuple[ReceiptDelivery, asyncio.Future[bool], float]] = deque()
         self._loop = asyncio.get_running_loop()
         self._last_answer = self._loop.time()
         self._paused_until = 0.0
@@ -131,7 +132,7 @@ class Outlet:
             and not self.stalled
         )
 
-    def offer(self, job: Job) -> asyncio.Future[bool]:
+    def offer(self, job: ReceiptDelivery) -> asyncio.Future[bool]:
         """Queue *job* (check :attr:`accepting` first); the future says whether it is done
         with (True) or must be stashed (False)."""
         future: asyncio.Future[bool] = self._loop.create_future()
@@ -168,7 +169,7 @@ class Outlet:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, job: Job, future: asyncio.Future[bool]) -> None:
+    async def _send(self, job: ReceiptDelivery, future: asyncio.Future[bool]) -> None:
         done = False
         try:
             done = await self._exchange(job)
@@ -181,7 +182,7 @@ class Outlet:
             if self.on_progress is not None:
                 self.on_progress(self)
 
-    async def _exchange(self, job: Job) -> bool:
+    async def _exchange(self, job: ReceiptDelivery) -> bool:
         session = self.session
         try:
             resp = await session.request(receipt_pdu(job, self.tz), self.timeout_s)

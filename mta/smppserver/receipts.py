@@ -2,31 +2,31 @@
 
 Every ``mta smpp-server`` process consumes the durable quorum queue ``<prefix>.smpp.receipts``
 (``Topology.smpp_receipts_queue``), bound to ``<accountId>.DELIVERED|FAIL|TIMEOUT`` for its
-clients' account ids, competitively. For a final of a message submitted through the server
-(its record exists) the record is updated, and when the message's ``registered_delivery``
-asks (:func:`~mta.smpp.receipt.wants_receipt`) a deliver_sm receipt (esm_class 0x04,
-Appendix B text, ``receipted_message_id`` and ``message_state`` TLVs) goes to a session of
-that system_id bound as receiver or transceiver *in this process* (round robin), one per id
-the client was given (the message id and each part id).
+clients' account ids, competitively. For a final of a message submitted through the server (its
+record exists) the record is updated, and when the message's ``registered_delivery`` asks
+(:func:`~mta.smpp.receipt.wants_receipt`) a deliver_sm receipt (esm_class 0x04, Appendix B
+text, ``receipted_message_id`` and ``message_state`` TLVs) goes to a session of that system_id
+bound as receiver or transceiver *in this process* (round robin), one per id the client was
+given (the message id and each part id).
 
-Each receiving session has an :class:`~mta.smppserver.receipt_outlet.Outlet`: its receipts wait
-there, in memory (at most ``queue_cap``, at most ``hold_s`` each), for a slot of the session's
-window and go out as the client's ``deliver_sm_resp`` free slots — pipelined, at the client's
-pace. The report message is acked only after each of its receipts was answered (or refused for
-good, logged) or stashed in Redis (``P:smpp:rq:<systemId>``,
-:meth:`mta.smppserver.records.Records.stash`). A receipt is stashed when this process has no
-receiving session of its system_id, when the session's queue is full, or the receipt waited
-``hold_s``, or the client did not answer in time, answered a temporary error or closed; a
-stalled or throttling client accepts nothing for a while, so it never holds the report queue
-(and other clients' receipts) up.
+Each receiving session has an :class:`~mta.smppserver.receipt_outlet.ReceiptOutlet`: its
+receipts wait there, in memory (at most ``queue_cap``, at most ``hold_s`` each), for a slot of
+the session's window and go out as the client's ``deliver_sm_resp`` free slots — pipelined, at
+the client's pace. The report message is acked only after each of its receipts was answered (or
+refused for good, logged) or stashed in Redis (``P:smpp:rq:<systemId>``,
+:meth:`~mta.smppserver.receipt_stash.ReceiptStash.stash`). A receipt is stashed when this
+process has no receiving session of its system_id, when the session's queue is full, or the
+receipt waited ``hold_s``, or the client did not answer in time, answered a temporary error or
+closed; a stalled or throttling client accepts nothing for a while, so it never holds the
+report queue (and other clients' receipts) up.
 
-The stash is drained by every process that has a receiving session of the system_id — at
-once when one binds, when this process stashed something for it, and every ``flush_s`` (for
-receipts stashed by other processes) — as fast as the sessions take them: receipts are
-claimed (moved atomically to a claim set of this process, :meth:`Records.claim`) as the
-sessions' windows have room, and each is settled as it is answered or given back, so a
-process that dies while sending them loses none (another process recovers its claims once
-its lease expired, :meth:`Records.recover`).
+The stash is drained by every process that has a receiving session of the system_id — at once
+when one binds, when this process stashed something for it, and every ``flush_s`` (for receipts
+stashed by other processes) — as fast as the sessions take them: receipts are claimed (moved
+atomically to a claim set of this process, :meth:`ReceiptStash.claim`) as the sessions' windows
+have room, and each is settled as it is answered or given back, so a process that dies while
+sending them loses none (another process recovers its claims once its lease expired,
+:meth:`ReceiptStash.recover`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ from mta.broker import Broker
 from mta.contract import ApiStatus
 from mta.smpp.receipt import MessageState, receipt_state, wants_receipt
 from mta.smpp.session import Session
-from mta.smppserver.receipt_outlet import Outlet
-from mta.smppserver.records import Job, Record, Records
+from mta.smppserver.receipt_outlet import ReceiptOutlet
+from mta.smppserver.receipt_stash import ReceiptStash
+from mta.smppserver.records import MessageRecord, MessageRecords, ReceiptDelivery
 
 __all__ = ["ReceiptRouter"]
 
@@ -65,7 +66,8 @@ class ReceiptRouter:
     def __init__(
         self,
         broker: Broker,
-        records: Records,
+        records: MessageRecords,
+        receipt_stash: ReceiptStash,
         tz: tzinfo,
         stats: dict[str, int],
         *,
@@ -77,6 +79,7 @@ class ReceiptRouter:
     ) -> None:
         self.broker = broker
         self.records = records
+        self.receipt_stash = receipt_stash
         self.tz = tz
         self.stats = stats
         self.flush_s = flush_s
@@ -85,7 +88,7 @@ class ReceiptRouter:
         self.hold_s = hold_s
         self.prefetch = prefetch
         self.stopping = False
-        self.receivers: dict[str, list[Outlet]] = {}
+        self.receivers: dict[str, list[ReceiptOutlet]] = {}
         self._rr = itertools.count()
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -110,7 +113,7 @@ class ReceiptRouter:
         for account_id in sorted(account_ids):
             for status in _FINAL_STATUSES:
                 await self._queue.bind(exchange, topology.report_key(account_id, status.value))
-        await self.records.renew()
+        await self.receipt_stash.renew()
         self._consumer_tag = await self._queue.consume(self._on_report)
         self._ticker = asyncio.create_task(self._tick(), name="smpp-receipt-tick")
 
@@ -133,14 +136,14 @@ class ReceiptRouter:
             await asyncio.wait(list(self._drains.values()), timeout=grace)
         if not self._drains:  # every claim settled: nothing for another process to recover
             with contextlib.suppress(Exception):
-                await self.records.release()
+                await self.receipt_stash.release()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
     def add(self, system_id: str, session: Session) -> None:
         """A session bound as receiver/transceiver: its stashed receipts are drained now."""
-        outlet = Outlet(
+        outlet = ReceiptOutlet(
             session,
             self.tz,
             self.stats,
@@ -194,8 +197,8 @@ class ReceiptRouter:
         if not records:
             return  # finals of messages that did not come through this server
         now_ms = int(time.time() * 1000)
-        changed: dict[str, Record] = {}
-        jobs: list[Job] = []
+        changed: dict[str, MessageRecord] = {}
+        jobs: list[ReceiptDelivery] = []
         for message_id, record in records.items():
             result = finals[message_id]
             if record.state == MessageState.DELETED:
@@ -210,23 +213,23 @@ class ReceiptRouter:
             if wants_receipt(record.registered_delivery, state):
                 done = record.final_ms or now_ms
                 for given in (message_id, *record.parts):
-                    jobs.append(Job(given, state, done, record))
+                    jobs.append(ReceiptDelivery(given, state, done, record))
         await self.records.put(changed)
         if jobs:
             await self._deliver(jobs)
 
-    def _outlet(self, system_id: str) -> Outlet | None:
+    def _outlet(self, system_id: str) -> ReceiptOutlet | None:
         """A receiving session of *system_id* here that takes receipts now (round robin)."""
         outlets = self._accepting(system_id)
         if not outlets:
             return None
         return outlets[next(self._rr) % len(outlets)]
 
-    def _offer(self, job: Job) -> asyncio.Future[bool] | None:
+    def _offer(self, job: ReceiptDelivery) -> asyncio.Future[bool] | None:
         outlet = None if self.stopping else self._outlet(job.record.system_id)
         return None if outlet is None else outlet.offer(job)
 
-    async def _deliver(self, jobs: Sequence[Job]) -> int:
+    async def _deliver(self, jobs: Sequence[ReceiptDelivery]) -> int:
         """Send each receipt to a receiving session here, or stash it in Redis; how many were
         stashed. Returns once each one was answered or stashed."""
         futures = [self._offer(job) for job in jobs]
@@ -235,7 +238,7 @@ class ReceiptRouter:
             await asyncio.wait(waiting)
         later = [job for job, f in zip(jobs, futures, strict=True) if f is None or not f.result()]
         if later:
-            await self.records.stash(later)
+            await self.receipt_stash.stash(later)
             self.stats["receipts_stashed"] += len(later)
             for system_id in {job.record.system_id for job in later}:
                 self.drain_soon(system_id)
@@ -270,7 +273,7 @@ class ReceiptRouter:
                 want = min(_CLAIM_MAX, sum(max(0, 2 * o.window - o.load) for o in outlets))
                 enough = max(1, min((o.window for o in outlets), default=1) // 2)
                 if system_id in self._more and want and (want >= enough or not pending):
-                    claimed = await self.records.claim(system_id, want)
+                    claimed = await self.receipt_stash.claim(system_id, want)
                     if len(claimed) < want:
                         self._more.discard(system_id)  # the list is empty (for now)
                     back = []
@@ -281,13 +284,13 @@ class ReceiptRouter:
                         else:
                             pending[future] = raw
                     if back:
-                        await self.records.settle(system_id, (), back)
+                        await self.receipt_stash.settle(system_id, (), back)
                     continue
                 settled = [f for f in pending if f.done()]
                 if settled:
                     done = [pending.pop(f) for f in settled if f.result()]
                     back = [pending.pop(f) for f in settled if f in pending]
-                    await self.records.settle(system_id, done, back)
+                    await self.receipt_stash.settle(system_id, done, back)
                     self.stats["receipts_stashed"] += len(back)
                     continue
                 if not pending and (not outlets or system_id not in self._more):
@@ -300,7 +303,7 @@ class ReceiptRouter:
             if self._wake.get(system_id) is wake:
                 del self._wake[system_id]
 
-    def _accepting(self, system_id: str) -> list[Outlet]:
+    def _accepting(self, system_id: str) -> list[ReceiptOutlet]:
         return [o for o in self.receivers.get(system_id, ()) if o.accepting]
 
     def _progress(self, system_id: str) -> None:
@@ -314,8 +317,8 @@ class ReceiptRouter:
         while True:
             await asyncio.sleep(self.flush_s)
             try:
-                await self.records.renew()
-                if await self.records.recover():
+                await self.receipt_stash.renew()
+                if await self.receipt_stash.recover():
                     log.info("SMPP receipts: claims of a stopped server process recovered")
             except Exception as exc:
                 log.warning("SMPP receipts: lease or recovery failed (%r)", exc)

@@ -21,18 +21,18 @@ from mta.smpp import pdu as P
 from mta.smpp.coding import CodingError, concat_info, decode_text
 from mta.smpp.receipt import MessageState
 from mta.smppserver.reassembly import Reassembly, ReassemblyFull
-from mta.smppserver.records import Record
+from mta.smppserver.records import MessageRecord
 from mta.smppserver.times import TimeError, parse_smpp_time, to_mmp_time
 
-__all__ = ["MAX_TEXT", "NO_RECORD", "Refused", "SubmitReader"]
+__all__ = ["MAX_TEXT", "NO_RECORD", "SubmitReader", "SubmitRefused"]
 
 S = P.CommandStatus
 MAX_TEXT: Final = 1600  # contract.Rules.max_text
 TEXT_CODINGS: Final = frozenset({0x00, 0x01, 0x03, 0x08})
-NO_RECORD: Final = Record(0, 0, "", 0, 0, 0, "", 0, 0, "", 0, "")
+NO_RECORD: Final = MessageRecord(0, 0, "", 0, 0, 0, "", 0, 0, "", 0, "")
 
 
-class Refused(Exception):
+class SubmitRefused(Exception):
     """A submit_sm refused: ``status`` to answer, ``detail`` for the log."""
 
     def __init__(self, status: int, detail: str) -> None:
@@ -50,47 +50,49 @@ class SubmitReader:
 
     def read(
         self, client: SmppClient, pdu: P.SubmitSm
-    ) -> tuple[dict[str, Any] | None, Record, list[str]]:
+    ) -> tuple[dict[str, Any] | None, MessageRecord, list[str]]:
         """(MMP message, record, part ids) of an acceptable submit_sm — (None, an empty record,
-        [its part id]) for a part of an incomplete long message; raises :class:`Refused` with
+        [its part id]) for a part of an incomplete long message; raises :class:`SubmitRefused` with
         the status to answer and what is wrong."""
         dest = pdu.destination_addr
         if dest.startswith("+"):
             dest = dest[1:]
         if not (7 <= len(dest) <= 15 and dest.isascii() and dest.isdigit() and dest[0] != "0"):
-            raise Refused(
+            raise SubmitRefused(
                 S.ESME_RINVDSTADR,
                 f"destination_addr {pdu.destination_addr!r}: international number, digits only",
             )
         sender = pdu.source_addr
         if sender and (len(sender) > (16 if sender.isdigit() else 11) or not sender.isprintable()):
-            raise Refused(
+            raise SubmitRefused(
                 S.ESME_RINVSRCADR,
                 f"source_addr {sender!r}: alphanumeric up to 11, numeric up to 16 characters",
             )
         if pdu.data_coding not in TEXT_CODINGS:
-            raise Refused(
+            raise SubmitRefused(
                 S.ESME_RSUBMITFAIL, f"data_coding {pdu.data_coding}: only 0, 1, 3 and 8 are texts"
             )
         tlvs = pdu.tlvs
         payload = tlvs.get(P.Tag.MESSAGE_PAYLOAD)
         if payload is not None and pdu.short_message:
-            raise Refused(S.ESME_RINVMSGLEN, "short_message and message_payload both given")
+            raise SubmitRefused(S.ESME_RINVMSGLEN, "short_message and message_payload both given")
         now = datetime.now(UTC)
         start = expire = ""
         try:
             start_at = parse_smpp_time(pdu.schedule_delivery_time, now)
         except TimeError as exc:
-            raise Refused(S.ESME_RINVSCHED, f"schedule_delivery_time {exc}") from None
+            raise SubmitRefused(S.ESME_RINVSCHED, f"schedule_delivery_time {exc}") from None
         try:
             expire_at = parse_smpp_time(pdu.validity_period, now)
         except TimeError as exc:
-            raise Refused(S.ESME_RINVEXPIRY, f"validity_period {exc}") from None
+            raise SubmitRefused(S.ESME_RINVEXPIRY, f"validity_period {exc}") from None
         if start_at is not None and start_at > now:
             start = to_mmp_time(start_at, self.tz)
         if expire_at is not None:
             if expire_at <= now or (start_at is not None and expire_at <= start_at):
-                raise Refused(S.ESME_RINVEXPIRY, f"validity_period {pdu.validity_period} is over")
+                raise SubmitRefused(
+                    S.ESME_RINVEXPIRY, f"validity_period {pdu.validity_period} is over"
+                )
             expire = to_mmp_time(expire_at, self.tz)
         parts: list[str] = []
         esm = pdu.esm_class
@@ -98,14 +100,14 @@ class SubmitReader:
             try:
                 info = concat_info(esm, pdu.short_message, tlvs)
             except CodingError as exc:
-                raise Refused(S.ESME_RINVMSGLEN, str(exc)) from None
+                raise SubmitRefused(S.ESME_RINVMSGLEN, str(exc)) from None
             data, coding = info.data, pdu.data_coding
             if info.total > 1:
                 owner = client.system_id
                 try:
                     done = self.reassembly.add(owner, (pdu.source_addr, dest), info, coding)
                 except ReassemblyFull as exc:
-                    raise Refused(S.ESME_RMSGQFUL, str(exc)) from None
+                    raise SubmitRefused(S.ESME_RMSGQFUL, str(exc)) from None
                 if isinstance(done, str):  # a part of an incomplete message: its own id
                     return None, NO_RECORD, [done]
                 data, coding, parts = done.data, done.data_coding, done.part_ids
@@ -114,9 +116,11 @@ class SubmitReader:
             data = pdu.short_message if payload is None else payload
             text = decode_text(data, pdu.data_coding)
         if not text:
-            raise Refused(S.ESME_RINVMSGLEN, "empty message")
+            raise SubmitRefused(S.ESME_RINVMSGLEN, "empty message")
         if len(text) > MAX_TEXT:
-            raise Refused(S.ESME_RINVMSGLEN, f"{len(text)} characters, the limit is {MAX_TEXT}")
+            raise SubmitRefused(
+                S.ESME_RINVMSGLEN, f"{len(text)} characters, the limit is {MAX_TEXT}"
+            )
         message: dict[str, Any] = {
             "mobileNumber": dest,
             "text": text,
@@ -129,7 +133,7 @@ class SubmitReader:
             message["startTime"] = start
         if expire:
             message["expireTime"] = expire
-        record = Record(
+        record = MessageRecord(
             MessageState.ENROUTE,
             0,
             client.system_id,

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from mta.smpp import pdu as P  # noqa: E402
 from mta.smpp.session import Session, connect  # noqa: E402
-from mta.smppserver.records import PENDING_RECEIPTS_MAX, Record, Records  # noqa: E402
+from mta.smppserver.receipt_stash import PENDING_RECEIPTS_MAX, ReceiptStash  # noqa: E402
+from mta.smppserver.records import MessageRecord, MessageRecords  # noqa: E402
 from mta.store import Store  # noqa: E402
 from mta.topology import Topology  # noqa: E402
 
@@ -205,13 +206,15 @@ async def _finals(
         await exchange.publish(aio_pika.Message(body), routing_key=key)
 
 
-async def _records(records: Records, n: int) -> list[str]:
+async def _records(records: MessageRecords, n: int) -> list[str]:
     ids: list[str] = []
     now_ms = int(time.time() * 1000)
     for start in range(0, n, 500):
         batch = uuid.uuid4().hex
         count = min(500, n - start)
-        record = Record(1, 0, "bench", 1, 5, 0, "BENCH", 1, 1, "905330000000", now_ms, "bench")
+        record = MessageRecord(
+            1, 0, "bench", 1, 5, 0, "BENCH", 1, 1, "905330000000", now_ms, "bench"
+        )
         await records.add_batch(batch, [record] * count, {})
         ids += [f"{batch}:{i}" for i in range(count)]
     return ids
@@ -231,7 +234,7 @@ async def run_receipts(total: int, runs: int) -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )
     store = Store.connect(REDIS_URL, prefix)
-    records = Records(store)
+    records = MessageRecords(store)
     topology = Topology(prefix)
     connection = await aio_pika.connect(AMQP_URL)
     channel = await connection.channel()
@@ -268,7 +271,7 @@ async def run_receipts(total: int, runs: int) -> None:
         stashed = min(total, PENDING_RECEIPTS_MAX)
         await _finals(channel, topology, await _records(records, stashed))
         for _ in range(3000):  # up to 5 minutes for the server to stash them
-            if await records.waiting("bench") >= stashed:
+            if await ReceiptStash(store).waiting("bench") >= stashed:
                 break
             await asyncio.sleep(0.1)
         done = receiver.expect(stashed)
