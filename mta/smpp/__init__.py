@@ -4,11 +4,9 @@ and the ``mta smpp-server`` front.
 Modules: :mod:`~mta.smpp.pdu` (the struct-based codec), :mod:`~mta.smpp.coding` (text ↔
 short_message, long messages, reassembly), :mod:`~mta.smpp.receipt` (delivery receipts, states,
 message id bases), :mod:`~mta.smpp.session` (framing, window, timers over asyncio streams).
-Used by the ``mta smpp-server`` front only: :mod:`~mta.smpp.guard` (abuse limits: binds,
-connections, log floods), :mod:`~mta.smpp.reassembly` (long messages bounded per client),
-:mod:`~mta.smpp.times` (SMPP ↔ MMP times), :mod:`~mta.smpp.submit` (submit_sm checks → MMP
-message), :mod:`~mta.smpp.publisher` (micro-batches with one confirm),
-:mod:`~mta.smpp.receipt_router` (finals → deliver_sm receipts).
+:mod:`~mta.smpp.guard` (the log-flood limiter of sessions and the server). The ``mta
+smpp-server`` front itself (binds, submits, micro-batches, receipts) is the package
+:mod:`mta.smppserver`.
 
 Why our own and not a library (measured, docs/decisions/smpp-codec.md, one shared 2-core box,
 npm ``smpp`` SMSC simulator on loopback):
