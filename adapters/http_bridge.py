@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,26 +87,6 @@ from mta.contract import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedOption(OptionSpec):
-    """An option with declared limits, checked when the adapter is built: ``minimum`` and
-    ``maximum`` (inclusive) for numbers, ``choices`` for strings."""
-
-    minimum: int | None = None
-    maximum: int | None = None
-    choices: tuple[str, ...] = ()
-
-    def problem(self, value: Any) -> str | None:
-        """What is wrong with ``value`` (None when it fits)."""
-        if self.choices and value not in self.choices:
-            return f"is {value!r}; one of {', '.join(repr(c) for c in self.choices)}"
-        if self.minimum is not None and value < self.minimum:
-            return f"is {value!r}; at least {self.minimum}"
-        if self.maximum is not None and value > self.maximum:
-            return f"is {value!r}; at most {self.maximum}"
-        return None
-
-
 #: The largest ``max_batch`` an account may set: a bigger /send body is one a service is
 #: unlikely to take in one request (and the worker splits batches anyway).
 MAX_BATCH_LIMIT = 1000
@@ -114,6 +94,22 @@ MAX_BATCH_LIMIT = 1000
 #: The options of HTTP_OPTIONS the bridge keeps: ``url`` is redefined as required, and
 #: ``callback_base_url`` is dropped (the bridge pulls receipts; no partner calls us back).
 _KEPT = tuple(o for o in HTTP_OPTIONS if o.name not in ("url", "callback_base_url"))
+
+_PATTERN = OptionSpec(
+    "pattern",
+    str,
+    default=SendPattern.BATCH.value,
+    choices=tuple(p.value for p in SendPattern),
+    description="'batch': up to max_batch messages per /send; 'loop': one per call",
+)
+_MAX_BATCH = OptionSpec(
+    "max_batch",
+    int,
+    default=100,
+    minimum=1,
+    maximum=MAX_BATCH_LIMIT,
+    description=f"messages per /send and ids per /report (1 to {MAX_BATCH_LIMIT})",
+)
 
 BRIDGE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
@@ -130,21 +126,8 @@ BRIDGE_OPTIONS: tuple[OptionSpec, ...] = (
         default="",
         description="sent as 'Authorization: Bearer <token>' so the service can authenticate us",
     ),
-    CheckedOption(
-        "pattern",
-        str,
-        default="batch",
-        choices=("batch", "loop"),
-        description="'batch': up to max_batch messages per /send; 'loop': one per call",
-    ),
-    CheckedOption(
-        "max_batch",
-        int,
-        default=100,
-        minimum=1,
-        maximum=MAX_BATCH_LIMIT,
-        description=f"messages per /send and ids per /report (1 to {MAX_BATCH_LIMIT})",
-    ),
+    _PATTERN,
+    _MAX_BATCH,
 )
 
 _ERROR_KINDS: dict[str, type[AdapterError]] = {
@@ -181,8 +164,9 @@ class HttpBridgeAdapter(HttpAdapter):
         ),
         options=BRIDGE_OPTIONS,
         default_url="",
-        pattern=SendPattern.BATCH,
-        max_batch=100,
+        # The class's are the options' defaults; an instance's meta has its account's.
+        pattern=SendPattern(_PATTERN.default),
+        max_batch=_MAX_BATCH.default,
         max_concurrency=8,
         receipts=ReceiptMode.PULL,
     )
@@ -207,22 +191,16 @@ class HttpBridgeAdapter(HttpAdapter):
                 " which listings do not mask and which would replace the bearer token; "
                 "give the service a 'token' instead"
             )
-        for spec in BRIDGE_OPTIONS:
-            if isinstance(spec, CheckedOption) and spec.name in self.options:
-                problem = spec.problem(self.options[spec.name])
-                if problem is not None:
-                    raise ValueError(
-                        f"http-bridge account {name!r}: option {spec.name!r} {problem}"
-                    )
-        pattern = SendPattern(self.options.get("pattern") or SendPattern.BATCH)
-        max_batch = int(self.options.get("max_batch") or 100)
+        # The base filled in the defaults and checked the bounds of BRIDGE_OPTIONS.
+        pattern = SendPattern(self.options["pattern"])
+        max_batch = int(self.options["max_batch"])
         # The worker and reporter read the instance's meta: this account's pattern and batch.
         self.__dict__["meta"] = replace(
             type(self).meta,
             pattern=pattern,
             max_batch=1 if pattern is SendPattern.LOOP else max_batch,
         )
-        self._token = str(self.options.get("token") or "")
+        self._token = str(self.options["token"])
         self._secret_key = ""
         self._logged_in = False
 
@@ -259,7 +237,7 @@ class HttpBridgeAdapter(HttpAdapter):
         try:
             response = await self.client.post(f"/{endpoint}", content=body, headers=_JSON_HEADERS)
         except httpx.TimeoutException as exc:
-            timeout = self.options.get("timeout_s") or 10.0
+            timeout = self.options["timeout_s"]
             raise TransientError(
                 f"{what}: no answer within {timeout} s ({type(exc).__name__}); "
                 "the bridge service is slow or stuck"

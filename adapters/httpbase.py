@@ -42,6 +42,7 @@ from mta.adapter import (
     TransientError,
     WebhookError,
     WebhookRequest,
+    resolve_options,
 )
 from mta.config import proxy_url_problem
 from mta.redact import redact
@@ -52,9 +53,11 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 HTTP_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("url", str, default="", description="partner base URL ('' = the production one)"),
-    OptionSpec("timeout_s", float, default=10.0, description="per-request timeout"),
+    OptionSpec(
+        "timeout_s", float, default=10.0, minimum=0.1, description="per-request timeout, seconds"
+    ),
     OptionSpec("http2", bool, default=False, description="use HTTP/2"),
-    OptionSpec("max_connections", int, default=20, description="connection pool size"),
+    OptionSpec("max_connections", int, default=20, minimum=1, description="connection pool size"),
     OptionSpec("proxy_url", str, default="", description="HTTP(S) proxy, e.g. http://proxy:3128"),
     OptionSpec("proxy_username", str, default="", description="proxy user"),
     OptionSpec("proxy_password", str, secret=True, default="", description="proxy password"),
@@ -100,11 +103,20 @@ class HttpAdapter:
     meta: ClassVar[AdapterMeta]
 
     def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
-        self.options = dict(options)
         self.context = context or AdapterContext(self.meta.name, 0)
-        self.base_url = (self.options.get("url") or self.meta.default_url).rstrip("/")
+        # Each option's default and bounds come from its OptionSpec: the subclass's, else
+        # HTTP_OPTIONS' for a common option the subclass does not declare.
+        declared = {spec.name for spec in self.meta.options}
+        specs = (*self.meta.options, *(o for o in HTTP_OPTIONS if o.name not in declared))
+        try:
+            self.options = resolve_options(options, specs)
+        except ValueError as exc:
+            raise ValueError(
+                f"{self.meta.name} account {self.context.account_name!r}: {exc}"
+            ) from None
+        self.base_url = (self.options["url"] or self.meta.default_url).rstrip("/")
         self._client: httpx.AsyncClient | None = None
-        problem = proxy_url_problem(str(self.options.get("proxy_url") or ""))
+        problem = proxy_url_problem(str(self.options["proxy_url"]))
         if problem:
             raise ValueError(
                 f"{self.meta.name} account {self.context.account_name!r}: option proxy_url: "
@@ -159,7 +171,7 @@ class HttpAdapter:
         """For partners that do not sign their callbacks: when the account sets the option
         ``webhook_token``, refuse (403) a call whose ``?token=`` is missing or different
         (compared in constant time)."""
-        token = str(self.options.get("webhook_token") or "")
+        token = str(self.options.get("webhook_token") or "")  # not every adapter has it
         if token and not hmac.compare_digest(
             request.query.get("token", "").encode(), token.encode()
         ):
@@ -186,28 +198,28 @@ class HttpAdapter:
     # --- the client -------------------------------------------------------------------
     @property
     def callback_url(self) -> str | None:
-        base = self.options.get("callback_base_url") or ""
+        base = str(self.options["callback_base_url"])
         if not base:
             return None
         return f"{base.rstrip('/')}/webhooks/{self.context.account_name}"
 
     def _proxy(self) -> httpx.Proxy | None:
-        url = self.options.get("proxy_url") or ""
+        url = str(self.options["proxy_url"])
         if not url:
             return None
-        user = self.options.get("proxy_username") or ""
-        password = self.options.get("proxy_password") or ""
+        user = str(self.options["proxy_username"])
+        password = str(self.options["proxy_password"])
         return httpx.Proxy(url, auth=(user, password) if user else None)
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            limit = int(self.options.get("max_connections") or 20)
+            limit = int(self.options["max_connections"])
             self._client = httpx.AsyncClient(
                 base_url=self.base_url,
-                timeout=httpx.Timeout(float(self.options.get("timeout_s") or 10.0)),
+                timeout=httpx.Timeout(float(self.options["timeout_s"])),
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                http2=bool(self.options.get("http2")),
+                http2=bool(self.options["http2"]),
                 proxy=self._proxy(),
                 auth=self.auth(),
                 headers={"User-Agent": "sms-mta", **self.auth_headers()},
@@ -259,6 +271,6 @@ class HttpAdapter:
 
     async def test_proxy(self) -> bool:
         """True when no proxy is configured, else whether the partner answers through it."""
-        if not self.options.get("proxy_url"):
+        if not self.options["proxy_url"]:
             return True
         return await self.test_connection()

@@ -224,6 +224,7 @@ class InfobipAdapter(HttpAdapter):
                 "reports_kept",
                 int,
                 default=100_000,
+                minimum=1,
                 description="pulled reports kept in memory for later Report calls",
             ),
         ),
@@ -237,8 +238,8 @@ class InfobipAdapter(HttpAdapter):
     def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
         super().__init__(options, context)
         self._api_key = str(self.options.get("api_key") or "")
-        self._token = str(self.options.get("webhook_token") or "")
-        self._kept_max = max(1, int(self.options.get("reports_kept") or 100_000))
+        self._token = str(self.options["webhook_token"])
+        self._kept_max = int(self.options["reports_kept"])
         self._kept: OrderedDict[str, SmsResult] = OrderedDict()
         self._drain_lock = asyncio.Lock()
         self._drained_at = 0.0

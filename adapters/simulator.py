@@ -48,12 +48,32 @@ class SimulatorAdapter:
         name="simulator",
         description="Simulated partner: latency, acceptance and delivery ratios, receipt delay.",
         options=(
-            OptionSpec("accept_ratio", float, default=1.0, description="share Send accepts (OK)"),
             OptionSpec(
-                "deliver_ratio", float, default=0.95, description="share of accepted DELIVERED"
+                "accept_ratio",
+                float,
+                default=1.0,
+                minimum=0.0,
+                maximum=1.0,
+                description="share Send accepts (OK)",
             ),
-            OptionSpec("report_delay_s", float, default=2.0, description="when the final is known"),
-            OptionSpec("latency_ms", float, default=0.0, description="added to each call"),
+            OptionSpec(
+                "deliver_ratio",
+                float,
+                default=0.95,
+                minimum=0.0,
+                maximum=1.0,
+                description="share of accepted DELIVERED",
+            ),
+            OptionSpec(
+                "report_delay_s",
+                float,
+                default=2.0,
+                minimum=0.0,
+                description="when the final is known",
+            ),
+            OptionSpec(
+                "latency_ms", float, default=0.0, minimum=0.0, description="added to each call"
+            ),
             OptionSpec("seed", str, default="", description="fixes every decision; '' = random"),
             OptionSpec(
                 "push_receipts",
@@ -67,23 +87,19 @@ class SimulatorAdapter:
         max_concurrency=16,
     )
 
-    def __init__(
-        self, options: Mapping[str, Any], context: AdapterContext | None = None
-    ) -> None:
-        self.accept_ratio = float(options.get("accept_ratio", 1.0))
-        self.deliver_ratio = float(options.get("deliver_ratio", 0.95))
-        self.report_delay_s = float(options.get("report_delay_s", 2.0))
-        self.latency_s = float(options.get("latency_ms", 0.0)) / 1000.0
-        for name in ("accept_ratio", "deliver_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"simulator option {name} must be within 0..1")
-        seed = str(options.get("seed") or "")
+    def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
+        o = self.meta.resolve(options)  # defaults filled in, bounds checked (ValueError)
+        self.accept_ratio = float(o["accept_ratio"])
+        self.deliver_ratio = float(o["deliver_ratio"])
+        self.report_delay_s = float(o["report_delay_s"])
+        self.latency_s = float(o["latency_ms"]) / 1000.0
+        seed = str(o["seed"])
         self.seed = zlib.crc32((seed or os.urandom(8).hex()).encode())
         self._ids = itertools.count()
         self._run = os.urandom(4).hex()  # partner ids stay unique across processes
         self.logged_in = False
         self.context = context
-        self.pushes = bool(options.get("push_receipts", False)) and context is not None
+        self.pushes = bool(o["push_receipts"]) and context is not None
         if self.pushes:  # this instance's partner pushes: the reporter never polls it
             # The instance's metadata (what the worker and reporter read) says so.
             self.__dict__["meta"] = replace(type(self).meta, receipts=ReceiptMode.PUSH)

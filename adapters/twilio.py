@@ -164,7 +164,7 @@ class TwilioAdapter(HttpAdapter):
         super().__init__(options, context)
         self.account_sid = str(self.options.get("account_sid") or "")
         self.auth_token = str(self.options.get("auth_token") or "")
-        self.messaging_service_sid = str(self.options.get("messaging_service_sid") or "")
+        self.messaging_service_sid = str(self.options["messaging_service_sid"])
         name = self.context.account_name
         if not self.account_sid or not self.auth_token:
             raise ValueError(f"twilio account {name!r}: account_sid and auth_token are required")

@@ -236,7 +236,7 @@ class VonageAdapter(HttpAdapter):
         super().__init__(options, context)
         self._api_key = str(self.options.get("api_key") or "")
         self._api_secret = str(self.options.get("api_secret") or "")
-        self._signature_secret = str(self.options.get("signature_secret") or "")
+        self._signature_secret = str(self.options["signature_secret"])
 
     # --- HttpAdapter hooks ------------------------------------------------------------
     def error_text(self, response: httpx.Response) -> str:

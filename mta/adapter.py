@@ -36,6 +36,67 @@ class OptionSpec:
     secret: bool = False
     default: Any = None
     description: str = ""
+    #: The values allowed (empty: any of the type).
+    choices: tuple[Any, ...] = ()
+    #: Inclusive bounds of a number (None: unbounded).
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` against ``choices``, ``minimum`` and ``maximum`` (None
+        when it fits, or when it is None: unset)."""
+        if value is None:
+            return None
+        if self.choices and value not in self.choices:
+            return f"is {value!r}; one of {', '.join(repr(c) for c in self.choices)}"
+        if self.minimum is not None and value < self.minimum:
+            return f"is {value!r}; at least {self.minimum!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"is {value!r}; at most {self.maximum!r}"
+        return None
+
+    def bounds(self) -> str:
+        """The allowed values in words (``one of 'a', 'b'``, ``1 to 1000``, ``at least 0``);
+        ``""`` when any value of the type is."""
+        if self.choices:
+            return f"one of {', '.join(repr(c) for c in self.choices)}"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{self.minimum!r} to {self.maximum!r}"
+        if self.minimum is not None:
+            return f"at least {self.minimum!r}"
+        if self.maximum is not None:
+            return f"at most {self.maximum!r}"
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "required": self.required,
+            "secret": self.secret,
+            "default": self.default,
+            "description": self.description,
+            "choices": list(self.choices),
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+        }
+
+
+def resolve_options(options: Mapping[str, Any], specs: Iterable[OptionSpec]) -> dict[str, Any]:
+    """``options`` with each spec's default where the option is absent or None, checked
+    against the specs' bounds (``ValueError`` naming the option and the bound); keys no spec
+    names are kept. Constructors read their options through it (:meth:`AdapterMeta.resolve`),
+    so each default is written once, in its :class:`OptionSpec`."""
+    resolved = dict(options)
+    for spec in specs:
+        value = resolved.get(spec.name)
+        if value is None:
+            resolved[spec.name] = spec.default
+            continue
+        problem = spec.problem(value)
+        if problem is not None:
+            raise ValueError(f"option {spec.name!r} {problem}")
+    return resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +128,13 @@ class AdapterMeta:
             "max_batch": self.max_batch,
             "max_concurrency": self.max_concurrency,
             "receipts": self.receipts.value,
-            "options": [
-                {
-                    "name": o.name,
-                    "type": o.type.__name__,
-                    "required": o.required,
-                    "secret": o.secret,
-                    "default": o.default,
-                    "description": o.description,
-                }
-                for o in self.options
-            ],
+            "options": [o.as_dict() for o in self.options],
         }
+
+    def resolve(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options an instance reads: ``options`` with the defaults of :attr:`options`
+        filled in and their bounds checked (:func:`resolve_options`)."""
+        return resolve_options(options, self.options)
 
 
 class SharedStore(Protocol):

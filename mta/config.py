@@ -201,7 +201,8 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
 def build_options(
     raw: Mapping[str, Any], meta: AdapterMeta, where: str
 ) -> tuple[dict[str, Any], frozenset[str]]:
-    """Check an account's options against the adapter's specs; resolve ``${ENV}`` references."""
+    """Check an account's options against the adapter's specs (type, ``choices``,
+    ``minimum``, ``maximum``); resolve ``${ENV}`` references; fill in the defaults."""
     unknown = sorted(set(raw) - {o.name for o in meta.options})
     if unknown:
         known = ", ".join(o.name for o in meta.options) or "none"
@@ -214,6 +215,9 @@ def build_options(
         field_where = f"{where}.options.{spec.name}"
         if spec.name in raw:
             value = _coerce(_resolve_env(raw[spec.name], field_where), spec.type, field_where)
+            problem = spec.problem(value)
+            if problem is not None:
+                raise ConfigError(f"{field_where}: {problem} (adapter {meta.name!r})")
         elif spec.required:
             raise ConfigError(f"{field_where}: required by adapter {meta.name!r}")
         else:

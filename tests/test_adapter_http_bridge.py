@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.http_bridge import BRIDGE_OPTIONS, CheckedOption, HttpBridgeAdapter
+from adapters.http_bridge import BRIDGE_OPTIONS, HttpBridgeAdapter
 from mta.adapter import (
     AdapterContext,
     AuthError,
@@ -601,8 +601,8 @@ async def test_a_send_result_reason_maps_to_sender_or_retry() -> None:
 def test_pattern_and_max_batch_are_bounded_options_that_shape_the_instance_meta() -> None:
     meta = HttpBridgeAdapter.meta
     pattern, max_batch = meta.option("pattern"), meta.option("max_batch")
-    assert isinstance(pattern, CheckedOption) and pattern.choices == ("batch", "loop")
-    assert isinstance(max_batch, CheckedOption)
+    assert pattern is not None and pattern.choices == ("batch", "loop")
+    assert max_batch is not None
     assert (max_batch.default, max_batch.minimum, max_batch.maximum) == (100, 1, 1000)
 
     default = build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090"})
@@ -614,13 +614,15 @@ def test_pattern_and_max_batch_are_bounded_options_that_shape_the_instance_meta(
     assert HttpBridgeAdapter.meta.pattern is SendPattern.BATCH  # the class is unchanged
 
     refused = [
-        ({"max_batch": 0}, "option 'max_batch' is 0; at least 1"),
-        ({"max_batch": 5000}, "option 'max_batch' is 5000; at most 1000"),
-        ({"pattern": "stream"}, "option 'pattern' is 'stream'; one of 'batch', 'loop'"),
+        ({"max_batch": 0}, "options.max_batch: is 0; at least 1"),
+        ({"max_batch": 5000}, "options.max_batch: is 5000; at most 1000"),
+        ({"pattern": "stream"}, "options.pattern: is 'stream'; one of 'batch', 'loop'"),
     ]
-    for changes, problem in refused:
+    for changes, problem in refused:  # refused when the accounts file is loaded
         with pytest.raises(ConfigError, match=re.escape(problem)):
             build(HttpBridgeAdapter, {"url": "http://127.0.0.1:8090", **changes})
+        with pytest.raises(ValueError, match=re.escape(problem.split(": ", 1)[1])):
+            HttpBridgeAdapter({"url": "http://127.0.0.1:8090", **changes})  # and when built
 
 
 async def test_the_kit_passes_in_loop_pattern_and_with_a_small_max_batch() -> None:

@@ -157,6 +157,23 @@ def test_adapters_json_describes_the_simulator() -> None:
         assert options[name]["description"]
 
 
+def test_adapters_show_option_bounds() -> None:
+    result = cli("adapters", "--json")
+    assert result.exit_code == 0, result.output
+    adapters = {a["name"]: a for a in orjson.loads(result.output)}
+    bridge = {o["name"]: o for o in adapters["http-bridge"]["options"]}
+    assert (bridge["max_batch"]["minimum"], bridge["max_batch"]["maximum"]) == (1, 1000)
+    assert bridge["pattern"]["choices"] == ["batch", "loop"]
+    assert (bridge["token"]["choices"], bridge["token"]["minimum"]) == ([], None)
+    sim = {o["name"]: o for o in adapters["simulator"]["options"]}
+    assert (sim["accept_ratio"]["minimum"], sim["accept_ratio"]["maximum"]) == (0.0, 1.0)
+    text = cli("adapters").output.splitlines()
+    assert any(
+        line.strip().startswith("- max_batch: int (default 100) {1 to 1000}") for line in text
+    ), text
+    assert any("- pattern: str (default 'batch') {one of 'batch', 'loop'}" in x for x in text)
+
+
 # --- accounts list ----------------------------------------------------------------------------
 
 SECRET = "Zq9-very-secret-VALUE-4242"

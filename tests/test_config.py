@@ -358,3 +358,70 @@ def test_an_adapter_constructor_with_star_args_is_refused_naming_the_account() -
     with pytest.raises(ConfigError) as info:
         Registry([account], {"vague": Vague})  # type: ignore[dict-item]
     assert "'v1'" in str(info.value) and "*args" in str(info.value)
+
+
+# --- option bounds (issue 11) ------------------------------------------------------------------
+
+BOUNDED = AdapterMeta(
+    name="bounded",
+    description="an adapter with bounded options",
+    options=(
+        OptionSpec("mode", str, default="fast", choices=("fast", "safe")),
+        OptionSpec("window", int, default=10, minimum=1, maximum=100),
+        OptionSpec("ratio", float, default=0.5, minimum=0.0, maximum=1.0),
+    ),
+)
+BOUNDED_ACCOUNT = '[[account]]\nid = 3\nname = "b-1"\nadapter = "bounded"\n[account.options]\n'
+
+
+@pytest.mark.parametrize(
+    ("option", "bound"),
+    [
+        ('mode = "quick"', "mode: is 'quick'; one of 'fast', 'safe'"),
+        ("window = 0", "window: is 0; at least 1"),
+        ("window = 101", "window: is 101; at most 100"),
+        ('window = "500"', "window: is 500; at most 100"),  # checked after coercion
+        ("ratio = 1.5", "ratio: is 1.5; at most 1.0"),
+        ("ratio = -1", "ratio: is -1.0; at least 0.0"),
+    ],
+)
+def test_an_option_out_of_its_bounds_names_account_option_and_bound(
+    write: Any, option: str, bound: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_accounts(write(BOUNDED_ACCOUNT + option + "\n"), {"bounded": BOUNDED})
+    message = str(info.value)
+    assert "account 'b-1'.options." in message and bound in message, message
+    assert "adapter 'bounded'" in message, message
+
+
+def test_options_within_bounds_and_defaults_are_accepted(write: Any) -> None:
+    text = BOUNDED_ACCOUNT + 'mode = "safe"\nwindow = 100\nratio = 0\n'
+    (account,) = load_accounts(write(text), {"bounded": BOUNDED})
+    assert dict(account.options) == {"mode": "safe", "window": 100, "ratio": 0.0}
+    (plain,) = load_accounts(write(BOUNDED_ACCOUNT), {"bounded": BOUNDED})
+    assert dict(plain.options) == {"mode": "fast", "window": 10, "ratio": 0.5}
+
+
+def test_resolve_fills_defaults_and_checks_bounds_for_constructors() -> None:
+    assert BOUNDED.resolve({"window": 5, "extra": 1}) == {
+        "mode": "fast",
+        "window": 5,
+        "ratio": 0.5,
+        "extra": 1,
+    }
+    assert BOUNDED.resolve({"mode": None})["mode"] == "fast"  # None is unset
+    with pytest.raises(ValueError, match=r"option 'window' is 0; at least 1"):
+        BOUNDED.resolve({"window": 0})
+
+
+def test_as_dict_shows_the_bounds() -> None:
+    options = {o["name"]: o for o in BOUNDED.as_dict()["options"]}
+    assert (options["mode"]["choices"], options["mode"]["minimum"]) == (["fast", "safe"], None)
+    assert (options["window"]["minimum"], options["window"]["maximum"]) == (1, 100)
+    assert options["window"]["choices"] == []
+
+
+def test_the_simulator_ratios_are_bounded_at_load(write: Any) -> None:
+    message = error(write, SIM + "[account.options]\naccept_ratio = 1.2\n")
+    assert "'sim-a'" in message and "accept_ratio: is 1.2; at most 1.0" in message, message

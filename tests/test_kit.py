@@ -379,6 +379,9 @@ class BadMeta(Fine):
             OptionSpec("token", list, required=True, secret=True),  # list: no TOML option type
             OptionSpec("retries", int, default="3"),
             OptionSpec("password", str, secret=True, default="hunter22"),
+            OptionSpec("window", int, default=0, minimum=1),  # its default out of its bounds
+            OptionSpec("mode", str, default="a", choices=("a", 1)),
+            OptionSpec("name", str, default="x", maximum=3),
         ),
         max_batch=0,
     )
@@ -523,6 +526,15 @@ BROKEN: list[tuple[type[Fine], str, list[str]]] = [
         ["default '3' is not of type int", "'password': a secret option with a non-empty"],
     ),
     (BadMeta, "meta", ["meta.max_batch is 0"]),
+    (
+        BadMeta,
+        "meta",
+        [
+            "'window': the default is 0; at least 1",
+            "'mode': choice 1 is not of type str",
+            "'name': minimum/maximum on a str option",
+        ],
+    ),
     (PushWithoutWebhook, "meta", ["receipts is push, but PushWithoutWebhook has no"]),
     (RaisingProbe, "probes", ["test_connection() raised TransientError", "answered 'yes'"]),
     # item 8: report() is asked on a second instance
@@ -758,8 +770,12 @@ def test_build_checks_options_like_the_mta(monkeypatch: pytest.MonkeyPatch) -> N
         build(Fine, {"token": "t", "colour": "red"})
     simulator = build(SimulatorAdapter, {"accept_ratio": "0.5"})  # coerced as from the env
     assert simulator.accept_ratio == 0.5
-    with pytest.raises(ConfigError, match=r"'simulator' refused its options: .*within 0\.\.1"):
-        build(SimulatorAdapter, {"accept_ratio": 2})  # the constructor's ValueError
+    with pytest.raises(ConfigError, match=r"options\.accept_ratio: is 2\.0; at most 1\.0"):
+        build(SimulatorAdapter, {"accept_ratio": 2})  # the option's bound, as at load
+    from adapters.http_bridge import HttpBridgeAdapter
+
+    with pytest.raises(ConfigError, match=r"'http-bridge' refused its options: .*http://"):
+        build(HttpBridgeAdapter, {"url": "ftp://bridge"})  # the constructor's ValueError
 
 
 async def test_options_that_do_not_fit_fail_the_checks_with_the_config_error() -> None:

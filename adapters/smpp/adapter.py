@@ -164,7 +164,9 @@ class SmppAdapter:
         ),
         options=(
             OptionSpec("host", str, required=True, description="SMSC host name or address"),
-            OptionSpec("port", int, default=2775, description="SMSC TCP port"),
+            OptionSpec(
+                "port", int, default=2775, minimum=1, maximum=65535, description="SMSC TCP port"
+            ),
             OptionSpec("system_id", str, required=True, description="bind system_id"),
             OptionSpec("password", str, secret=True, default="", description="bind password"),
             OptionSpec("system_type", str, default="", description="bind system_type"),
@@ -172,16 +174,25 @@ class SmppAdapter:
                 "bind",
                 str,
                 default=ROLE_TRX,
+                choices=_BINDS,
                 description="'transceiver', or 'transmitter+receiver' (two sessions per bind)",
             ),
-            OptionSpec("binds", int, default=1, description="sessions (links) per account"),
-            OptionSpec("window", int, default=10, description="unanswered requests per session"),
+            OptionSpec(
+                "binds", int, default=1, minimum=1, description="sessions (links) per account"
+            ),
+            OptionSpec(
+                "window", int, default=10, minimum=1, description="unanswered requests per session"
+            ),
             OptionSpec("enquire_link_s", float, default=30.0, description="idle keepalive"),
             OptionSpec(
                 "response_timeout_s", float, default=60.0, description="wait for each response"
             ),
             OptionSpec(
-                "throughput", float, default=0.0, description="submit_sm/s per session (0: any)"
+                "throughput",
+                float,
+                default=0.0,
+                minimum=0.0,
+                description="submit_sm/s per session (0: any)",
             ),
             OptionSpec("tls", bool, default=False, description="TLS with default verification"),
             OptionSpec("source_ton", int, default=-1, description="-1: 5 for alphanumeric, else 1"),
@@ -189,12 +200,17 @@ class SmppAdapter:
             OptionSpec("dest_ton", int, default=1, description="destination TON"),
             OptionSpec("dest_npi", int, default=1, description="destination NPI"),
             OptionSpec(
-                "long_messages", str, default="udh", description="'udh', 'sar' or 'payload'"
+                "long_messages",
+                str,
+                default=LongMode.UDH.value,
+                choices=tuple(m.value for m in LongMode),
+                description="'udh', 'sar' or 'payload'",
             ),
             OptionSpec(
                 "receipt_id_base",
                 str,
-                default="auto",
+                default=IdBase.AUTO.value,
+                choices=tuple(b.value for b in IdBase),
                 description=(
                     "'auto' (same base both sides), 'hex' (receipts hex, submit_sm_resp "
                     "decimal) or 'dec' (receipts decimal, submit_sm_resp hex)"
@@ -208,21 +224,31 @@ class SmppAdapter:
             ),
             OptionSpec("service_type", str, default="", description="submit_sm service_type"),
             OptionSpec(
-                "reconnect_s", float, default=1.0, description="first reconnect backoff (doubles)"
+                "reconnect_s",
+                float,
+                default=1.0,
+                minimum=0.01,
+                description="first reconnect backoff (doubles)",
             ),
             OptionSpec(
                 "throttle_pause_s",
                 float,
                 default=1.0,
+                minimum=0.0,
                 description="session pause on ESME_RTHROTTLED/RMSGQFUL (doubles in a row)",
             ),
             OptionSpec(
-                "throttle_retries", int, default=5, description="retries of a throttled part"
+                "throttle_retries",
+                int,
+                default=5,
+                minimum=0,
+                description="retries of a throttled part",
             ),
             OptionSpec(
                 "accepted_status",
                 str,
-                default="WAITING",
+                default=ApiStatus.WAITING.value,
+                choices=(ApiStatus.WAITING.value, ApiStatus.DELIVERED.value),
                 description="what receipt state ACCEPTD means: WAITING or DELIVERED",
             ),
         ),
@@ -234,27 +260,23 @@ class SmppAdapter:
 
     def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
         self.context = context or AdapterContext("smpp", 0, ReceiptSink("smpp"))
-        o = {spec.name: spec.default for spec in self.meta.options}
-        o.update(options)
-        if not o.get("host") or not o.get("system_id"):
+        # Defaults filled in and choices/bounds checked from meta.options (ValueError).
+        o = self.meta.resolve(options)
+        if not o["host"] or not o["system_id"]:
             raise ValueError("host and system_id are required")
-        if o["bind"] not in _BINDS:
-            raise ValueError(f"bind must be one of {', '.join(_BINDS)}, not {o['bind']!r}")
-        self.long_mode = LongMode(str(o["long_messages"]))  # ValueError names the value
+        self.long_mode = LongMode(str(o["long_messages"]))
         base = IdBase(str(o["receipt_id_base"]))
-        accepted = ApiStatus(str(o["accepted_status"]).upper())
+        accepted = ApiStatus(str(o["accepted_status"]))
         for name, size in (("system_id", 15), ("password", 8), ("system_type", 12)):
-            if len(str(o[name] or "").encode("latin-1", "replace")) > size:
+            if len(str(o[name]).encode("latin-1", "replace")) > size:
                 raise ValueError(f"{name} is longer than the {size} octets SMPP 3.4 allows")
-        if int(o["window"]) < 1 or int(o["binds"]) < 1:
-            raise ValueError("window and binds must be at least 1")
         self.config = ClientConfig(
             account=self.context.account_name,
             host=str(o["host"]),
             port=int(o["port"]),
             system_id=str(o["system_id"]),
-            password=str(o["password"] or ""),
-            system_type=str(o["system_type"] or ""),
+            password=str(o["password"]),
+            system_type=str(o["system_type"]),
             mode=ROLE_TRX if o["bind"] == ROLE_TRX else ROLE_TX,
             binds=int(o["binds"]),
             window=int(o["window"]),
@@ -262,17 +284,17 @@ class SmppAdapter:
             response_timeout_s=float(o["response_timeout_s"]),
             throughput=float(o["throughput"]),
             tls=bool(o["tls"]),
-            reconnect_s=max(0.01, float(o["reconnect_s"])),
+            reconnect_s=float(o["reconnect_s"]),
         )
         self.where = self.config.where
         self.source_ton = int(o["source_ton"])
         self.source_npi = int(o["source_npi"])
         self.dest_ton = int(o["dest_ton"])
         self.dest_npi = int(o["dest_npi"])
-        self.service_type = str(o["service_type"] or "")
+        self.service_type = str(o["service_type"])
         self.query_after_s = float(o["query_when_no_receipt_s"])
-        self.throttle_pause_s = max(0.0, float(o["throttle_pause_s"]))
-        self.throttle_retries = max(0, int(o["throttle_retries"]))
+        self.throttle_pause_s = float(o["throttle_pause_s"])
+        self.throttle_retries = int(o["throttle_retries"])
         self.ids = IdRules(base)
         self.book = ReceiptBook(self.context.receipts, self.where, self.ids, accepted)
         self.client = Client(self.config, self._on_request)

@@ -72,22 +72,23 @@ class LinkDown(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    """What the sessions of one account need (the adapter builds it from the options)."""
+    """What the sessions of one account need: the adapter builds it from the options, whose
+    defaults live in ``SmppAdapter.meta.options`` only."""
 
     account: str
     host: str
     port: int
     system_id: str
     password: str = field(repr=False)
-    system_type: str = ""
-    mode: str = ROLE_TRX  # or "transmitter+receiver"
-    binds: int = 1
-    window: int = 10
-    enquire_link_s: float = 30.0
-    response_timeout_s: float = 60.0
-    throughput: float = 0.0
-    tls: bool = False
-    reconnect_s: float = 1.0
+    system_type: str
+    mode: str  # ROLE_TRX or "transmitter+receiver"
+    binds: int
+    window: int
+    enquire_link_s: float
+    response_timeout_s: float
+    throughput: float
+    tls: bool
+    reconnect_s: float
 
     @property
     def where(self) -> str:

@@ -39,9 +39,11 @@ def adapters(as_json: bool) -> None:
         for o in meta.options:
             flags = ", ".join(f for f, on in (("required", o.required), ("secret", o.secret)) if on)
             default = "" if o.required else f" (default {o.default!r})"
+            bounds = o.bounds()
             click.echo(
                 f"  - {o.name}: {o.type.__name__}{default}"
                 + (f" [{flags}]" if flags else "")
+                + (f" {{{bounds}}}" if bounds else "")
                 + f"  {o.description}"
             )
 

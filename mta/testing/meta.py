@@ -78,6 +78,18 @@ def check_option(check: Problems, spec: OptionSpec) -> None:
             f"{where}: default {default!r} is not of type {spec.type.__name__}; the adapter "
             "gets the default as it is"
         )
+    for choice in spec.choices:
+        if not fits(choice, spec.type):
+            check.problem(f"{where}: choice {choice!r} is not of type {spec.type.__name__}")
+    bounded = spec.minimum is not None or spec.maximum is not None
+    if bounded and spec.type not in (int, float):
+        check.problem(f"{where}: minimum/maximum on a {spec.type.__name__} option; numbers only")
+    elif not spec.required and default is not None and fits(default, spec.type):
+        problem = spec.problem(default)
+        if problem is not None:
+            check.problem(
+                f"{where}: the default {problem}; accounts that leave it unset would get it"
+            )
     if spec.secret and not spec.required and default not in (None, ""):
         check.problem(
             f"{where}: a secret option with a non-empty default: `mta adapters` prints "
