@@ -20,9 +20,20 @@ from typing import Any, ClassVar
 
 import httpx
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter
-from mta.adapter import AdapterMeta, AuthError, OptionSpec, ReceiptMode, SendPattern
-from mta.contract import ApiStatus, SmsReportRequest, SmsResponse, SmsResult, SmsSendRequest
+from mta.sdk import (
+    HTTP_OPTIONS,
+    AdapterMeta,
+    ApiStatus,
+    AuthError,
+    HttpAdapter,
+    OptionSpec,
+    ReceiptMode,
+    SendPattern,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
+)
 
 #: ACME's states as the MTA's: anything not final stays WAITING.
 STATES = {"DELIVERED": ApiStatus.DELIVERED, "UNDELIVERABLE": ApiStatus.FAIL}

@@ -8,7 +8,7 @@ from typing import Any
 from acme_adapter import AcmeAdapter
 from starlette.requests import Request
 
-from mta.contract import SmsMessage, SmsSendRequest
+from mta.sdk import SmsMessage, SmsSendRequest
 from mta.testing import FailureKind, FakePartner, assert_conformant, build
 
 API_KEY = "acme-key-5b1f9c0d"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mta.contract import SmsMessage, SmsSendRequest
+from mta.sdk import SmsMessage, SmsSendRequest
 from mta.testing import FailureKind, assert_conformant, build, discoverable
 
 from mta_adapter_echo import EchoAdapter

@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mta.adapter import (
+from mta.sdk import (
     AdapterContext,
     AdapterError,
     AdapterMeta,
+    ApiStatus,
     AuthError,
     OptionSpec,
     PermanentError,
     ReceiptMode,
     SendPattern,
+    SmsReportRequest,
+    SmsResponse,
+    SmsResult,
+    SmsSendRequest,
     ThrottledError,
     TransientError,
 )
-from mta.contract import ApiStatus, SmsReportRequest, SmsResponse, SmsResult, SmsSendRequest
 
 from mta_adapter_echo.partner import PARTNER, PartnerError
 
