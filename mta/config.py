@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,48 +40,142 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def setting(
+    default: Any,
+    env: str,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    case_sensitive: bool = True,
+) -> Any:
+    """A :class:`Settings` field with its ``MTA_*`` variable and its help: the one place a
+    setting is written. ``mta/cli/settings.py`` makes the flag from it (``--name-with-dashes``,
+    ``--x/--no-x`` for a bool; ``choices`` become a :class:`click.Choice`)."""
+    return field(
+        default=default,
+        metadata={"env": env, "help": help, "choices": choices, "case_sensitive": case_sensitive},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Process settings; each field has an ``MTA_*`` variable and a flag (see ``mta --help``)."""
+    """Process settings; each field has an ``MTA_*`` variable and a flag (see ``mta --help``),
+    both declared here with :func:`setting`."""
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "mta"
-    accounts: str = "accounts.toml"
-    timezone: str = "UTC"
-    poll_first_s: float = 10.0
-    poll_max_s: float = 300.0
-    max_wait_s: float = 86400.0
-    strict_numbers: bool = False
-    max_batch: int = 1000
-    max_batch_bytes: int = 4 * 1024 * 1024
-    inflight_policy: str = InFlightPolicy.RESUBMIT
-    max_attempts: int = 8
-    bulk_concurrency: int = 16
-    priority_concurrency: int = 8
-    report_batch: int = 1000
-    report_concurrency: int = 2
-    lease_s: float = 60.0
-    shutdown_grace_s: float = 30.0
+    amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "MTA_AMQP_URL", "RabbitMQ URL.")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "MTA_REDIS_URL", "Redis URL.")
+    prefix: str = setting(
+        "mta",
+        "MTA_PREFIX",
+        "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...).",
+    )
+    accounts: str = setting("accounts.toml", "MTA_ACCOUNTS", "Accounts file (TOML).")
+    timezone: str = setting(
+        "UTC", "MTA_TIMEZONE", "Zone of startTime/expireTime/sendAt (yyyyMMddHHmm)."
+    )
+    poll_first_s: float = setting(
+        10.0, "MTA_POLL_FIRST_S", "First Report poll after submission, seconds."
+    )
+    poll_max_s: float = setting(300.0, "MTA_POLL_MAX_S", "Longest pause between polls.")
+    max_wait_s: float = setting(
+        86400.0,
+        "MTA_MAX_WAIT_S",
+        "TIMEOUT after this long without a final state (unless expireTime comes first).",
+    )
+    strict_numbers: bool = setting(
+        False, "MTA_STRICT_NUMBERS", "Check numbers against numbering plans (phonenumbers)."
+    )
+    max_batch: int = setting(
+        1000,
+        "MTA_MAX_BATCH",
+        "Messages per batch; a larger batch is refused whole (to <prefix>.dead).",
+    )
+    max_batch_bytes: int = setting(
+        4 * 1024 * 1024,
+        "MTA_MAX_BATCH_BYTES",
+        "Bytes per batch body; a larger body is refused whole (to <prefix>.dead).",
+    )
+    inflight_policy: str = setting(
+        InFlightPolicy.RESUBMIT,
+        "MTA_INFLIGHT_POLICY",
+        "A redelivered message whose Send was in flight when its worker died: send it again "
+        "(resubmit) or FAIL it as unknown (fail).",
+        choices=InFlightPolicy.ALL,
+    )
+    max_attempts: int = setting(
+        8, "MTA_MAX_ATTEMPTS", "Send attempts through the delayed-retry queues before FAIL."
+    )
+    bulk_concurrency: int = setting(
+        16, "MTA_BULK_CONCURRENCY", "Bulk batches handled at once per worker."
+    )
+    priority_concurrency: int = setting(
+        8, "MTA_PRIORITY_CONCURRENCY", "Priority batches handled at once per worker."
+    )
+    report_batch: int = setting(1000, "MTA_REPORT_BATCH", "Messages a reporter claims per round.")
+    report_concurrency: int = setting(
+        2, "MTA_REPORT_CONCURRENCY", "Report rounds in flight per reporter."
+    )
+    lease_s: float = setting(
+        60.0, "MTA_LEASE_S", "A claim's lease; a dead reporter's claims come back after it."
+    )
+    shutdown_grace_s: float = setting(
+        30.0,
+        "MTA_SHUTDOWN_GRACE_S",
+        "On SIGTERM, how long in-flight work may take before it is returned.",
+    )
     # mta http webhooks (docs/webhooks.md): body limit, stored receipts per account
-    webhook_max_body: int = 1 << 20
-    webhook_receipts_cap: int = 100_000
+    webhook_max_body: int = setting(
+        1 << 20,
+        "MTA_WEBHOOK_MAX_BODY",
+        "mta http: largest webhook body in bytes; larger ones are refused (413) unread.",
+    )
+    webhook_receipts_cap: int = setting(
+        100_000,
+        "MTA_WEBHOOK_RECEIPTS_CAP",
+        "mta http: unclaimed pushed receipts stored per account; beyond it webhooks get 429.",
+    )
     # observability (docs/metrics.md, docs/logging.md): "" = no metrics server
-    metrics_listen: str = ""
-    log_format: str = "text"
-    log_level: str = "INFO"
+    metrics_listen: str = setting(
+        "",
+        "MTA_METRICS_LISTEN",
+        "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty = off.",
+    )
+    log_format: str = setting(
+        "text",
+        "MTA_LOG_FORMAT",
+        "Log lines as text or as one JSON object per line.",
+        choices=LOG_FORMATS,
+    )
+    log_level: str = setting(
+        "INFO",
+        "MTA_LOG_LEVEL",
+        "Lowest level logged (-v means DEBUG).",
+        choices=LOG_LEVELS,
+        case_sensitive=False,
+    )
+
+    @staticmethod
+    def variable(name: str) -> str:
+        """The ``MTA_*`` variable of field ``name``, as declared with :func:`setting`."""
+        return str(_SETTING_FIELDS[name].metadata["env"])
 
     def __post_init__(self) -> None:
+        var = self.variable
         if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", self.prefix):
-            raise ConfigError(f"MTA_PREFIX: {self.prefix!r} must be letters, digits, '-', '_', '.'")
-        if self.inflight_policy not in InFlightPolicy.ALL:
             raise ConfigError(
-                f"MTA_INFLIGHT_POLICY: {self.inflight_policy!r}, expected one of "
-                f"{', '.join(InFlightPolicy.ALL)}"
+                f"{var('prefix')}: {self.prefix!r} must be letters, digits, '-', '_', '.'"
             )
+        for item in _SETTING_FIELDS.values():  # inflight_policy, log_format, log_level
+            choices = item.metadata["choices"]
+            value = getattr(self, item.name)
+            folded = value if item.metadata["case_sensitive"] else str(value).upper()
+            if choices and folded not in choices:
+                raise ConfigError(
+                    f"{var(item.name)}: {value!r}, expected one of {', '.join(choices)}"
+                )
         for name in ("poll_first_s", "poll_max_s", "max_wait_s", "lease_s"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"MTA_{name.upper()}: must be positive")
+                raise ConfigError(f"{var(name)}: must be positive")
         for name in (
             "bulk_concurrency",
             "priority_concurrency",
@@ -90,28 +184,19 @@ class Settings:
             "max_batch",
             "max_batch_bytes",
             "max_attempts",
+            "webhook_max_body",
+            "webhook_receipts_cap",
         ):
             if getattr(self, name) < 1:
-                raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
+                raise ConfigError(f"{var(name)}: must be positive (at least 1)")
         if self.poll_max_s < self.poll_first_s:
-            raise ConfigError("MTA_POLL_MAX_S: must not be below MTA_POLL_FIRST_S")
-        for name in ("webhook_max_body", "webhook_receipts_cap"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"MTA_{name.upper()}: must be positive (at least 1)")
+            raise ConfigError(f"{var('poll_max_s')}: must not be below {var('poll_first_s')}")
         if self.metrics_listen:
             host, _, port = self.metrics_listen.rpartition(":")
             if not host or not port.isdigit() or int(port) > 65535:
                 raise ConfigError(
-                    f"MTA_METRICS_LISTEN: {self.metrics_listen!r}, expected HOST:PORT or empty"
+                    f"{var('metrics_listen')}: {self.metrics_listen!r}, expected HOST:PORT or empty"
                 )
-        if self.log_format not in LOG_FORMATS:
-            raise ConfigError(
-                f"MTA_LOG_FORMAT: {self.log_format!r}, expected one of {', '.join(LOG_FORMATS)}"
-            )
-        if self.log_level.upper() not in LOG_LEVELS:
-            raise ConfigError(
-                f"MTA_LOG_LEVEL: {self.log_level!r}, expected one of {', '.join(LOG_LEVELS)}"
-            )
         self.tz  # noqa: B018 - fail early on an unknown zone
 
     @property
@@ -119,7 +204,13 @@ class Settings:
         try:
             return ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"MTA_TIMEZONE: unknown time zone {self.timezone!r}") from None
+            raise ConfigError(
+                f"{self.variable('timezone')}: unknown time zone {self.timezone!r}"
+            ) from None
+
+
+#: The fields of :class:`Settings` by name (each declared with :func:`setting`).
+_SETTING_FIELDS = {item.name: item for item in fields(Settings)}
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -110,6 +110,60 @@ def test_help_lists_every_setting_variable(command: str) -> None:
         assert f"MTA_{f.name.upper()}" in result.output, f"MTA_{f.name.upper()} missing"
 
 
+def test_every_setting_is_declared_once_with_its_variable_and_help() -> None:
+    """Each Settings field carries its MTA_* variable and help (mta.config.setting), and the
+    flags are made from them: _SETTINGS is not a second list written by hand."""
+    from mta.cli.settings import _SETTINGS
+
+    declared = dataclasses.fields(Settings)
+    assert [name for _, _, name, _, _ in _SETTINGS] == [f.name for f in declared]
+    for (flag, env, name, _, text), f in zip(_SETTINGS, declared, strict=True):
+        assert env == f.metadata["env"] == f"MTA_{name.upper()}" == Settings.variable(name)
+        assert text == f.metadata["help"] and text.endswith(".")
+        assert flag.split("/")[0] == "--" + name.replace("_", "-")
+    entries = {name: (flag, kind) for flag, _, name, kind, _ in _SETTINGS}
+    assert entries["strict_numbers"] == ("--strict-numbers/--no-strict-numbers", bool)
+    assert entries["max_batch"] == ("--max-batch", int) and entries["lease_s"][1] is float
+    level = entries["log_level"][1]
+    assert list(level.choices) == ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    assert level.case_sensitive is False and entries["log_format"][1].case_sensitive is True
+    assert list(entries["inflight_policy"][1].choices) == ["resubmit", "fail"]
+
+
+def test_a_new_setting_gets_its_flag_from_its_declaration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mta.cli import settings as cli_settings
+    from mta.config import setting
+
+    @dataclasses.dataclass(frozen=True)
+    class More(Settings):
+        drain_s: float = setting(5.0, "MTA_DRAIN_S", "How long to drain.")
+        quiet: bool = setting(False, "MTA_QUIET", "Say less.")
+
+    monkeypatch.setattr(cli_settings, "Settings", More)
+    extra = {e[2]: e for e in cli_settings._declared()}
+    assert extra["drain_s"] == ("--drain-s", "MTA_DRAIN_S", "drain_s", float, "How long to drain.")
+    assert extra["quiet"][0] == "--quiet/--no-quiet"
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(Settings):
+        forgotten: int = 3
+
+    monkeypatch.setattr(cli_settings, "Settings", Undeclared)
+    with pytest.raises(TypeError, match=r"Settings\.forgotten: declare it with"):
+        cli_settings._declared()
+
+
+def test_a_choice_setting_out_of_its_choices_names_its_variable() -> None:
+    from mta.config import ConfigError
+
+    for name, value in (("log_format", "xml"), ("log_level", "loud"), ("inflight_policy", "x")):
+        with pytest.raises(ConfigError, match=f"^{Settings.variable(name)}: {value!r}, expected"):
+            Settings(**{name: value})  # type: ignore[arg-type]
+    assert Settings(log_level="debug").log_level == "debug"  # any case, as the flag takes it
+
+
 def test_top_level_help_lists_the_commands() -> None:
     result = cli("--help")
     assert result.exit_code == 0

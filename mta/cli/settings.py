@@ -1,169 +1,52 @@
-"""Settings flags of the ``mta`` commands: ``_SETTINGS`` is the single list of them (flag,
-MTA_* variable, :class:`~mta.config.Settings` field, type, help); each command declares the
+"""Settings flags of the ``mta`` commands, made from :class:`~mta.config.Settings`: each field
+is declared there once with its MTA_* variable and help (:func:`mta.config.setting`), and
+``_SETTINGS`` lists them as (flag, variable, field, type, help); each command declares the
 fields it uses with :func:`settings_options`, so its ``--help`` shows only those."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from mta.config import LOG_FORMATS, LOG_LEVELS, ConfigError, InFlightPolicy, Settings
+from mta.config import ConfigError, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: (flag, variable, Settings field, type, help)
-_SETTINGS: list[tuple[str, str, str, Any, str]] = [
-    ("--amqp-url", "MTA_AMQP_URL", "amqp_url", str, "RabbitMQ URL."),
-    ("--redis-url", "MTA_REDIS_URL", "redis_url", str, "Redis URL."),
-    (
-        "--prefix",
-        "MTA_PREFIX",
-        "prefix",
-        str,
-        "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...).",
-    ),
-    ("--accounts", "MTA_ACCOUNTS", "accounts", str, "Accounts file (TOML)."),
-    (
-        "--timezone",
-        "MTA_TIMEZONE",
-        "timezone",
-        str,
-        "Zone of startTime/expireTime/sendAt (yyyyMMddHHmm).",
-    ),
-    (
-        "--poll-first-s",
-        "MTA_POLL_FIRST_S",
-        "poll_first_s",
-        float,
-        "First Report poll after submission, seconds.",
-    ),
-    ("--poll-max-s", "MTA_POLL_MAX_S", "poll_max_s", float, "Longest pause between polls."),
-    (
-        "--max-wait-s",
-        "MTA_MAX_WAIT_S",
-        "max_wait_s",
-        float,
-        "TIMEOUT after this long without a final state (unless expireTime comes first).",
-    ),
-    (
-        "--strict-numbers/--no-strict-numbers",
-        "MTA_STRICT_NUMBERS",
-        "strict_numbers",
-        bool,
-        "Check numbers against numbering plans (phonenumbers).",
-    ),
-    (
-        "--max-batch",
-        "MTA_MAX_BATCH",
-        "max_batch",
-        int,
-        "Messages per batch; a larger batch is refused whole (to <prefix>.dead).",
-    ),
-    (
-        "--max-batch-bytes",
-        "MTA_MAX_BATCH_BYTES",
-        "max_batch_bytes",
-        int,
-        "Bytes per batch body; a larger body is refused whole (to <prefix>.dead).",
-    ),
-    (
-        "--inflight-policy",
-        "MTA_INFLIGHT_POLICY",
-        "inflight_policy",
-        click.Choice(InFlightPolicy.ALL),
-        "A redelivered message whose Send was in flight when its worker died: send it again "
-        "(resubmit) or FAIL it as unknown (fail).",
-    ),
-    (
-        "--max-attempts",
-        "MTA_MAX_ATTEMPTS",
-        "max_attempts",
-        int,
-        "Send attempts through the delayed-retry queues before FAIL.",
-    ),
-    (
-        "--bulk-concurrency",
-        "MTA_BULK_CONCURRENCY",
-        "bulk_concurrency",
-        int,
-        "Bulk batches handled at once per worker.",
-    ),
-    (
-        "--priority-concurrency",
-        "MTA_PRIORITY_CONCURRENCY",
-        "priority_concurrency",
-        int,
-        "Priority batches handled at once per worker.",
-    ),
-    (
-        "--report-batch",
-        "MTA_REPORT_BATCH",
-        "report_batch",
-        int,
-        "Messages a reporter claims per round.",
-    ),
-    (
-        "--report-concurrency",
-        "MTA_REPORT_CONCURRENCY",
-        "report_concurrency",
-        int,
-        "Report rounds in flight per reporter.",
-    ),
-    (
-        "--lease-s",
-        "MTA_LEASE_S",
-        "lease_s",
-        float,
-        "A claim's lease; a dead reporter's claims come back after it.",
-    ),
-    (
-        "--shutdown-grace-s",
-        "MTA_SHUTDOWN_GRACE_S",
-        "shutdown_grace_s",
-        float,
-        "On SIGTERM, how long in-flight work may take before it is returned.",
-    ),
-    (
-        "--webhook-max-body",
-        "MTA_WEBHOOK_MAX_BODY",
-        "webhook_max_body",
-        int,
-        "mta http: largest webhook body in bytes; larger ones are refused (413) unread.",
-    ),
-    (
-        "--webhook-receipts-cap",
-        "MTA_WEBHOOK_RECEIPTS_CAP",
-        "webhook_receipts_cap",
-        int,
-        "mta http: unclaimed pushed receipts stored per account; beyond it webhooks get 429.",
-    ),
-    (
-        "--metrics-listen",
-        "MTA_METRICS_LISTEN",
-        "metrics_listen",
-        str,
-        "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty = off.",
-    ),
-    (
-        "--log-format",
-        "MTA_LOG_FORMAT",
-        "log_format",
-        click.Choice(LOG_FORMATS),
-        "Log lines as text or as one JSON object per line.",
-    ),
-    (
-        "--log-level",
-        "MTA_LOG_LEVEL",
-        "log_level",
-        click.Choice(LOG_LEVELS, case_sensitive=False),
-        "Lowest level logged (-v means DEBUG).",
-    ),
-]
+
+def _declared() -> list[tuple[str, str, str, Any, str]]:
+    """(flag, variable, Settings field, type, help) of every :class:`Settings` field, from
+    its declaration (:func:`mta.config.setting`): the flag is ``--<field with dashes>``
+    (``--x/--no-x`` for a bool), the type the field's (a :class:`click.Choice` when it has
+    choices). A field declared without a variable and a help is an error at import."""
+    hints = typing.get_type_hints(Settings)
+    entries: list[tuple[str, str, str, Any, str]] = []
+    for item in dataclasses.fields(Settings):
+        meta = item.metadata
+        if not meta.get("env") or not meta.get("help"):
+            raise TypeError(
+                f"Settings.{item.name}: declare it with mta.config.setting(default, "
+                "'MTA_...', help) so it gets a variable and a flag"
+            )
+        flag = "--" + item.name.replace("_", "-")
+        kind: Any = hints[item.name]
+        if kind is bool:
+            flag = f"{flag}/--no-{flag[2:]}"
+        if meta.get("choices"):
+            kind = click.Choice(meta["choices"], case_sensitive=meta.get("case_sensitive", True))
+        entries.append((flag, meta["env"], item.name, kind, meta["help"]))
+    return entries
+
+
+#: (flag, variable, Settings field, type, help) of every setting, made from the
+#: declarations of :class:`~mta.config.Settings` (one place per setting).
+_SETTINGS: list[tuple[str, str, str, Any, str]] = _declared()
 
 #: Every Settings field of ``_SETTINGS``: the role commands (run, worker, reporter, http,
 #: smpp-server) take them all, so an entry added to the list reaches them without more ado.
