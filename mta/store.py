@@ -34,7 +34,8 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             receipts waiting for that client to bind; ``P:smpp:rc:<owner>:
                             <systemId>`` (set) the ones a server process took from it and has
                             not settled, ``P:smpp:ro:<owner>`` that process's lease and
-                            ``P:smpp:rcs`` (set) who holds such claims (see mta.smppserver.receipt_stash).
+                            ``P:smpp:rcs`` (set) who holds such claims (see
+                            mta.smppserver.receipt_stash).
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:signing``       string  the key (random, made once) that signs internal republishes.
