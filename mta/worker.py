@@ -10,9 +10,10 @@ and only then is the batch acked. So a crash at any point loses nothing:
 * after it, the batch comes back and every recorded message is skipped, while a report body
   not yet confirmed is published by the outbox recovery of any process.
 
-Transient partner errors are retried a few times in place (tenacity, under a second or two),
-then the messages go to a delayed-retry queue (``<p>.retry.<lane>.<delay>s``) that dead-letters
-them back onto the send exchange: no consumer sleeps on them.
+The partner calls themselves are :class:`mta.sending.Sender`'s; what each message's outcome is,
+:class:`mta.outcome.BatchPass`'s. Messages to retry go to a delayed-retry queue
+(``<p>.retry.<lane>.<delay>s``) that dead-letters them back onto the send exchange: no consumer
+sleeps on them.
 """
 
 from __future__ import annotations
@@ -25,39 +26,18 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from mta import metrics, outbox
-from mta.adapter import (
-    AdapterError,
-    PermanentError,
-    ReceiptMode,
-    SendPattern,
-    ThrottledError,
-    TransientError,
-)
 from mta.broker import Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
-    REASON_RETRY,
-    REASON_SENDER,
-    ApiStatus,
     BatchError,
     Invalid,
     Rules,
-    SmsResponse,
-    SmsSendRequest,
     check_message,
     decode_batch,
     format_time,
@@ -67,7 +47,8 @@ from mta.internal import Forged, Internal, read_internal
 from mta.loops import repeat
 from mta.outage import is_outage, until_back
 from mta.outcome import BatchPass, Limits, OutgoingMessage
-from mta.registry import AccountRuntime, Registry, State
+from mta.registry import AccountRuntime, Registry
+from mta.sending import Sender
 from mta.store import (
     MARK_HELD,
     MARK_INFLIGHT,
@@ -90,16 +71,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Tries of a partner call in place, before its messages go to a delayed-retry queue.
-SEND_TRIES = 3
 HELD_BATCH = 100
 #: How often held messages are looked at when none was due.
 HELD_IDLE_S = 1.0
-#: The longest a bulk batch waits for its account's rate limit before it is deferred to a
-#: delayed-retry queue instead (well under RabbitMQ's consumer timeout).
-RATE_MAX_WAIT_MS = 60_000
-#: How long a batch waits for the probe of its account's open circuit before it is parked.
-PROBE_WAIT_S = 5.0
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -140,6 +114,9 @@ class Worker:
         # Metrics are counted per batch, only when this process serves them.
         self._metrics = bool(settings.metrics_listen)
         self._m = metrics.Children()
+        self.sender = Sender(
+            store, self.stats, self._m, self._infra, self._policy_fail, self._metrics
+        )
 
     # --- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -303,9 +280,11 @@ class Worker:
         groups = self._classify(work, raws, ids, states)
         if len(groups) == 1:
             [(runtime, items)] = groups.items()
-            await self._submit(work, runtime, items)
+            await self.sender.submit(work, runtime, items)
         elif groups:
-            await asyncio.gather(*(self._submit(work, rt, items) for rt, items in groups.items()))
+            await asyncio.gather(
+                *(self.sender.submit(work, rt, items) for rt, items in groups.items())
+            )
         await self._finish(work, message)
 
     async def _begin(
@@ -384,233 +363,6 @@ class Worker:
                 else:
                     groups[runtime].append(item)  # _submit fails over from inactive accounts
         return groups
-
-    # --- partner calls ------------------------------------------------------------------
-    async def _submit(
-        self, work: BatchPass, runtime: AccountRuntime, items: list[OutgoingMessage], hop: int = 0
-    ) -> None:
-        """Send items through an account, or its failover when it cannot take them (one hop:
-        it is inactive, its Login is NOK, it is down, or its circuit breaker is open)."""
-        inactive = not runtime.account.active
-        state = State.NEW if inactive else await runtime.ensure_login()
-        if state == State.READY and runtime.probing:
-            # A probe of the open circuit is in flight: follow its outcome, not a retry tier.
-            await runtime.probe_settled(PROBE_WAIT_S)
-        reason = ""
-        if inactive:
-            reason = "is inactive"
-        elif state == State.NOK:
-            reason = "has a NOK login"
-        elif state != State.READY:
-            reason = f"is unavailable ({runtime.detail})"
-        elif not runtime.allows():
-            reason = "has its circuit open after repeated transient failures"
-        if reason:
-            failover = runtime.failover
-            if (
-                hop == 0
-                and failover is not None
-                and failover.account.active
-                and await failover.ensure_login() == State.READY
-                and failover.may_send()
-            ):
-                note = (
-                    f"via failover account {failover.account.name!r}: account "
-                    f"{runtime.account.name!r} "
-                )
-                for item in items:
-                    item.note = note + reason
-                self.stats["failover"] += len(items)
-                await self._submit(work, failover, items, hop + 1)
-            elif inactive:
-                for item in items:
-                    account_id = item.checked.message.accountId
-                    work.fail(
-                        item,
-                        f"accountId: account {runtime.account.name!r} serving {account_id} "
-                        "is inactive",
-                        "INACTIVE",
-                        runtime.account.name,
-                    )
-            elif state == State.NOK:
-                for item in items:
-                    work.fail(
-                        item,
-                        f"account {runtime.account.name!r}: {runtime.detail}",
-                        "LOGIN_NOK",
-                        runtime.account.name,
-                    )
-            else:
-                kind = "unavailable" if state != State.READY else "circuit_open"
-                name = runtime.account.name
-                work.park(items, f"account {name!r}: {reason}", name)
-                self._m.inc(metrics.PARKED, runtime.account.name, kind, n=len(items))
-            return
-        meta = runtime.meta
-        size = 1 if meta.pattern == SendPattern.LOOP else max(1, meta.max_batch)
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        if len(chunks) == 1:
-            await self._send_chunk(work, runtime, chunks[0])
-        else:
-            await asyncio.gather(*(self._send_chunk(work, runtime, c) for c in chunks))
-
-    async def _pace(self, work: BatchPass, runtime: AccountRuntime, n: int) -> bool:
-        """Wait for the account's shared rate limit; False when the wait is too long (the items
-        then go to a delayed-retry queue without spending an attempt)."""
-        account = runtime.account
-        if account.rate_limit <= 0:
-            return True
-        if work.lane == LANE_PRIORITY:
-            # Priority traffic never queues behind bulk reservations; it still counts.
-            await self._infra(
-                "rate limit",
-                lambda: self.store.reserve_rate(account.name, n, account.rate_limit, 1 << 62),
-            )
-            return True
-        wait = await self._infra(
-            "rate limit",
-            lambda: self.store.reserve_rate(account.name, n, account.rate_limit, RATE_MAX_WAIT_MS),
-        )
-        if wait is None:
-            return False
-        if wait:
-            self._m.inc(metrics.RATE_WAIT, account.name, n=wait / 1000)
-            await asyncio.sleep(wait / 1000)
-        return True
-
-    async def _send_chunk(
-        self, work: BatchPass, runtime: AccountRuntime, items: list[OutgoingMessage]
-    ) -> None:
-        account = runtime.account
-        messages = [item.checked.message for item in items]
-        if account.sender:
-            messages = [m if m.sender else replace(m, sender=account.sender) for m in messages]
-        request = SmsSendRequest(messages)
-        name = account.name
-        if account.rate_limit > 0 and not await self._pace(work, runtime, len(messages)):
-            runtime.probe_unused()
-            work.later(work.deferred, items)
-            self.stats["rate_deferred"] += len(items)
-            self._m.inc(metrics.RATE_DEFERRED, name, n=len(items))
-            return
-        try:
-            async with runtime.semaphore:
-                if self._policy_fail:  # exact: only a message whose Send starts is ever 'i'
-                    ids = [item.message_id for item in items]
-                    await self._infra("in-flight mark", lambda: self.store.mark_inflight(ids))
-                started = time.perf_counter()
-                try:
-                    response = await runtime.adapter.send(request)
-                except Exception as exc:
-                    if not _retry_in_place(exc):
-                        raise
-                    response = await _send_again(runtime, request)
-                finally:
-                    if self._metrics:
-                        took = time.perf_counter() - started
-                        self._m.observe(metrics.PARTNER_CALL, took, name, "send")
-        except RetryError as exc:
-            cause = exc.last_attempt.exception()
-            detail = runtime.scrub(cause.detail if isinstance(cause, AdapterError) else repr(cause))
-            log.warning(
-                "account %r: Send failed %d times (%s); %d message(s) to delayed retry",
-                name,
-                SEND_TRIES,
-                detail,
-                len(items),
-                extra={"account": name, "batch_id": work.batch_id},
-            )
-            runtime.failed()
-            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "transient")
-            self._retry(work, items, detail, name, "transient")
-            return
-        except ThrottledError as exc:
-            runtime.probe_unused()  # the partner answers: throttling says nothing of an outage
-            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "throttled")
-            self._retry(work, items, f"throttled: {runtime.scrub(exc.detail)}", name, "throttled")
-            return
-        except PermanentError as exc:
-            runtime.succeeded()  # the partner answered (it refused these messages)
-            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "permanent")
-            for item in items:
-                work.fail(item, runtime.scrub(exc.detail), "PERMANENT", name)
-            return
-        except Exception as exc:  # an adapter bug: the messages retry later, loudly
-            detail = runtime.scrub(f"adapter error: {type(exc).__name__}: {exc}")
-            # The traceback is masked by the process's log formatter (mta.cli).
-            log.error(
-                "account %r: Send raised %s",
-                name,
-                detail,
-                exc_info=True,
-                extra={"account": name, "batch_id": work.batch_id},
-            )
-            runtime.probe_unused()
-            self._m.inc(metrics.PARTNER_ERRORS, name, "send", "bug")
-            self._retry(work, items, detail, name, "bug")
-            return
-        runtime.succeeded()
-        if len(response.results) != len(items):
-            detail = (
-                f"adapter {runtime.account.adapter!r} answered {len(response.results)} "
-                f"results for {len(items)} messages; outcome unknown"
-            )
-            log.error("account %r: %s", name, detail)
-            for item in items:
-                work.fail(item, detail, "ADAPTER_ERROR", name)
-            return
-        pushes = runtime.meta.receipts != ReceiptMode.PULL
-        again: list[OutgoingMessage] = []
-        later: list[OutgoingMessage] = []
-        later_detail = ""
-        for item, message, result in zip(items, messages, response.results, strict=True):
-            if result.partnerDetail and result.apiStatus == ApiStatus.FAIL:
-                result.partnerDetail = runtime.scrub(result.partnerDetail)
-            if result.reason == REASON_RETRY and result.apiStatus == ApiStatus.FAIL:
-                later.append(item)
-                later_detail = later_detail or f"{result.partnerStatus}: {result.partnerDetail}"
-                continue
-            if (
-                result.reason == REASON_SENDER
-                and result.apiStatus == ApiStatus.FAIL
-                and account.fallback_sender
-                and message.sender != account.fallback_sender
-                and not item.fallback_tried
-            ):
-                item.fallback_tried = True
-                item.note = (
-                    f"sent with fallback sender {account.fallback_sender!r}: the partner "
-                    f"rejected sender {message.sender!r} ({result.partnerDetail})"
-                )
-                item.checked.message = replace(message, sender=account.fallback_sender)
-                again.append(item)
-                continue
-            if (
-                result.apiStatus in (ApiStatus.OK, ApiStatus.WAITING)
-                and not result.partnerMessageId
-            ):
-                work.fail(
-                    item,
-                    f"adapter {runtime.account.adapter!r} accepted the "
-                    "message without a partnerMessageId; it cannot be followed",
-                    "ADAPTER_ERROR",
-                    name,
-                )
-                continue
-            work.result(item, result, name, pushes)
-        self.stats["sent"] += len(items) - len(later)
-        if later:
-            self._retry(work, later, later_detail, name, "partner")
-        if again:
-            self.stats["fallback_sender"] += len(again)
-            await self._send_chunk(work, runtime, again)
-
-    def _retry(
-        self, work: BatchPass, items: list[OutgoingMessage], detail: str, account: str, reason: str
-    ) -> None:
-        """Items to a delayed-retry queue (an attempt spent), or FAIL when none is left."""
-        if work.retry_later(items, detail, account):
-            self._m.inc(metrics.RETRIES, metrics.label(account), reason, n=len(items))
 
     # --- recording and publishing -------------------------------------------------------
     async def _finish(self, work: BatchPass, message: AbstractIncomingMessage) -> None:
@@ -694,23 +446,3 @@ class Worker:
             )
         await self.store.drop_held(ids)
         return len(ids)
-
-
-async def _send_again(runtime: AccountRuntime, request: SmsSendRequest) -> SmsResponse:
-    """The tries after a first transient failure, with jittered backoff (tenacity)."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_retry_in_place),
-        wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
-        stop=stop_after_attempt(SEND_TRIES - 1),
-        reraise=False,
-    ):
-        with attempt:
-            return await runtime.adapter.send(request)
-    raise AssertionError("unreachable")
-
-
-def _retry_in_place(exc: BaseException) -> bool:
-    """Transient errors are retried in place, except throttling that asks for a long pause."""
-    if isinstance(exc, ThrottledError):
-        return exc.retry_after is not None and exc.retry_after <= 1.0
-    return isinstance(exc, TransientError)

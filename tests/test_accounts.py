@@ -330,9 +330,9 @@ secret_key = "nok"
 async def test_rate_limited_batches_beyond_the_longest_wait_are_deferred_not_lost(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mta import worker as worker_module
+    from mta import sending
 
-    monkeypatch.setattr(worker_module, "RATE_MAX_WAIT_MS", 200)
+    monkeypatch.setattr(sending, "RATE_MAX_WAIT_MS", 200)
     env.accounts("""
 [[account]]
 id = 0
