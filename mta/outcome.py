@@ -10,7 +10,7 @@ Each message of a batch ends the pass in exactly one of these ways, each a plain
 
 Every way marks the message (``o`` done, ``r`` to a retry queue, ``h`` held), so a redelivered
 batch knows what was decided. The worker then writes markers, pending records and report
-bodies in one MULTI/EXEC (:class:`mta.store.Outcome`).
+bodies in one MULTI/EXEC (:class:`mta.store.BatchRecord`).
 """
 
 from __future__ import annotations

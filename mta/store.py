@@ -339,7 +339,7 @@ class Pending:
 
 
 @dataclass(slots=True)
-class Outcome:
+class BatchRecord:
     """Everything one worker pass over a batch writes, in one MULTI/EXEC."""
 
     markers: dict[str, dict[str, str]]  # batchId → index → marker
@@ -472,7 +472,7 @@ class Store:
             raise RuntimeError(f"Redis key {self.k_signing} vanished")
         return bytes.fromhex(value.decode() if isinstance(value, bytes) else str(value))
 
-    async def record(self, outcome: Outcome) -> None:
+    async def record(self, outcome: BatchRecord) -> None:
         """Write a batch's outcomes atomically: markers, pending + due, held, outbox."""
         pipe = self.r.pipeline(transaction=True)
         for batch_id, markers in outcome.markers.items():

@@ -54,7 +54,7 @@ from mta.store import (
     MARK_INFLIGHT,
     MARK_RETRY,
     MARK_TAKEN,
-    Outcome,
+    BatchRecord,
     Store,
 )
 from mta.topology import (
@@ -376,7 +376,7 @@ class Worker:
             await self._republish(work, work.parked, RETRY_TIERS_S[-1], work.attempt)
             self.stats["parked"] += len(work.parked)
         entries = outbox.entries(self.topology, "w", work.oks, work.finals)
-        outcome = Outcome(
+        outcome = BatchRecord(
             markers=work.compact_markers(),
             pending=work.pending,
             due=work.due,

@@ -46,8 +46,8 @@ from mta.testing import (
     CHECKS,
     Conformance,
     FailureKind,
-    Outcome,
     Report,
+    Verdict,
     assert_conformant,
     build,
     check_adapter,
@@ -164,14 +164,14 @@ async def test_the_simulator_passes_every_check() -> None:
         final_within_s=3.0,
     )
     assert [c.name for c in report.checks] == list(CHECKS)
-    assert all(c.outcome is Outcome.PASS for c in report.checks), str(report)
+    assert all(c.outcome is Verdict.PASS for c in report.checks), str(report)
     assert "secret_key" in report["secrets"].message  # it looked for the key given to login
 
 
 async def test_a_fine_adapter_passes_with_partner_failures() -> None:
     report = await kit(Fine).run_all()
     assert report.ok, str(report)
-    assert report["probes"].outcome is Outcome.SKIP  # it defines no probes
+    assert report["probes"].outcome is Verdict.SKIP  # it defines no probes
     assert "transient, throttled, permanent, auth" in report["error_kinds"].message
     assert "secret option 'token'" in report["secrets"].message
 
@@ -203,12 +203,12 @@ async def test_factories_plain_and_async() -> None:
     for factory in (lambda: Fine(OPTIONS, context), make):
         report = await check_adapter(factory, OPTIONS, secret_key="good-secret")
         assert report.ok, str(report)
-        assert report["nok_login"].outcome is Outcome.SKIP  # no bad_secret_key given
+        assert report["nok_login"].outcome is Verdict.SKIP  # no bad_secret_key given
 
 
 async def test_run_all_can_skip_checks_and_report_reads_well() -> None:
     report = await kit(Fine).run_all(skip={"report", "probes"})
-    assert report["report"].outcome is Outcome.SKIP
+    assert report["report"].outcome is Verdict.SKIP
     assert report["report"].message == "skipped by the caller"
     text = str(report)
     assert text.splitlines()[0] == "conformance of adapter 'fine': 8 passed, 0 failed, 2 skipped"
@@ -570,7 +570,7 @@ async def test_a_broken_adapter_fails_the_right_check(
     report = await kit(adapter, call_timeout_s=0.3).run_all()
     assert not report.ok
     result = report[check]
-    assert result.outcome is Outcome.FAIL, str(report)
+    assert result.outcome is Verdict.FAIL, str(report)
     for fragment in expected:
         assert fragment in result.message, str(report)
     assert TOKEN not in str(report), "a report never shows a secret"
@@ -735,7 +735,7 @@ async def test_checks_are_skipped_by_name_from_the_one_call_runners() -> None:
         Fine, OPTIONS, skip={"concurrency": "the sandbox allows one call at a time"}, **SETTINGS
     )
     assert report.ok, str(report)
-    assert report["concurrency"].outcome is Outcome.SKIP
+    assert report["concurrency"].outcome is Verdict.SKIP
     assert report["concurrency"].message == (
         "skipped by the caller: the sandbox allows one call at a time"
     )
@@ -859,7 +859,7 @@ async def test_the_example_package_is_discovered_and_passes_the_kit(echo_install
         )
     finally:
         partner.outage = None
-    assert report["error_kinds"].outcome is Outcome.PASS
+    assert report["error_kinds"].outcome is Verdict.PASS
 
 
 def test_the_example_package_own_tests_pass(echo_installed: Path) -> None:

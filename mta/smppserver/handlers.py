@@ -47,7 +47,7 @@ from mta.smppserver.receipts import ReceiptRouter
 from mta.smppserver.records import MessageRecord, MessageRecords
 from mta.smppserver.submit import SubmitReader, SubmitRefused
 from mta.smppserver.times import final_date
-from mta.store import Outcome, Store
+from mta.store import BatchRecord, Store
 from mta.topology import LANE_BULK, LANE_PRIORITY
 
 __all__ = [
@@ -371,7 +371,7 @@ class CommandHandlers:
         # broker is away) before the confirm, any reporter's outbox recovery publishes it.
         key = self.broker.topology.report_key(record.account_id, ApiStatus.FAIL.value)
         entries = {f"smpp-cancel:{message_id}": outbox.entry(key, encode_report("", [result]))}
-        await self.store.record(Outcome({}, {}, {}, {}, {}, entries))
+        await self.store.record(BatchRecord({}, {}, {}, {}, {}, entries))
         try:
             await outbox.publish(self.store, self.broker, entries)
         except Exception as exc:

@@ -36,7 +36,7 @@ from mta.testing.base import (
 from mta.testing.build import build, discoverable
 from mta.testing.checks import Conformance, Skip, assert_conformant, check_adapter
 from mta.testing.fakes import FakePartner, Handler, Seen
-from mta.testing.report import CHECKS, CheckResult, Outcome, Report
+from mta.testing.report import CHECKS, CheckResult, Report, Verdict
 
 __all__ = [
     "CHECKS",
@@ -49,11 +49,11 @@ __all__ = [
     "FakePartner",
     "Handler",
     "KitOptions",
-    "Outcome",
     "PartnerFailer",
     "Report",
     "Seen",
     "Skip",
+    "Verdict",
     "assert_conformant",
     "build",
     "check_adapter",

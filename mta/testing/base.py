@@ -23,7 +23,7 @@ from mta.contract import (
     unpack_result,
 )
 from mta.testing.build import build
-from mta.testing.report import CHECKS, CheckResult, Outcome
+from mta.testing.report import CHECKS, CheckResult, Verdict
 from mta.testing.results import (
     REPORT_STATUSES,
     SEND_STATUSES,
@@ -138,10 +138,10 @@ class Check:
                 message = self.problems[0]
             else:
                 message = "\n".join(f"- {p}" for p in self.problems)
-            return CheckResult(self.name, Outcome.FAIL, message)
+            return CheckResult(self.name, Verdict.FAIL, message)
         if self.skipped:
-            return CheckResult(self.name, Outcome.SKIP, self.skipped)
-        return CheckResult(self.name, Outcome.PASS, "; ".join(self.notes) or CHECKS[self.name])
+            return CheckResult(self.name, Verdict.SKIP, self.skipped)
+        return CheckResult(self.name, Verdict.PASS, "; ".join(self.notes) or CHECKS[self.name])
 
 
 class _LogTrap(logging.Handler):

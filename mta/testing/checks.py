@@ -25,7 +25,7 @@ from mta.testing.base import AdapterFactory, CallError, Check, Failed, KitOption
 from mta.testing.build import constructor_problem
 from mta.testing.errors import ErrorChecks
 from mta.testing.meta import PROBES, check_members, check_meta_fields, check_option
-from mta.testing.report import CHECKS, CheckResult, Outcome, Report
+from mta.testing.report import CHECKS, CheckResult, Report, Verdict
 from mta.testing.results import REPORT_STATUSES, UNKNOWN_STATUSES, plural
 from mta.testing.secrets import SecretChecks
 
@@ -104,7 +104,7 @@ class Conformance(ErrorChecks, SecretChecks):
         for name, method in methods.items():
             if name in reasons:
                 why = f": {reasons[name]}" if reasons[name] else ""
-                results.append(CheckResult(name, Outcome.SKIP, f"skipped by the caller{why}"))
+                results.append(CheckResult(name, Verdict.SKIP, f"skipped by the caller{why}"))
             else:
                 results.append(await method())
         return Report(self._adapter_name(), tuple(results))

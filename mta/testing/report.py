@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CHECKS", "CheckResult", "Outcome", "Report"]
+__all__ = ["CHECKS", "CheckResult", "Report", "Verdict"]
 
 #: Every check, in the order :meth:`Conformance.run_all` runs them, with what it asks.
 CHECKS: Mapping[str, str] = {
@@ -23,7 +23,7 @@ CHECKS: Mapping[str, str] = {
 }
 
 
-class Outcome(enum.StrEnum):
+class Verdict(enum.StrEnum):
     """How one check ended."""
 
     PASS = "pass"
@@ -36,12 +36,12 @@ class CheckResult:
     """One check's outcome and a message saying what was checked or what is wrong."""
 
     name: str
-    outcome: Outcome
+    outcome: Verdict
     message: str
 
     @property
     def failed(self) -> bool:
-        return self.outcome is Outcome.FAIL
+        return self.outcome is Verdict.FAIL
 
     def __str__(self) -> str:
         lines = self.message.splitlines() or [""]
@@ -71,9 +71,9 @@ class Report:
         raise KeyError(f"no check {name!r} in this report (checks: {', '.join(CHECKS)})")
 
     def __str__(self) -> str:
-        counts = {o: sum(1 for c in self.checks if c.outcome is o) for o in Outcome}
+        counts = {o: sum(1 for c in self.checks if c.outcome is o) for o in Verdict}
         head = (
-            f"conformance of adapter {self.adapter!r}: {counts[Outcome.PASS]} passed, "
-            f"{counts[Outcome.FAIL]} failed, {counts[Outcome.SKIP]} skipped"
+            f"conformance of adapter {self.adapter!r}: {counts[Verdict.PASS]} passed, "
+            f"{counts[Verdict.FAIL]} failed, {counts[Verdict.SKIP]} skipped"
         )
         return "\n".join([head, *(f"  {c}".replace("\n", "\n  ") for c in self.checks)])
