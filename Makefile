@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck services bench bench-smpp-receipts chaos deploy-tools test-deploy clean
+.PHONY: demo test lint typecheck constraints services bench bench-smpp-receipts chaos deploy-tools test-deploy clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -22,8 +22,14 @@ services:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mta adapters tests
 
+# adapters/ installs as mta.adapters (pyproject: package-dir); mypy sees it so via mypy-path/.
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy mta adapters
+	$(VENV)/bin/mypy -p mta -p mta.adapters
+
+# constraints.txt: the runtime dependencies' versions installed in $(VENV), for reproducible
+# installs (pip install -c constraints.txt sms-mta) and the wheel test (tests/test_packaging.py).
+constraints: $(STAMP)
+	$(PY) scripts/constraints.py >constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # pytest exits 5 when it collected no test; make fails on any non-zero exit, so does CI.
 test: $(STAMP) services lint typecheck

@@ -62,8 +62,8 @@ from typing import Any, ClassVar, NoReturn
 
 import httpx
 import orjson
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s, short
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s, short
 from mta.adapter import (
     AdapterContext,
     AdapterError,

@@ -60,8 +60,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s, short
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s, short
 from mta.adapter import (
     AdapterContext,
     AdapterError,

@@ -54,7 +54,7 @@ Webhook
 Errors
     Infobip error bodies (``{"requestError": {"serviceException": {"messageId", "text"}}}`` or
     the newer ``{"errorCode", "description"}``) become the detail text; HTTP 429 (``E429``)
-    is throttling, the rest as :mod:`adapters.httpbase` maps it.
+    is throttling, the rest as :mod:`mta.adapters.httpbase` maps it.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
 from mta.adapter import (
     AdapterContext,
     AdapterError,

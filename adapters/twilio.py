@@ -26,7 +26,7 @@ Decisions where the partner's documentation is silent (each also in docs/adapter
   code and, on a multi-message call, fail messages Twilio never judged. Other 4xx
   (404: wrong account or URL, ...) raise :class:`PermanentError`, 401/403 :class:`AuthError`.
 * **Sender refused**: a 400 whose code refuses the ``From`` (21212, 21601, 21606, 21616,
-  21657, 21659, 21660, 21661: :data:`adapters.twilio_codes.SENDER_CODES`, each on
+  21657, 21659, 21660, 21661: :data:`mta.adapters.twilio_codes.SENDER_CODES`, each on
   twilio.com/docs/api/errors/<code>) is a FAIL with ``reason`` = sender: the worker sends it
   once more with the account's ``fallback_sender``.
 * **Validity**: ``expireTime`` becomes ``ValidityPeriod``, the seconds left (rounded up),
@@ -63,9 +63,8 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
-
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
-from adapters.twilio_codes import (
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
+from mta.adapters.twilio_codes import (
     MAX_SEGMENTS,
     SENDER_CODES,
     STATUS_MAP,
@@ -75,6 +74,7 @@ from adapters.twilio_codes import (
     url_variants,
     validity_seconds,
 )
+
 from mta.adapter import (
     AdapterContext,
     AdapterError,

@@ -65,8 +65,8 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
 from mta.adapter import (
     AdapterContext,
     AdapterError,

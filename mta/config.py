@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -198,6 +199,8 @@ class Settings:
                     f"{var('metrics_listen')}: {self.metrics_listen!r}, expected HOST:PORT or empty"
                 )
         self.tz  # noqa: B018 - fail early on an unknown zone
+        if self.strict_numbers and not _have_phonenumbers():
+            raise ConfigError(f"{var('strict_numbers')}: {STRICT_NUMBERS_MISSING}")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -207,6 +210,17 @@ class Settings:
             raise ConfigError(
                 f"{self.variable('timezone')}: unknown time zone {self.timezone!r}"
             ) from None
+
+
+#: Why strict mode cannot run: phonenumbers is an optional extra (about 50 MB installed).
+STRICT_NUMBERS_MISSING = (
+    "strict mode needs the phonenumbers package, which is not installed: "
+    "install sms-mta[strict-numbers]"
+)
+
+
+def _have_phonenumbers() -> bool:
+    return importlib.util.find_spec("phonenumbers") is not None
 
 
 #: The fields of :class:`Settings` by name (each declared with :func:`setting`).

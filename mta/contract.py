@@ -307,7 +307,12 @@ def normalise_number(value: Any, strict: bool) -> str:
 
 
 def _check_numbering_plan(value: str, digits: str) -> None:
-    import phonenumbers  # imported lazily: its metadata costs memory and start-up time
+    try:  # imported lazily: its metadata costs memory and start-up time
+        import phonenumbers
+    except ImportError as exc:  # an optional extra; Settings refuses strict mode without it
+        raise RuntimeError(
+            "strict numbers need the phonenumbers package: install sms-mta[strict-numbers]"
+        ) from exc
 
     try:
         parsed = phonenumbers.parse("+" + digits, None)

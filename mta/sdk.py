@@ -1,7 +1,7 @@
 """Everything an adapter author imports, from one module: ``from mta.sdk import ...``.
 
 The names are the very objects of their home modules (:mod:`mta.adapter`,
-:mod:`mta.contract`, :mod:`adapters.httpbase`), re-exported so that an adapter depends on
+:mod:`mta.contract`, :mod:`mta.adapters.httpbase`), re-exported so that an adapter depends on
 one import surface, not on how sms-mta lays out its modules:
 
 * the interface: :class:`Adapter` (the protocol), :class:`AdapterMeta`, :class:`OptionSpec`
@@ -14,7 +14,7 @@ one import surface, not on how sms-mta lays out its modules:
   the FAIL reasons :data:`REASON_SENDER` and :data:`REASON_RETRY`, and
   :func:`seconds_until` (the time left until an MMP time such as ``expireTime``);
 * pushed receipts: :class:`WebhookRequest`, :class:`WebhookError`;
-* HTTP partners: :class:`HttpAdapter` and :data:`HTTP_OPTIONS` (``adapters.httpbase``, loaded
+* HTTP partners: :class:`HttpAdapter` and :data:`HTTP_OPTIONS` (``mta.adapters.httpbase``, loaded
   on first use: it imports :mod:`mta.config`, which needs nothing from here, but keeping the
   import lazy keeps ``import mta.sdk`` light and free of cycles).
 
@@ -54,7 +54,7 @@ from mta.contract import (
 )
 
 if TYPE_CHECKING:
-    from adapters.httpbase import HTTP_OPTIONS, HttpAdapter
+    from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter
 
 __all__ = [
     "HTTP_OPTIONS",
@@ -84,7 +84,7 @@ __all__ = [
     "seconds_until",
 ]
 
-_LAZY = {"HttpAdapter": "adapters.httpbase", "HTTP_OPTIONS": "adapters.httpbase"}
+_LAZY = {"HttpAdapter": "mta.adapters.httpbase", "HTTP_OPTIONS": "mta.adapters.httpbase"}
 
 
 def __getattr__(name: str) -> Any:

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from mta.adapters.clickatell import ClickatellAdapter
 
-from adapters.clickatell import ClickatellAdapter
 from mta.adapter import (
     AdapterContext,
     AdapterError,

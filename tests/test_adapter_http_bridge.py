@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
+from mta.adapters.http_bridge import BRIDGE_OPTIONS, HttpBridgeAdapter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.http_bridge import BRIDGE_OPTIONS, HttpBridgeAdapter
 from mta.adapter import (
     AdapterContext,
     AuthError,

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from mta.adapters.infobip import InfobipAdapter
 
-from adapters.infobip import InfobipAdapter
 from mta.adapter import (
     AdapterContext,
     AuthError,

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
+from mta.adapters.smpp import SmppAdapter
+from mta.adapters.smpp.validity import MAX_S, relative_time
 
-from adapters.smpp import SmppAdapter
-from adapters.smpp.validity import MAX_S, relative_time
 from mta.adapter import AdapterContext, ReceiptSink, ThrottledError, TransientError
 from mta.contract import (
     REASON_SENDER,

@@ -11,8 +11,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from adapters.twilio import (
+from mta.adapters.twilio import (
     SENDER_CODES,
     STATUS_MAP,
     TwilioAdapter,
@@ -20,6 +19,7 @@ from adapters.twilio import (
     signature,
     url_variants,
 )
+
 from mta.adapter import (
     AdapterContext,
     AuthError,

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from mta.adapters.vonage import VonageAdapter, signature
 
-from adapters.vonage import VonageAdapter, signature
 from mta.adapter import (
     AdapterContext,
     AuthError,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mta.adapters.http_bridge import HttpBridgeAdapter
 
-from adapters.http_bridge import HttpBridgeAdapter
 from mta.contract import REASON_RETRY, REASON_SENDER, ApiStatus, SmsMessage, SmsSendRequest
 from mta.testing import FailureKind, assert_conformant, build
 

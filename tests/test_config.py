@@ -7,9 +7,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from mta.adapters.httpbase import HTTP_OPTIONS
+from mta.adapters.simulator import SimulatorAdapter
 
-from adapters.httpbase import HTTP_OPTIONS
-from adapters.simulator import SimulatorAdapter
 from mta.adapter import AdapterMeta, OptionSpec
 from mta.config import MASK, Account, ConfigError, InFlightPolicy, Settings, load_accounts
 
@@ -425,3 +425,17 @@ def test_as_dict_shows_the_bounds() -> None:
 def test_the_simulator_ratios_are_bounded_at_load(write: Any) -> None:
     message = error(write, SIM + "[account.options]\naccept_ratio = 1.2\n")
     assert "'sim-a'" in message and "accept_ratio: is 1.2; at most 1.0" in message, message
+
+
+def test_strict_numbers_without_phonenumbers_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """phonenumbers is the optional extra sms-mta[strict-numbers]: strict mode without it stops
+    at settings load with the install line, and the default mode does not need it."""
+    import mta.config
+
+    monkeypatch.setattr(mta.config, "_have_phonenumbers", lambda: False)
+    assert not Settings().strict_numbers
+    missing = r"MTA_STRICT_NUMBERS: .*install sms-mta\[strict-numbers\]"
+    with pytest.raises(ConfigError, match=missing):
+        Settings(strict_numbers=True)

@@ -6,12 +6,12 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
+from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s
 from mta.adapter import (
     AdapterContext,
     AdapterMeta,

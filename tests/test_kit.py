@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from mta.adapters.simulator import SimulatorAdapter
 
-from adapters.simulator import SimulatorAdapter
 from mta.adapter import (
     AdapterContext,
     AdapterError,
@@ -772,7 +772,7 @@ def test_build_checks_options_like_the_mta(monkeypatch: pytest.MonkeyPatch) -> N
     assert simulator.accept_ratio == 0.5
     with pytest.raises(ConfigError, match=r"options\.accept_ratio: is 2\.0; at most 1\.0"):
         build(SimulatorAdapter, {"accept_ratio": 2})  # the option's bound, as at load
-    from adapters.http_bridge import HttpBridgeAdapter
+    from mta.adapters.http_bridge import HttpBridgeAdapter
 
     with pytest.raises(ConfigError, match=r"'http-bridge' refused its options: .*http://"):
         build(HttpBridgeAdapter, {"url": "ftp://bridge"})  # the constructor's ValueError

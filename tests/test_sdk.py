@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mta.adapters.smpp.client import ClientConfig
 
 import mta.sdk
-from adapters.smpp.client import ClientConfig
 from mta.adapter import OptionSpec
 from mta.registry import discover
 
@@ -30,8 +30,8 @@ HOMES = {
     "AdapterMeta": "mta.adapter",
     "ApiStatus": "mta.contract",
     "AuthError": "mta.adapter",
-    "HTTP_OPTIONS": "adapters.httpbase",
-    "HttpAdapter": "adapters.httpbase",
+    "HTTP_OPTIONS": "mta.adapters.httpbase",
+    "HttpAdapter": "mta.adapters.httpbase",
     "OptionSpec": "mta.adapter",
     "PermanentError": "mta.adapter",
     "REASON_RETRY": "mta.contract",
@@ -74,7 +74,7 @@ def test_star_import_gives_every_name_and_unknown_names_raise() -> None:
 
 @pytest.mark.parametrize(
     "first",
-    ["import mta.sdk", "from mta.sdk import HttpAdapter", "import adapters.httpbase"],
+    ["import mta.sdk", "from mta.sdk import HttpAdapter", "import mta.adapters.httpbase"],
 )
 def test_imports_in_any_order_without_a_cycle(first: str) -> None:
     code = f"{first}\nfrom mta.sdk import HTTP_OPTIONS, HttpAdapter, OptionSpec\nprint('ok')"
@@ -87,7 +87,7 @@ def test_imports_in_any_order_without_a_cycle(first: str) -> None:
 def test_the_examples_import_from_the_sdk_only() -> None:
     """Adapter code in examples/ imports from mta.sdk (and the kit from mta.testing), never
     from the modules behind it."""
-    behind = ("mta.adapter", "mta.contract", "adapters.httpbase")
+    behind = ("mta.adapter", "mta.contract", "mta.adapters.httpbase")
     for path in sorted((ROOT / "examples").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -97,7 +97,9 @@ def test_the_examples_import_from_the_sdk_only() -> None:
 
 # --- each default and bound once -------------------------------------------------------------
 
-BUILT_IN = {name: cls for name, cls in discover().items() if cls.__module__.startswith("adapters.")}
+BUILT_IN = {
+    name: cls for name, cls in discover().items() if cls.__module__.startswith("mta.adapters.")
+}
 #: Values too common to tell a second copy from an unrelated use (0 retries, "" text, ...).
 TRIVIAL = (None, "", True, False, 0, 1)
 
@@ -106,7 +108,7 @@ def _option_readers(cls: type[Any]) -> list[tuple[str, ast.FunctionDef | ast.Asy
     """Every function of ``cls`` and of its built-in bases that reads ``options``."""
     found = []
     for klass in cls.__mro__:
-        if not klass.__module__.startswith("adapters."):
+        if not klass.__module__.startswith("mta.adapters."):
             continue
         source = textwrap.dedent(inspect.getsource(klass))
         for node in ast.walk(ast.parse(source)):

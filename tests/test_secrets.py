@@ -15,13 +15,13 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from mta.adapters.clickatell import ClickatellAdapter
+from mta.adapters.http_bridge import HttpBridgeAdapter
+from mta.adapters.infobip import InfobipAdapter
+from mta.adapters.smpp import SmppAdapter
+from mta.adapters.twilio import TwilioAdapter
+from mta.adapters.vonage import VonageAdapter
 
-from adapters.clickatell import ClickatellAdapter
-from adapters.http_bridge import HttpBridgeAdapter
-from adapters.infobip import InfobipAdapter
-from adapters.smpp import SmppAdapter
-from adapters.twilio import TwilioAdapter
-from adapters.vonage import VonageAdapter
 from mta.adapter import AdapterContext, ReceiptSink
 from mta.config import Account
 from mta.contract import SmsMessage, SmsReportRequest, SmsResponse, SmsSendRequest

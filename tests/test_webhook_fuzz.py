@@ -17,14 +17,14 @@ from urllib.parse import urlencode
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mta.adapters.clickatell import ClickatellAdapter
+from mta.adapters.infobip import InfobipAdapter
+from mta.adapters.smpp import SmppAdapter
+from mta.adapters.twilio import TwilioAdapter
+from mta.adapters.twilio import signature as twilio_signature
+from mta.adapters.vonage import VonageAdapter
+from mta.adapters.vonage import signature as vonage_signature
 
-from adapters.clickatell import ClickatellAdapter
-from adapters.infobip import InfobipAdapter
-from adapters.smpp import SmppAdapter
-from adapters.twilio import TwilioAdapter
-from adapters.twilio import signature as twilio_signature
-from adapters.vonage import VonageAdapter
-from adapters.vonage import signature as vonage_signature
 from mta.adapter import AdapterContext, WebhookError, WebhookRequest
 from mta.contract import ApiStatus, SmsResult, pack_result
 from mta.registry import discover

@@ -3,13 +3,13 @@
 Send turns every message into one submit_sm per part (GSM-7 ``data_coding`` 0 when the text
 fits the GSM alphabet, else UCS-2 8; long texts as ``long_messages`` says: UDH, SAR TLVs or
 one ``message_payload``; ``registered_delivery`` 0x01 on every part; ``validity_period`` the
-time left until ``expireTime`` in SMPP's relative form, :mod:`adapters.smpp.validity`) and puts
+time left until ``expireTime`` in SMPP's relative form, :mod:`mta.adapters.smpp.validity`) and puts
 all the parts of the batch in flight together, spread over the account's bound sessions, each
 session keeping at most ``window`` unanswered. Answers (docs/protocols.md §1.8,
 :func:`mta.smpp.pdu.classify_status`):
 
 * ESME_ROK → the part is accepted; the message is OK when all its parts are, with the first
-  part's id (normalised, see :class:`~adapters.smpp.receipts.IdRules`) as partnerMessageId.
+  part's id (normalised, see :class:`~mta.adapters.smpp.receipts.IdRules`) as partnerMessageId.
 * ESME_RTHROTTLED / ESME_RMSGQFUL → the whole session pauses (``throttle_pause_s``, doubling
   per throttle in a row up to :data:`MAX_THROTTLE_PAUSE_S`, reset by an accepted submit) and
   the part is sent again, up to ``throttle_retries`` times.
@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from adapters.smpp.client import (
+from mta.adapters.smpp.client import (
     ROLE_TRX,
     ROLE_TX,
     BindRefused,
@@ -65,8 +65,9 @@ from adapters.smpp.client import (
     Unit,
     open_session,
 )
-from adapters.smpp.receipts import IdRules, ReceiptBook, combine
-from adapters.smpp.validity import validity_period
+from mta.adapters.smpp.receipts import IdRules, ReceiptBook, combine
+from mta.adapters.smpp.validity import validity_period
+
 from mta.adapter import (
     AdapterContext,
     AdapterMeta,

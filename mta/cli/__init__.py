@@ -1,12 +1,12 @@
 """The ``mta`` command: run the roles, publish batches, tail reports, list adapters and
-accounts, inspect the queues. One module per job: settings flags (settings), logging (logs),
-roles, console, dead letters (dead), accounts, bench."""
+accounts, inspect the queues, write a starter accounts file. One module per job: settings flags
+(settings), logging (logs), roles, console, dead letters (dead), accounts, init, bench."""
 
 from __future__ import annotations
 
 import click
 
-from mta.cli import accounts, bench, console, dead, roles
+from mta.cli import accounts, bench, console, dead, init, roles
 from mta.cli.settings import _SETTINGS, settings_options
 
 __all__ = ["_SETTINGS", "main", "settings_options"]
@@ -36,6 +36,7 @@ for _command in (
     dead.dead,
     accounts.adapters,
     accounts.accounts,
+    init.init,
     bench.bench,
 ):
     main.add_command(_command)

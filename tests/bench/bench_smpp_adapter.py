@@ -26,7 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from adapters.smpp import SmppAdapter
+from mta.adapters.smpp import SmppAdapter
+
 from mta.adapter import AdapterContext, ReceiptSink
 from mta.contract import SmsMessage, SmsSendRequest
 

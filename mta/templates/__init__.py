@@ -1,0 +1,1 @@
+"""Files ``mta init`` writes (package data: the wheel ships no ``examples/``)."""
