@@ -52,9 +52,9 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from mta.adapters.smpp import outcomes
 from mta.adapters.smpp.client import (
     ROLE_TRX,
     ROLE_TX,
@@ -81,8 +81,6 @@ from mta.adapter import (
     WebhookRequest,
 )
 from mta.contract import (
-    REASON_RETRY,
-    REASON_SENDER,
     ApiStatus,
     SmsMessage,
     SmsReportRequest,
@@ -109,7 +107,7 @@ from mta.smpp.pdu import (
     response_for,
     status_name,
 )
-from mta.smpp.receipt import IdBase, MessageState, api_status, is_receipt, stat_name
+from mta.smpp.receipt import IdBase, is_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
 
 log = logging.getLogger(__name__)
@@ -118,41 +116,10 @@ log = logging.getLogger(__name__)
 RESUME_WAIT_S: Final = 5.0
 #: Longest session pause after throttling answers in a row.
 MAX_THROTTLE_PAUSE_S: Final = 30.0
-#: Refusals after which a message no part of which was accepted may be sent again later.
-_RETRYABLE_REFUSALS: Final = frozenset(
-    {"ESME_RTHROTTLED", "ESME_RMSGQFUL", "ESME_RSYSERR", "ESME_RX_T_APPN"}
-)
 #: Tries of a part answered with a transient status (ESME_RSYSERR, …) / a suspicious one.
 RETRY_TRIES: Final = 3
 RETRY_FEW_TRIES: Final = 2
-_SENDER_STATUSES: Final = frozenset(
-    {CommandStatus.ESME_RINVSRCADR, CommandStatus.ESME_RINVSRCTON, CommandStatus.ESME_RINVSRCNPI}
-)
 _BINDS: Final = (ROLE_TRX, "transmitter+receiver")
-
-# part outcomes
-_PENDING, _OK, _FAIL, _UNKNOWN, _REFUSED = range(5)
-
-
-@dataclass(eq=False, slots=True)
-class _Part:
-    pdu: SubmitSm
-    number: int
-    state: int = _PENDING
-    message_id: str = ""
-    pid: str = ""  # message_id normalised (IdRules.submitted)
-    status: str = ""
-    detail: str = ""
-    status_code: int = 0
-    throttled: bool = False
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    message: SmsMessage
-    parts: list[_Part] = field(default_factory=list)
-    result: SmsResult | None = None  # set when the message failed before any submit
-
 
 class SmppAdapter:
     """SMPP 3.4 client adapter: see the module docstring."""
@@ -383,16 +350,17 @@ class SmppAdapter:
         npi = self.source_npi if self.source_npi >= 0 else (0 if alpha or not sender else 1)
         return ton, npi
 
-    def _job(self, message: SmsMessage) -> _Job:
-        job = _Job(message)
+    def _job(self, message: SmsMessage) -> outcomes.Job:
+        job = outcomes.Job(message)
         sender = message.sender
         if len(sender.encode("latin-1", "replace")) > 20:
-            job.result = _fail("INVALID_SENDER", f"sender {sender!r} is longer than 20 octets")
+            detail = f"sender {sender!r} is longer than 20 octets"
+            job.result = outcomes.fail("INVALID_SENDER", detail)
             return job
         try:
             parts = encode_parts(message.text, self.long_mode, ref=self._next_ref())
         except CodingError as exc:
-            job.result = _fail("INVALID_TEXT", f"text cannot be sent over SMPP: {exc}")
+            job.result = outcomes.fail("INVALID_TEXT", f"text cannot be sent over SMPP: {exc}")
             return job
         ton, npi = self._source(sender)
         priority = 1 if message.priority.lower() in ("yes", "true", "1", "y") else 0
@@ -414,7 +382,7 @@ class SmppAdapter:
                 short_message=part.short_message,
                 tlvs=part.tlvs,
             )
-            job.parts.append(_Part(pdu, n))
+            job.parts.append(outcomes.Part(pdu, n))
         return job
 
     def _next_ref(self) -> int:
@@ -442,22 +410,22 @@ class SmppAdapter:
                     self.book.in_send.pop(part.pid, None)
 
     async def _finish(
-        self, jobs: list[_Job], parts: list[_Part], done: asyncio.Future[None]
+        self, jobs: list[outcomes.Job], parts: list[outcomes.Part], done: asyncio.Future[None]
     ) -> SmsResponse:
-        touched = any(p.state in (_OK, _UNKNOWN) for p in parts)
-        if not touched and any(p.state == _REFUSED for p in parts):
-            refused = [p for p in parts if p.state == _REFUSED]
+        touched = any(p.state in (outcomes.OK, outcomes.UNKNOWN) for p in parts)
+        if not touched and any(p.state == outcomes.REFUSED for p in parts):
+            refused = [p for p in parts if p.state == outcomes.REFUSED]
             detail = f"{self.where}: the SMSC took nothing of the batch: {refused[0].detail}"
             if any(p.throttled for p in refused):
                 pause = self.throttle_pause_s * (2 ** min(self.throttle_retries, 5))
                 raise ThrottledError(detail, retry_after=min(pause, MAX_THROTTLE_PAUSE_S))
             raise TransientError(detail)
-        results = [self._result(job) for job in jobs]
+        results = [outcomes.job_result(job) for job in jobs]
         now = time.time()
         records: dict[str, dict[str, Any]] = {}
         for job, result in zip(jobs, results, strict=True):
             if result.apiStatus == ApiStatus.OK:
-                records.update(self._records(job, result.partnerMessageId, now))
+                records.update(outcomes.job_records(job, result.partnerMessageId, now))
         self.book.keep_local(records)
         done.set_result(None)  # receipts that overtook this Send find their records now
         if records:
@@ -473,7 +441,7 @@ class SmppAdapter:
                 )
         return SmsResponse("", results)
 
-    async def _submit(self, part: _Part, done: asyncio.Future[None]) -> None:
+    async def _submit(self, part: outcomes.Part, done: asyncio.Future[None]) -> None:
         tries = 0
         pdu = part.pdu
         while True:
@@ -482,7 +450,7 @@ class SmppAdapter:
             )
             session = unit.session if unit is not None else None
             if unit is None or session is None:
-                part.state, part.status = _REFUSED, "NOT_SUBMITTED"
+                part.state, part.status = outcomes.REFUSED, "NOT_SUBMITTED"
                 part.detail = f"no bound session ({self.client.last_error()})"
                 return
             pdu.sequence = 0
@@ -497,7 +465,7 @@ class SmppAdapter:
                     self._unknown(part, f"the session closed before the answer: {exc}")
                     return
                 if not session.closed:  # unbinding (destroy): do not spin on it
-                    part.state, part.status = _REFUSED, "NOT_SUBMITTED"
+                    part.state, part.status = outcomes.REFUSED, "NOT_SUBMITTED"
                     part.detail = f"session unbinding: {exc}"
                     return
                 continue  # never written: safe on another (or the rebound) session
@@ -509,7 +477,7 @@ class SmppAdapter:
             status = response.status
             if status == 0 and isinstance(response, SubmitSmResp):
                 unit.throttle_level = 0
-                part.state, part.message_id = _OK, response.message_id
+                part.state, part.message_id = outcomes.OK, response.message_id
                 part.pid = self.ids.submitted(response.message_id)
                 self.book.in_send[part.pid] = done
                 self.stats["submitted"] += 1
@@ -540,7 +508,7 @@ class SmppAdapter:
                 log.warning("%s: %s on submit_sm: rebinding the session", self.where, name)
                 await session.close(SessionClosed(f"{name} answered to submit_sm"))
                 continue
-            part.state, part.status_code, part.status = _FAIL, status, name
+            part.state, part.status_code, part.status = outcomes.FAIL, status, name
             via = " (generic_nack)" if isinstance(response, GenericNack) else ""
             part.detail = f"{name}{via}: submit_sm refused by the SMSC"
             return
@@ -555,81 +523,18 @@ class SmppAdapter:
         log.info("%s: throttled by the SMSC; session paused %.2f s", self.where, pause)
         session.pause(pause)
 
-    def _unknown(self, part: _Part, why: str) -> None:
+    def _unknown(self, part: outcomes.Part, why: str) -> None:
         self.stats["unknown"] += 1
-        part.state, part.status = _UNKNOWN, "UNKNOWN"
+        part.state, part.status = outcomes.UNKNOWN, "UNKNOWN"
         part.detail = (
             f"{why}; the submit_sm was written, so the SMSC may have accepted (and delivered) "
             "it: not sent again, to avoid a duplicate"
         )
 
     @staticmethod
-    def _refused(part: _Part, status: int, detail: str) -> None:
-        part.state, part.status_code, part.status = _REFUSED, status, status_name(status)
+    def _refused(part: outcomes.Part, status: int, detail: str) -> None:
+        part.state, part.status_code, part.status = outcomes.REFUSED, status, status_name(status)
         part.detail = detail
-
-    def _result(self, job: _Job) -> SmsResult:
-        if job.result is not None:
-            return job.result
-        parts = job.parts
-        total = len(parts)
-        first = parts[0].pid
-        if all(p.state == _OK for p in parts):
-            return SmsResult(
-                partnerMessageId=first,
-                partnerStatus="ESME_ROK",
-                apiStatus=ApiStatus.OK,
-                smsMessageCount=total,
-            )
-        where = f"part {{}}/{total}: " if total > 1 else ""
-        failed = next((p for p in parts if p.state == _FAIL), None)
-        if failed is not None:
-            result = _fail(failed.status, where.format(failed.number) + failed.detail)
-            if failed.status_code in _SENDER_STATUSES:
-                result.reason = REASON_SENDER
-            result.partnerMessageId = first
-            result.smsMessageCount = total
-            return result
-        unknown = next((p for p in parts if p.state == _UNKNOWN), None)
-        if unknown is not None:
-            result = _fail("UNKNOWN", where.format(unknown.number) + unknown.detail)
-            result.partnerMessageId = first
-            result.smsMessageCount = total
-            return result
-        refused = next(p for p in parts if p.state == _REFUSED)
-        accepted = sum(1 for p in parts if p.state == _OK)
-        detail = (
-            where.format(refused.number)
-            + f"{refused.status}: {refused.detail}; "
-            + (
-                f"{accepted} of its {total} parts were accepted, so it cannot be resent whole"
-                if accepted
-                else "never accepted by the SMSC while other messages of its batch were: "
-                "safe to send again"
-            )
-        )
-        result = _fail(refused.status or "NOT_SUBMITTED", detail)
-        result.partnerMessageId = first
-        result.smsMessageCount = total
-        if not accepted and refused.status in ("NOT_SUBMITTED", *_RETRYABLE_REFUSALS):
-            result.reason = REASON_RETRY  # never accepted: the worker sends it again later
-        return result
-
-    def _records(self, job: _Job, pid: str, now: float) -> dict[str, dict[str, Any]]:
-        first = job.parts[0].pdu
-        record: dict[str, Any] = {
-            "t": now,
-            "r": job.parts[0].message_id,
-            "s": [first.source_addr_ton, first.source_addr_npi, first.source_addr],
-        }
-        out = {pid: record}
-        if len(job.parts) > 1:
-            pids = [p.pid for p in job.parts]
-            record["p"] = pids
-            record["pr"] = [p.message_id for p in job.parts]
-            for n, part_pid in enumerate(pids[1:], 2):
-                out[part_pid] = {"f": pid, "i": n, "n": len(pids)}
-        return out
 
     # --- Report -------------------------------------------------------------------------------
     async def report(self, request: SmsReportRequest) -> SmsResponse:
@@ -661,14 +566,14 @@ class SmppAdapter:
             if known is not None:
                 return known
         if record is not None and now - float(record.get("t", 0)) < self.query_after_s:
-            return _waiting(pid)
+            return outcomes.waiting(pid)
         raws = parts or [str(record.get("r", pid)) if record else pid]
         source = record.get("s", [0, 0, ""]) if record else [0, 0, ""]
         states = await asyncio.gather(*(self._query(raw, source) for raw in raws))
         if any(s is None for s in states):
-            return _waiting(pid)
+            return outcomes.waiting(pid)
         finals = [s for s in states if s is not None]
-        return _from_states(pid, finals, self.book.accepted)
+        return outcomes.from_states(pid, finals, self.book.accepted)
 
     async def _query(self, raw_id: str, source: list[Any]) -> QuerySmResp | None:
         unit = self.client.pick()
@@ -695,45 +600,3 @@ class SmppAdapter:
             )
             return None
         return response
-
-
-def _fail(status: str, detail: str) -> SmsResult:
-    return SmsResult(partnerStatus=status, partnerDetail=detail, apiStatus=ApiStatus.FAIL)
-
-
-def _waiting(pid: str) -> SmsResult:
-    return SmsResult(partnerMessageId=pid, partnerStatus="ENROUTE", apiStatus=ApiStatus.WAITING)
-
-
-def _from_states(pid: str, answers: list[QuerySmResp], accepted: ApiStatus) -> SmsResult:
-    """One result from the query_sm answers of a message's parts (as receipts combine)."""
-    total = len(answers)
-    statuses = [api_status(a.message_state, accepted=accepted) for a in answers]
-    pick = 0
-    if ApiStatus.FAIL in statuses:
-        pick = statuses.index(ApiStatus.FAIL)
-        status = ApiStatus.FAIL
-    elif all(s == ApiStatus.DELIVERED for s in statuses):
-        status = ApiStatus.DELIVERED
-    elif all(s.final for s in statuses):
-        pick = next(i for i, s in enumerate(statuses) if s != ApiStatus.DELIVERED)
-        status = statuses[pick]
-    else:
-        pick = next(i for i, s in enumerate(statuses) if not s.final)
-        status = ApiStatus.WAITING
-    answer = answers[pick]
-    try:
-        stat = stat_name(MessageState(answer.message_state))
-    except ValueError:
-        stat = f"STATE_{answer.message_state}"
-    where = f"part {pick + 1}/{total} " if total > 1 else ""
-    detail = f"query_sm: {where}{stat} error_code {answer.error_code}"
-    if answer.final_date:
-        detail += f" final_date {answer.final_date}"
-    return SmsResult(
-        partnerMessageId=pid,
-        partnerStatus=stat,
-        partnerDetail=detail,
-        apiStatus=status,
-        smsMessageCount=total,
-    )
