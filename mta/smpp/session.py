@@ -43,11 +43,11 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from mta.smpp.constants import RESPONSE_BIT
 from mta.smpp.guard import LogLimiter
 from mta.smpp.pdu import (
     HEADER,
     MAX_SEQUENCE,
-    RESPONSE_BIT,
     CommandId,
     CommandStatus,
     EnquireLink,

@@ -37,6 +37,7 @@ from mta.broker import Broker
 from mta.config import SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
 from mta.smpp import pdu as P
+from mta.smpp.constants import RESPONSE_BIT
 from mta.smpp.guard import LogLimiter
 from mta.smpp.receipt import MessageState
 from mta.smpp.session import Session, SessionClosed
@@ -90,7 +91,7 @@ ANSWERED_BY_SESSION: Final[dict[P.CommandId, str]] = {
     **{
         cid: "matched by sequence to the request it answers"
         for cid in C
-        if cid & P.RESPONSE_BIT and cid != C.GENERIC_NACK
+        if cid & RESPONSE_BIT and cid != C.GENERIC_NACK
     },
 }
 """Commands the shared :class:`~mta.smpp.session.Session` answers itself (none has a
