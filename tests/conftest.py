@@ -24,6 +24,7 @@ from mta.service import Service
 from mta.store import Store
 from mta.topology import Topology
 
+ROOT = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("MTA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("MTA_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -246,3 +247,38 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 def mta_command(*args: str) -> list[str]:
     """The ``mta`` command line run in a subprocess, as an operator would."""
     return [sys.executable, "-m", "mta.cli", *args]
+
+
+def process_env(env: Env, **extra: str) -> dict[str, str]:
+    """The environment of an ``mta`` process on this test's prefix (no stray MTA_* settings)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
+    base.update(
+        MTA_PREFIX=env.prefix,
+        MTA_ACCOUNTS=env.settings.accounts,
+        MTA_AMQP_URL=env.settings.amqp_url,
+        MTA_REDIS_URL=env.settings.redis_url,
+    )
+    base.update(extra)
+    return base
+
+
+async def run_mta(
+    env: Env, *args: str, timeout: float = 20.0, **extra: str
+) -> tuple[int, str, str]:
+    """Run ``mta ARGS`` as a subprocess on this test's prefix; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *mta_command(*args),
+        env=process_env(env, **extra),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from mta.cli import main
 from mta.config import MASK, Settings
-from tests.conftest import Env, mta_command
+from tests.conftest import Env, mta_command, process_env, run_mta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,38 +51,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Any:
     clean = {k: None for k in os.environ if k.startswith("MTA_")}
     result = CliRunner().invoke(main, list(args), env={**clean, **(env or {})})
     return result
-
-
-def process_env(env: Env, **extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
-    base.update(
-        MTA_PREFIX=env.prefix,
-        MTA_ACCOUNTS=env.settings.accounts,
-        MTA_AMQP_URL=env.settings.amqp_url,
-        MTA_REDIS_URL=env.settings.redis_url,
-    )
-    base.update(extra)
-    return base
-
-
-async def run_mta(env: Env, *args: str, timeout: float = 20.0) -> tuple[int, str, str]:
-    """Run ``mta ARGS`` as a subprocess on this test's prefix; (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *mta_command(*args),
-        env=process_env(env),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 # --- help -----------------------------------------------------------------------------------

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import aio_pika
@@ -13,37 +12,10 @@ import orjson
 import pytest
 
 from mta.topology import HEADER_DEAD_REASON, HEADER_IDS, HEADER_ORIGINAL_KEY, Topology
-from tests.conftest import Env, batch, eventually, mta_command
+from tests.conftest import Env, batch, eventually, run_mta
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-async def mta(env: Env, *args: str, timeout: float = 30.0, **extra: str) -> tuple[int, str, str]:
-    """``mta ARGS`` in a subprocess on this test's prefix: (exit code, stdout, stderr)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
-    base.update(
-        MTA_PREFIX=env.prefix,
-        MTA_ACCOUNTS=env.settings.accounts,
-        MTA_AMQP_URL=env.settings.amqp_url,
-        MTA_REDIS_URL=env.settings.redis_url,
-    )
-    base.update(extra)
-    proc = await asyncio.create_subprocess_exec(
-        *mta_command(*args),
-        env=base,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+#: ``mta ARGS`` in a subprocess on this test's prefix; console commands get 30 s.
+mta = partial(run_mta, timeout=30.0)
 
 
 async def dead_letter(

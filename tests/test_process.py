@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections import Counter
@@ -16,24 +15,15 @@ import orjson
 import pytest
 
 from tests.conftest import Env, batch, mta_command, sim_accounts
+from tests.conftest import process_env as base_process_env
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = " running (prefix "
 
 
 def process_env(env: Env, **extra: str) -> dict[str, str]:
-    """The environment of an ``mta`` process on this test's prefix (no stray MTA_* settings)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
-    base.update(
-        MTA_PREFIX=env.prefix,
-        MTA_ACCOUNTS=env.settings.accounts,
-        MTA_AMQP_URL=env.settings.amqp_url,
-        MTA_REDIS_URL=env.settings.redis_url,
-        MTA_POLL_FIRST_S="0.2",
-        MTA_POLL_MAX_S="1",
-    )
-    base.update(extra)
-    return base
+    """An ``mta`` process's environment, polling fast (these tests wait for finals)."""
+    return base_process_env(env, **{"MTA_POLL_FIRST_S": "0.2", "MTA_POLL_MAX_S": "1", **extra})
 
 
 @dataclass

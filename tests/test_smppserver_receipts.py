@@ -17,35 +17,23 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
 import orjson
-import pytest
 
 from mta.smpp import pdu as P
 from mta.smpp.session import Session, connect
 from mta.smppserver import SmppServer
 from mta.smppserver.receipt_stash import ReceiptStash
 from mta.smppserver.records import MessageRecord, ReceiptDelivery
-from tests.conftest import Env, sim_accounts
-from tests.test_smppserver import CLIENTS, start_server, until
+from tests import test_smppserver
+from tests.conftest import Env
+from tests.test_smppserver import start_server, until
+
+smpp_env = test_smppserver.smpp_env  # the same fixture: the SMPP clients' accounts, cleaned up
 
 ACCOUNT_ID = 12  # acme's, in CLIENTS
-
-
-@pytest.fixture
-async def rx_env(env: Env, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
-    monkeypatch.setenv("SMPP_TEST_OTP_PASSWORD", "otp-pw")
-    env.accounts(sim_accounts() + CLIENTS)
-    yield env
-    for service in list(env.services):
-        await env.stop(service)
-    assert env.connection is not None
-    channel = await env.connection.channel()
-    await channel.queue_delete(env.topology.smpp_receipts_queue)
-    await channel.close()
 
 
 class Receiver:
@@ -119,12 +107,12 @@ async def publish_finals(env: Env, ids: list[str], per_message: int = 100) -> No
         await exchange.publish(aio_pika.Message(body), routing_key=key)
 
 
-async def test_a_bound_client_gets_receipts_at_full_speed(rx_env: Env) -> None:
-    server = await start_server(rx_env)
+async def test_a_bound_client_gets_receipts_at_full_speed(smpp_env: Env) -> None:
+    server = await start_server(smpp_env)
     client = await Receiver().bind(server.port)
     ids = await messages(server, 5000)
     started = time.monotonic()
-    await publish_finals(rx_env, ids)
+    await publish_finals(smpp_env, ids)
     await client.wait(5000, timeout=30)
     assert len(client.ids) == 5000, f"{len(client.ids)} of 5000 receipts arrived"
     rate = 5000 / (client.last_at - started)
@@ -136,10 +124,10 @@ async def test_a_bound_client_gets_receipts_at_full_speed(rx_env: Env) -> None:
     await client.close()
 
 
-async def test_stashed_receipts_arrive_within_seconds_of_a_bind(rx_env: Env) -> None:
-    server = await start_server(rx_env)
+async def test_stashed_receipts_arrive_within_seconds_of_a_bind(smpp_env: Env) -> None:
+    server = await start_server(smpp_env)
     ids = await messages(server, 2000)
-    await publish_finals(rx_env, ids, per_message=250)
+    await publish_finals(smpp_env, ids, per_message=250)
     await until(lambda: _waiting_is(server, 2000), timeout=20, what="2,000 receipts in the stash")
     assert server.stats["receipts_sent"] == 0
     started = time.monotonic()
@@ -154,8 +142,8 @@ async def test_stashed_receipts_arrive_within_seconds_of_a_bind(rx_env: Env) -> 
     await client.close()
 
 
-async def test_a_silent_client_gets_its_receipts_after_binding_again(rx_env: Env) -> None:
-    server = await start_server(rx_env)
+async def test_a_silent_client_gets_its_receipts_after_binding_again(smpp_env: Env) -> None:
+    server = await start_server(smpp_env)
     receipts = server.receipts
     receipts.queue_cap = 200  # receipts waiting in memory per session
     receipts.hold_s = 0.5
@@ -163,7 +151,7 @@ async def test_a_silent_client_gets_its_receipts_after_binding_again(rx_env: Env
     silent = await Receiver(answer=False).bind(server.port)
     [outlet] = receipts.receivers["acme"]
     ids = await messages(server, 2000)
-    await publish_finals(rx_env, ids, per_message=250)
+    await publish_finals(smpp_env, ids, per_message=250)
 
     # all but what is in flight (one window, never answered) went to the stash; nothing
     # waits in memory (a drain round retrying the silent client may briefly queue a window)
@@ -184,17 +172,17 @@ async def test_a_silent_client_gets_its_receipts_after_binding_again(rx_env: Env
     await client.close()
 
 
-async def test_a_stopping_server_stashes_what_waits_for_a_client(rx_env: Env) -> None:
-    server = await start_server(rx_env)
+async def test_a_stopping_server_stashes_what_waits_for_a_client(smpp_env: Env) -> None:
+    server = await start_server(smpp_env)
     server.receipts.hold_s = server.receipts.receipt_timeout_s = 60.0  # nothing expires
     silent = await Receiver(answer=False).bind(server.port)
     [outlet] = server.receipts.receivers["acme"]
     ids = await messages(server, 1000)
-    await publish_finals(rx_env, ids, per_message=250)
+    await publish_finals(smpp_env, ids, per_message=250)
     await until(lambda: outlet.load == 1000, what="1,000 receipts queued for the client")
     assert outlet.in_flight == server.window and await server.receipt_stash.waiting("acme") == 0
-    await rx_env.stop(rx_env.services[-1])  # SIGTERM's path
-    store = await rx_env.store()
+    await smpp_env.stop(smpp_env.services[-1])  # SIGTERM's path
+    store = await smpp_env.store()
     stashed = await ReceiptStash(store).take("acme", 5000)
     assert {job.message_id for job in stashed} == set(ids)  # none lost
     assert outlet.load == 0
@@ -202,8 +190,8 @@ async def test_a_stopping_server_stashes_what_waits_for_a_client(rx_env: Env) ->
     await store.close()
 
 
-async def test_claimed_receipts_of_a_dead_process_go_back(rx_env: Env) -> None:
-    store = await rx_env.store()
+async def test_claimed_receipts_of_a_dead_process_go_back(smpp_env: Env) -> None:
+    store = await smpp_env.store()
     dead, alive = ReceiptStash(store, owner="dead"), ReceiptStash(store, owner="alive")
     record = MessageRecord(2, 1, "acme", 1, 0, 0, "ACME", 1, 1, "905332141354", 0, "hi")
     await dead.stash([ReceiptDelivery(f"b:{i}", 2, 0, record) for i in range(10)])
