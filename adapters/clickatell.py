@@ -64,29 +64,27 @@ import httpx
 import orjson
 from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, retry_after_s, short
 
-from mta.adapter import (
+from mta.sdk import (
+    REASON_RETRY,
+    REASON_SENDER,
     AdapterContext,
     AdapterError,
     AdapterMeta,
+    ApiStatus,
     AuthError,
     OptionSpec,
     PermanentError,
     ReceiptMode,
     SendPattern,
-    ThrottledError,
-    TransientError,
-    WebhookError,
-    WebhookRequest,
-)
-from mta.contract import (
-    REASON_RETRY,
-    REASON_SENDER,
-    ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    ThrottledError,
+    TransientError,
+    WebhookError,
+    WebhookRequest,
     seconds_until,
 )
 

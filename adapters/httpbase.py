@@ -32,7 +32,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from mta.adapter import (
+from mta.adapter import resolve_options
+from mta.config import proxy_url_problem
+from mta.redact import redact
+from mta.sdk import (
     AdapterContext,
     AdapterMeta,
     AuthError,
@@ -42,10 +45,7 @@ from mta.adapter import (
     TransientError,
     WebhookError,
     WebhookRequest,
-    resolve_options,
 )
-from mta.config import proxy_url_problem
-from mta.redact import redact
 
 # httpx logs every request URL at INFO, and some partners put credentials in URLs (Twilio's
 # Account SID in the path, Vonage's keys in the query): keep those lines out of the logs.

@@ -73,26 +73,24 @@ import httpx
 import orjson
 from mta.adapters.httpbase import HTTP_OPTIONS, HttpAdapter, short
 
-from mta.adapter import (
+from mta.sdk import (
+    REASON_SENDER,
     AdapterContext,
     AdapterError,
     AdapterMeta,
+    ApiStatus,
     AuthError,
     OptionSpec,
     ReceiptMode,
     SendPattern,
-    ThrottledError,
-    TransientError,
-    WebhookError,
-    WebhookRequest,
-)
-from mta.contract import (
-    REASON_SENDER,
-    ApiStatus,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    ThrottledError,
+    TransientError,
+    WebhookError,
+    WebhookRequest,
     seconds_until,
 )
 

@@ -22,9 +22,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from mta.adapter import AdapterContext, AdapterMeta, OptionSpec, ReceiptMode, SendPattern
-from mta.contract import (
+from mta.sdk import (
+    AdapterContext,
+    AdapterMeta,
     ApiStatus,
+    OptionSpec,
+    ReceiptMode,
+    SendPattern,
     SmsReportRequest,
     SmsResponse,
     SmsResult,

@@ -75,28 +75,26 @@ from mta.adapters.twilio_codes import (
     validity_seconds,
 )
 
-from mta.adapter import (
+from mta.sdk import (
+    REASON_SENDER,
     AdapterContext,
     AdapterError,
     AdapterMeta,
+    ApiStatus,
     AuthError,
     OptionSpec,
     PermanentError,
     ReceiptMode,
     SendPattern,
-    ThrottledError,
-    TransientError,
-    WebhookError,
-    WebhookRequest,
-)
-from mta.contract import (
-    REASON_SENDER,
-    ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    ThrottledError,
+    TransientError,
+    WebhookError,
+    WebhookRequest,
 )
 
 API = "/2010-04-01"

@@ -18,7 +18,7 @@ from datetime import tzinfo
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mta.contract import ApiStatus, seconds_until
+from mta.sdk import ApiStatus, seconds_until
 
 #: Twilio Message status → reporter status (docs/protocols.md §3.2 table).
 STATUS_MAP: Mapping[str, ApiStatus] = {

@@ -68,25 +68,23 @@ from mta.adapters.smpp.client import (
 from mta.adapters.smpp.receipts import IdRules, ReceiptBook, combine
 from mta.adapters.smpp.validity import validity_period
 
-from mta.adapter import (
+from mta.sdk import (
     AdapterContext,
     AdapterMeta,
+    ApiStatus,
     OptionSpec,
     ReceiptMode,
     ReceiptSink,
     SendPattern,
-    ThrottledError,
-    TransientError,
-    WebhookError,
-    WebhookRequest,
-)
-from mta.contract import (
-    ApiStatus,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
     SmsResult,
     SmsSendRequest,
+    ThrottledError,
+    TransientError,
+    WebhookError,
+    WebhookRequest,
 )
 from mta.smpp.coding import CodingError, LongMode, encode_parts
 from mta.smpp.pdu import (

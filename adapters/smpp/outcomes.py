@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mta.contract import REASON_RETRY, REASON_SENDER, ApiStatus, SmsMessage, SmsResult
+from mta.sdk import REASON_RETRY, REASON_SENDER, ApiStatus, SmsMessage, SmsResult
 from mta.smpp.pdu import CommandStatus, QuerySmResp, SubmitSm
 from mta.smpp.receipt import MessageState, api_status, stat_name
 

@@ -40,8 +40,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
-from mta.adapter import ReceiptSink
-from mta.contract import ApiStatus, SmsResult
+from mta.sdk import ApiStatus, ReceiptSink, SmsResult
 from mta.smpp.pdu import CommandStatus, DataSm, DeliverSm, Pdu, response_for
 from mta.smpp.receipt import IdBase, Receipt, api_status, id_twins, normalise_id, parse_receipt
 

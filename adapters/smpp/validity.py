@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from datetime import tzinfo
 
-from mta.contract import seconds_until
+from mta.sdk import seconds_until
 
 #: Shortest and longest relative validity we write, in seconds (module docstring).
 MIN_S = 1
