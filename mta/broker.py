@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from tenacity import (
     AsyncRetrying,
@@ -17,27 +15,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from mta.outage import is_outage
 from mta.topology import Topology
 
 log = logging.getLogger(__name__)
-
-#: Errors after which a publish is worth retrying (the robust connection reconnects meanwhile).
-PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-    ConnectionError,
-    asyncio.TimeoutError,
-    RuntimeError,  # aio-pika raises it for a closed channel while it reconnects
-)
-
-
-def _retryable(exc: BaseException) -> bool:
-    """Outages and nacks are retried; an unroutable (returned) message is not."""
-    if isinstance(exc, aiormq.exceptions.PublishError):
-        return False
-    return isinstance(exc, (*PUBLISH_ERRORS, aiormq.exceptions.DeliveryError))
-
 
 class Broker:
     """One robust connection, a confirming publish channel, and the declared exchanges."""
@@ -80,7 +61,8 @@ class Broker:
         message_id: str | None = None,
         mandatory: bool = True,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm; retry through outages."""
+        """Publish persistently and wait for the broker's confirm; retry through outages (for at
+        most ``retry_for_s``; what is an outage is :func:`mta.outage.is_outage`'s call)."""
         message = aio_pika.Message(
             body,
             headers=dict(headers) if headers else None,
@@ -95,11 +77,11 @@ class Broker:
             )
             return
         except Exception as exc:
-            if not _retryable(exc):
+            if not is_outage(exc):
                 raise
             log.warning("publish to %r failed (%s); retrying", exchange, exc)
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(is_outage),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
             stop=stop_after_delay(self.retry_for_s),
             reraise=True,

@@ -145,6 +145,11 @@ def unpack_result(raw: bytes) -> SmsResult:
     return SmsResult(**doc)
 
 
+#: A result's partnerDetail is cut to this many characters (a partner may answer with a whole
+#: page), so report bodies stay bounded.
+MAX_DETAIL = 1000
+
+
 def with_note(detail: str, note: str) -> str:
     """A result's partnerDetail with what the MTA says of the Send first (the fallback sender
     it went with, the failover account), then the partner's own detail."""

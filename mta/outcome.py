@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mta.contract import (
+    MAX_DETAIL,
     ApiStatus,
     ReportResult,
     SmsResult,
@@ -29,10 +30,8 @@ from mta.contract import (
 )
 from mta.store import MARK_DONE, MARK_RETRY, pack_pending
 
-__all__ = ["MAX_DETAIL", "BatchPass", "Limits", "OutgoingMessage"]
+__all__ = ["BatchPass", "Limits", "OutgoingMessage"]
 
-#: partnerDetail is cut to this many characters (a partner may answer with a whole page).
-MAX_DETAIL = 1000
 _OK = ApiStatus.OK
 _FAIL = ApiStatus.FAIL
 _FINAL = frozenset(status for status in ApiStatus if status.final)

@@ -35,6 +35,7 @@ from mta.adapter import (
 from mta.broker import Broker
 from mta.config import Settings
 from mta.contract import (
+    MAX_DETAIL,
     ApiStatus,
     ReportResult,
     SmsReportRequest,
@@ -49,8 +50,6 @@ from mta.store import Claim, Pending, Store
 log = logging.getLogger(__name__)
 
 IDLE_S = 0.2
-#: partnerDetail is cut to this many characters (a partner may answer with a whole page).
-MAX_DETAIL = 1000
 
 
 class Reporter:
@@ -69,6 +68,13 @@ class Reporter:
         self.stats: dict[str, int] = defaultdict(int)
         self.first_ms = int(settings.poll_first_s * 1000)
         self.max_ms = int(settings.poll_max_s * 1000)
+        #: Accounts whose partner pushes receipts: their pending messages are in the partner
+        #: index, a receipt may make them due at any time, and spent receipts are dropped.
+        self.pushes = frozenset(
+            name
+            for name, runtime in registry.by_name.items()
+            if runtime.meta.receipts != ReceiptMode.PULL
+        )
         # Metrics are counted per round, only when this process serves them.
         self._metrics = bool(settings.metrics_listen)
         self._m = metrics.Children()
@@ -135,7 +141,7 @@ class Reporter:
         )
         finals: dict[str, ReportResult] = {}
         waits: list[tuple[str, int, str]] = []
-        pushes = self._pushes()
+        pushes = self.pushes
         for mid, record in records.items():
             answer = answers.get(f"{record.account}\x00{record.partner_id}")
             status = answer.apiStatus if answer is not None else ApiStatus.WAITING
@@ -194,22 +200,12 @@ class Reporter:
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
 
-    def _pushes(self) -> frozenset[str]:
-        """Names of the accounts whose partner pushes receipts (their pending messages are in
-        the partner index, and may be made due by a receipt at any time)."""
-        return frozenset(
-            name
-            for name, runtime in self.registry.by_name.items()
-            if runtime.meta.receipts != ReceiptMode.PULL
-        )
-
     async def _drop_receipts(self, records: dict[str, Pending], finals: dict[str, Any]) -> None:
         """Pushed receipts that produced a final are spent (their TTL covers any left over)."""
         spent: dict[str, list[str]] = defaultdict(list)
         for mid in finals:
             record = records[mid]
-            runtime = self.registry.by_name.get(record.account)
-            if runtime is not None and runtime.meta.receipts != ReceiptMode.PULL:
+            if record.account in self.pushes:
                 spent[record.account].append(record.partner_id)
         for account, partner_ids in spent.items():
             await self.store.drop_receipts(account, partner_ids)

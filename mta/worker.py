@@ -209,14 +209,13 @@ class Worker:
                 extra={"batch_id": batch_id},
             )
             reason = self.registry.scrub(f"worker error: {type(exc).__name__}: {exc}")
-            await self._dead(message, reason[:1000])
+            await self._dead(message, batch_id, reason[:1000])
             self._m.inc(metrics.DEAD_LETTERS, "worker_error")
 
-    async def _dead(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _dead(self, message: AbstractIncomingMessage, batch_id: str, reason: str) -> None:
         headers = {k: v for k, v in (message.headers or {}).items() if k not in INTERNAL_HEADERS}
         headers[HEADER_DEAD_REASON] = reason
         headers.setdefault(HEADER_ORIGINAL_KEY, message.routing_key or "")
-        batch_id = batch_id_of(message.message_id, message.body)
         await self._infra("keep markers", lambda: self.store.keep_markers(batch_id))
         await self._infra(
             "dead-letter",
@@ -251,7 +250,7 @@ class Worker:
                 self.topology.dead_queue,
                 extra={"batch_id": batch_id},
             )
-            await self._dead(message, str(exc))
+            await self._dead(message, batch_id, str(exc))
             self.stats["refused"] += 1
             self._m.inc(metrics.DEAD_LETTERS, "forged" if isinstance(exc, Forged) else "refused")
             return
