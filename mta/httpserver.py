@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -59,6 +58,7 @@ from mta.adapter import ReceiptMode, WebhookError, WebhookRequest
 from mta.broker import Broker
 from mta.config import Settings
 from mta.contract import SmsResult, pack_result
+from mta.loglimit import LogLimiter
 from mta.registry import Registry
 from mta.store import Store
 
@@ -106,15 +106,12 @@ class ThrottledLog:
     def __init__(self, logger: logging.Logger, every_s: float = LOG_EVERY_S) -> None:
         self.logger = logger
         self.every_s = every_s
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._limiter = LogLimiter(burst=1, window_s=every_s)
 
     def log(self, level: int, key: tuple[str, str], msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        last, skipped = self._last.get(key, (-self.every_s, 0))
-        if now - last < self.every_s:
-            self._last[key] = (last, skipped + 1)
+        skipped = self._limiter.allow("\x00".join(key))
+        if skipped is None:
             return
-        self._last[key] = (now, 0)
         if skipped:
             msg += " (%d similar line(s) skipped in the last %.0f s)"
             args = (*args, skipped, self.every_s)

@@ -601,7 +601,7 @@ def test_limits_are_flags_of_the_command_and_bad_ones_usage_errors() -> None:
 
 
 def test_connection_caps_and_log_limiter() -> None:
-    from mta.smpp.guard import LogLimiter
+    from mta.loglimit import LogLimiter
     from mta.smppserver import ConnectionCaps, SmppLimits
 
     caps = ConnectionCaps(max_total=3, max_per_ip=2)

@@ -4,7 +4,7 @@ and the ``mta smpp-server`` front.
 Modules: :mod:`~mta.smpp.pdu` (the struct-based codec), :mod:`~mta.smpp.coding` (text ↔
 short_message, long messages, reassembly), :mod:`~mta.smpp.receipt` (delivery receipts, states,
 message id bases), :mod:`~mta.smpp.session` (framing, window, timers over asyncio streams).
-:mod:`~mta.smpp.guard` (the log-flood limiter of sessions and the server). The ``mta
+:mod:`mta.loglimit` (the log-flood limiter of sessions and the server). The ``mta
 smpp-server`` front itself (binds, submits, micro-batches, receipts) is the package
 :mod:`mta.smppserver`.
 

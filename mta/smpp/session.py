@@ -43,8 +43,8 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from mta.loglimit import LogLimiter
 from mta.smpp.constants import RESPONSE_BIT
-from mta.smpp.guard import LogLimiter
 from mta.smpp.pdu import (
     HEADER,
     MAX_SEQUENCE,

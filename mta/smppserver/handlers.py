@@ -36,9 +36,9 @@ from mta import metrics, outbox
 from mta.broker import Broker
 from mta.config import SmppClient
 from mta.contract import ApiStatus, ReportResult, SmsType, encode_report
+from mta.loglimit import LogLimiter
 from mta.smpp import pdu as P
 from mta.smpp.constants import RESPONSE_BIT
-from mta.smpp.guard import LogLimiter
 from mta.smpp.receipt import MessageState
 from mta.smpp.session import Session, SessionClosed
 from mta.smppserver.auth import BindLimiter, ClientDirectory, SmppLimits

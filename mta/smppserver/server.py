@@ -25,7 +25,7 @@ from typing import Any, Final
 from mta import metrics
 from mta.broker import Broker
 from mta.config import Settings, SmppClient
-from mta.smpp.guard import LogLimiter
+from mta.loglimit import LogLimiter
 from mta.smpp.session import Session, SessionClosed
 from mta.smppserver.auth import BindLimiter, ClientDirectory, SmppLimits
 from mta.smppserver.batcher import SubmitBatcher

@@ -1,9 +1,8 @@
-"""A log-flood limiter shared by SMPP sessions (both directions) and the server front.
+"""A log-flood limiter: at most so many lines of one kind per window, whatever peers send.
 
 :class:`LogLimiter` lets at most *burst* warnings of one kind through per window; the next
 allowed one says how many were suppressed. It only decides (no loop), with an injectable
-clock. The server front's own abuse controls (binds, connections) are in
-:mod:`mta.smppserver.auth` and :mod:`mta.smppserver.server`.
+clock. SMPP sessions (both directions), the SMPP server and ``mta http``'s webhooks use it.
 """
 
 from __future__ import annotations
