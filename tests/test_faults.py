@@ -246,3 +246,39 @@ async def test_workers_and_reporters_killed_at_random_moments(
     statuses = Counter(orjson.loads(b[0])["partnerStatus"] for b in ledger.bodies.values())
     if policy == "resubmit":
         assert "UNKNOWN" not in statuses
+
+
+async def test_reporters_killed_while_receipts_are_pushed(
+    env: Env, procs: list[Proc], ledger: Ledger  # noqa: F811
+) -> None:
+    """Pushed receipts make their message due through the partner index; reporters killed -9
+    mid-round leave their leases to expire, and a receipt that lands on a leased message is
+    kept for the next round. Every message still gets its one final (the partner — the
+    simulator in the worker — pushes each receipt once, so a lost one would never come)."""
+    env.accounts(sim_accounts(latency=20, delay=0.3) + "push_receipts = true\n")
+    await ledger.follow(env.settings.amqp_url, env.topology)
+    batches, expected = make_batches(env.prefix, N // 2)
+    extra: dict[str, Any] = {"MTA_LEASE_S": "2", "MTA_POLL_FIRST_S": "30", "MTA_POLL_MAX_S": "60"}
+    await spawn(env, procs, "worker", **extra)
+    reporters = [await spawn(env, procs, "reporter", **extra) for _ in range(2)]
+    publishing = asyncio.create_task(publish_all(env.settings.amqp_url, env.topology, batches))
+    rng = random.Random("push")
+    for _ in range(3):
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
+        n = rng.randrange(len(reporters))
+        reporters[n].proc.send_signal(signal.SIGKILL)
+        await reporters[n].wait_exit(10)
+        reporters[n] = await spawn(env, procs, "reporter", **extra)
+    await publishing
+    # With the first poll 30 s away, finals this soon came from the pushes.
+    await ledger.wait(expected, timeout=25)
+    check_finals_once_or_copies(ledger, expected)
+
+
+def check_finals_once_or_copies(ledger: Ledger, expected: set[str]) -> None:
+    """Every message has a final; a second one is only the outbox's byte-identical copy."""
+    assert set(ledger.finals) == expected, "every message has a final"
+    for mid in ledger.doubles(ledger.finals):
+        copies = ledger.bodies[mid]
+        finals = [c for c in copies if orjson.loads(c)["apiStatus"] != "OK"]
+        assert len(set(finals)) == 1, f"{mid}: different finals {finals}"
