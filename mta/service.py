@@ -55,7 +55,6 @@ class Service:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.store = Store.connect(self.settings.redis_url, self.settings.prefix)
         self.broker = Broker(self.settings.amqp_url, Topology(self.settings.prefix))
 
     async def start(self) -> None:
@@ -63,6 +62,7 @@ class Service:
             host, port = parse_listen(self.settings.metrics_listen)
             self.metrics = MetricsServer(host, port, self.problems)
             await self.metrics.start()
+        self.store = await Store.open(self.settings.redis_url, self.settings.prefix)
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
         self.registry.bind_store(self.store)
@@ -107,6 +107,8 @@ class Service:
         """What keeps this process from being ready (empty: Redis answers, RabbitMQ is open)."""
         found = []
         try:
+            if "store" not in self.__dict__:  # start() has not connected yet
+                raise ConnectionError("not connected")
             await asyncio.wait_for(self.store.r.ping(), timeout=2)
         except Exception as exc:
             found.append(f"redis: {type(exc).__name__}")
@@ -129,7 +131,8 @@ class Service:
             await self.reporter.stop()
         await self.registry.close()
         await self.broker.close()
-        await self.store.close()
+        if "store" in self.__dict__:
+            await self.store.close()
         if self.metrics is not None:
             await self.metrics.stop()
 

@@ -155,6 +155,11 @@ class Store:
         )
         return cls(aioredis.Redis(connection_pool=pool), prefix)
 
+    @classmethod
+    async def open(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
+        """Connect to the Redis that ``url`` names (a single node, or any node of a cluster)."""
+        return cls.connect(url, prefix, max_connections)
+
     async def close(self) -> None:
         await self.r.aclose()
 
