@@ -30,6 +30,7 @@ import orjson
 
 from mta.broker import Broker
 from mta.config import Settings
+from mta.smsc_sink import SinkProcess, receipt_due
 from mta.store import Store
 from mta.topology import LANE_BULK, Topology
 
@@ -48,6 +49,20 @@ seed = "bench"
 push_receipts = {push}
 """
 
+SMPP_ACCOUNTS = """[[account]]
+id = 0
+name = "bench"
+adapter = "smpp"
+default = true
+[account.options]
+host = "127.0.0.1"
+port = {port}
+system_id = "bench"
+password = "bench"
+binds = {binds}
+window = {window}
+"""
+
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -64,6 +79,14 @@ class BenchConfig:
     stall_s: float = 60.0
     push: bool = False  # the simulator pushes its finals (receipts) instead of answering polls
     metrics: bool = False  # the processes count and serve metrics (MTA_METRICS_LISTEN)
+    partner: str = "simulator"  # or "smpp": the smpp adapter against mta.smsc_sink
+    binds: int = 2  # smpp: sessions of the account
+    smpp_window: int = 50  # smpp: unanswered submit_sm per session
+
+    @property
+    def pushes(self) -> bool:
+        """Finals come as pushed receipts (SMPP deliver_sm, or the simulator's --push)."""
+        return self.push or self.partner == "smpp"
 
 
 def _proc_cpu(pid: int) -> float:
@@ -134,6 +157,7 @@ class _Follow:
     final_lat: list[float] = field(default_factory=list)
     receipt_lat: list[float] = field(default_factory=list)
     report_delay_s: float = 0.0
+    receipt_time: Any = None  # (partnerMessageId, delay s) → epoch s the partner knew it
     first_ok: float = 0.0
     last_ok: float = 0.0
     first_final: float = 0.0
@@ -167,7 +191,7 @@ class _Follow:
                 if sent is not None:
                     lat.append(now - sent)
                 if not is_ok:
-                    known = _receipt_time(result["partnerMessageId"], self.report_delay_s)
+                    known = self.receipt_time(result["partnerMessageId"], self.report_delay_s)
                     if known is not None:
                         self.receipt_lat.append(wall - known)
         if is_ok:
@@ -186,10 +210,13 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     tmp = Path(tempfile.mkdtemp(prefix="mta-bench-"))
     accounts = tmp / "accounts.toml"
-    accounts.write_text(
-        ACCOUNTS.format(delay=config.report_delay_s, push=str(config.push).lower()),
-        encoding="utf-8",
-    )
+    sink: SinkProcess | None = None
+    if config.partner == "smpp":
+        sink = await SinkProcess.start(config.report_delay_s)
+        text = SMPP_ACCOUNTS.format(port=sink.port, binds=config.binds, window=config.smpp_window)
+    else:
+        text = ACCOUNTS.format(delay=config.report_delay_s, push=str(config.push).lower())
+    accounts.write_text(text, encoding="utf-8")
     settings = replace(settings, prefix=prefix, accounts=str(accounts))
     topology = Topology(prefix)
     broker = Broker(settings.amqp_url, topology)
@@ -201,7 +228,7 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     # Metrics on: each process serves them on a free port (counting is what costs; a scrape
     # every 15 s costs nothing measurable). Off: not even an inherited MTA_METRICS_LISTEN.
     env["MTA_METRICS_LISTEN"] = "127.0.0.1:0" if config.metrics else ""
-    if config.push:  # the default polls (10 s, then backing off): receipts must not wait for them
+    if config.pushes:  # the default polls (10 s, then backing off): receipts must not wait for them
         env.update(MTA_POLL_FIRST_S="10", MTA_POLL_MAX_S="300")
     procs: list[asyncio.subprocess.Process] = []
     roles: list[str] = []
@@ -214,8 +241,13 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
                 ))
                 roles.append(role)
         await _wait_ready(tmp / "processes.log", len(procs))
-        return await _measure(settings, config, broker, store, procs, roles)
+        result = await _measure(settings, config, broker, store, procs, roles, sink)
+        if sink is not None:
+            return replace(result, smsc=_smsc_figures(await sink.stop(), result))
+        return result
     finally:
+        if sink is not None and sink.proc.returncode is None:
+            sink.proc.kill()
         for proc in procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -247,10 +279,11 @@ async def _wait_ready(log: Path, roles: int) -> None:
 
 async def _measure(
     settings: Settings, config: BenchConfig, broker: Broker, store: Store,
-    procs: list[asyncio.subprocess.Process], roles: list[str],
+    procs: list[asyncio.subprocess.Process], roles: list[str], sink: SinkProcess | None,
 ) -> BenchResult:
     total = config.total - config.total % config.batch or config.batch
-    follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s)
+    follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s,
+                     receipt_time=receipt_due if sink else _receipt_time)
     connection = await aio_pika.connect_robust(settings.amqp_url)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=1000)
@@ -263,6 +296,7 @@ async def _measure(
 
     await queue.consume(on_report, no_ack=True)
     cpu0 = {p.pid: _proc_cpu(p.pid) for p in procs}
+    sink_cpu0 = _proc_cpu(sink.proc.pid) if sink else 0.0
     machine0 = _machine_cpu()
     services = _service_pids()
     services0 = {name: _cpu_of(pids) for name, pids in services.items()}
@@ -275,7 +309,7 @@ async def _measure(
             for p in procs:
                 with contextlib.suppress(OSError):
                     rss[p.pid].append(_proc_rss_mb(p.pid))
-            count, size = await store.pending_footprint(["bench"] if config.push else [])
+            count, size = await store.pending_footprint(["bench"] if config.pushes else [])
             if count > 1000:
                 pending_samples.append((count, size))
 
@@ -315,6 +349,7 @@ async def _measure(
     ended = time.monotonic()
     sampler.cancel()
     cpu_each = {p.pid: _proc_cpu(p.pid) - cpu0[p.pid] for p in procs}
+    sink_cpu = _proc_cpu(sink.proc.pid) - sink_cpu0 if sink else 0.0
     cpu = sum(cpu_each.values())
     machine = _machine_cpu() - machine0
     service_cpu = {name: _cpu_of(pids) - services0[name] for name, pids in services.items()}
@@ -348,7 +383,24 @@ async def _measure(
                            rss[p.pid][-1])
             for p, role in zip(procs, roles, strict=True)
         ],
+        smsc={"cpu_s": sink_cpu} if sink else None,
+        started_wall=time.time() - (time.monotonic() - started),
     )
+
+
+def _smsc_figures(counters: dict[str, Any], result: BenchResult) -> dict[str, Any]:
+    """The SMSC sink's figures: submit_sm/s between the first and last submit it saw."""
+    first, last = counters.get("first_submit", 0.0), counters.get("last_submit", 0.0)
+    submits = int(counters.get("submits", 0))
+    return {
+        "submit_sm": submits,
+        "submit_sm_s": submits / max(1e-9, last - first),
+        "submit_sm_s_from_publish": submits / max(1e-9, last - result.started_wall),
+        "receipts": int(counters.get("receipts", 0)),
+        "receipt_resps": int(counters.get("receipt_resps", 0)),
+        "receipt_errors": int(counters.get("receipt_errors", 0)),
+        "cpu_s": (result.smsc or {}).get("cpu_s", 0.0),
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -390,6 +442,9 @@ class BenchResult:
     peak_pending: int
     wall_s: float
     processes: list[ProcessFigures]
+    #: smpp: the SMSC sink's counters and CPU (None with the simulator)
+    smsc: dict[str, Any] | None = None
+    started_wall: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -405,8 +460,11 @@ class BenchResult:
                 "reporters": self.config.reporters,
                 "report_delay_s": self.config.report_delay_s,
                 "rate": self.config.rate,
-                "receipts": "pushed" if self.config.push else "polled",
+                "receipts": "pushed" if self.config.pushes else "polled",
                 "metrics": self.config.metrics,
+                "partner": self.config.partner,
+                **({"binds": self.config.binds, "window": self.config.smpp_window}
+                   if self.smsc is not None else {}),
             },
             "publish_msg_s": self.publish_msg_s,
             "adapter_ok_msg_s": self.adapter_ok_msg_s,
@@ -425,10 +483,12 @@ class BenchResult:
                     "role": p.role,
                     "pid": p.pid,
                     "cpu_s": p.cpu_s,
+                    "cpu_us_per_msg": p.cpu_s / max(1, self.finals) * 1e6,
                     "rss_mb": {"start": p.rss_start_mb, "max": p.rss_max_mb, "end": p.rss_end_mb},
                 }
                 for p in self.processes
             ],
+            **({"smsc": self.smsc} if self.smsc is not None else {}),
         }
 
     def text(self) -> str:
@@ -438,16 +498,19 @@ class BenchResult:
             value = self.latency_ms[name][q]
             return f"{float('nan') if value is None else value:8.1f}"
 
+        partner = ("simulator latency 0" if self.smsc is None else
+                   f"smpp ({config.binds} binds, window {config.smpp_window}) to mta.smsc_sink")
         lines = [
             f"mta bench: {self.messages:,} messages in batches of {config.batch}, "
-            f"{config.workers} worker(s), {config.reporters} reporter(s), simulator latency 0, "
+            f"{config.workers} worker(s), {config.reporters} reporter(s), {partner}, "
             f"report delay {config.report_delay_s:g} s, receipts "
-            f"{'pushed' if config.push else 'polled'}"
+            f"{'pushed' if config.pushes else 'polled'}"
             + (f", paced at {config.rate:,.0f} msg/s" if config.rate > 0 else ", unpaced")
             + f", metrics {'on' if config.metrics else 'off'}",
             f"  publish (confirms)       {self.publish_msg_s:>10,.0f} msg/s",
             f"  into the adapter (OK)    {self.adapter_ok_msg_s:>10,.0f} msg/s"
             f"   ({self.ok:,} OK)",
+            *self._smsc_lines(),
             f"  finals out               {self.finals_msg_s:>10,.0f}"
             f" msg/s   ({self.finals:,} finals{'' if self.complete else ', INCOMPLETE'})",
             f"  finals, steady window    {self.finals_steady_msg_s:>10,.0f} msg/s",
@@ -465,12 +528,25 @@ class BenchResult:
             *(f"  CPU, local {name:<13} {value:>10.3f} s per 1,000 messages"
               for name, value in self.cpu_s_per_1000.items() if name not in ("mta", "machine")),
             f"  Redis per pending msg    {self.redis_bytes_per_pending:>10.0f} bytes (pending hash"
-            f" + due + lease{' + partner index' if config.push else ''}, "
+            f" + due + lease{' + partner index' if config.pushes else ''}, "
             f"at up to {self.peak_pending:,} pending)",
             f"  wall time                {self.wall_s:>10.1f} s",
         ]
         for p in self.processes:
-            lines.append(f"  {p.role:<8} pid {p.pid:<7} CPU {p.cpu_s:6.1f} s  "
+            lines.append(f"  {p.role:<8} pid {p.pid:<7} CPU {p.cpu_s:6.1f} s "
+                         f"{p.cpu_s / max(1, self.finals) * 1e6:6.1f} µs/msg  "
                          f"RSS start {p.rss_start_mb:6.1f} MB  max {p.rss_max_mb:6.1f} MB  "
                          f"end {p.rss_end_mb:6.1f} MB")
         return "\n".join(lines)
+
+    def _smsc_lines(self) -> list[str]:
+        s = self.smsc
+        if s is None:
+            return []
+        return [
+            f"  at the SMSC (submit_sm)  {s['submit_sm_s']:>10,.0f} msg/s   ({s['submit_sm']:,}"
+            f" submit_sm; {s['submit_sm_s_from_publish']:,.0f}/s from the first publish)",
+            f"  receipts sent / acked    {s['receipts']:>10,} / {s['receipt_resps']:,}"
+            f" ({s['receipt_errors']:,} answered with an error)",
+            f"  SMSC sink CPU            {s['cpu_s']:>10.1f} s (not counted as MTA)",
+        ]

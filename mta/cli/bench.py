@@ -46,6 +46,19 @@ from mta.config import Settings
     "(MTA_METRICS_LISTEN on a free port): run both ways to see what metrics cost.",
 )
 @click.option(
+    "--partner",
+    type=click.Choice(["simulator", "smpp"]),
+    default="simulator",
+    show_default=True,
+    help="simulator, or smpp: the smpp adapter against an SMSC sink in a child process "
+    "(mta.smsc_sink) that answers every submit_sm and sends a receipt for each "
+    "--report-delay-s later.",
+)
+@click.option("--binds", default=2, show_default=True, help="smpp: sessions of the account.")
+@click.option(
+    "--smpp-window", default=50, show_default=True, help="smpp: window of each session."
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -61,11 +74,15 @@ def bench(
     rate: float,
     push: bool,
     metrics: bool,
+    partner: str,
+    binds: int,
+    smpp_window: int,
     as_json: bool,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
 
-    Starts its own worker(s) and reporter(s) on a fresh prefix with the simulator (latency 0),
+    Starts its own worker(s) and reporter(s) on a fresh prefix with the simulator (latency 0)
+    or, with --partner smpp, the smpp adapter against a local SMSC sink with receipts;
     prints publish rate, messages/s into the adapter, finals/s, latencies, CPU per 1,000
     messages and Redis bytes per pending message, then cleans up. A benchmark, not a test.
     """
@@ -81,6 +98,9 @@ def bench(
         rate=rate,
         push=push,
         metrics=metrics,
+        partner=partner,
+        binds=binds,
+        smpp_window=smpp_window,
     )
     result = _run(run_bench(settings, config))
     click.echo(orjson.dumps(result.as_dict()).decode() if as_json else result.text())
