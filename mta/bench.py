@@ -221,7 +221,7 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     topology = Topology(prefix)
     broker = Broker(settings.amqp_url, topology)
     await broker.connect(name="mta bench")
-    store = await Store.open(settings.redis_url, prefix)
+    store = await Store.open(settings.redis_url, prefix, shards=settings.shards)
     env = dict(os.environ, MTA_PREFIX=prefix, MTA_ACCOUNTS=str(accounts),
                MTA_AMQP_URL=settings.amqp_url, MTA_REDIS_URL=settings.redis_url,
                MTA_POLL_FIRST_S=str(max(0.2, config.report_delay_s)), MTA_POLL_MAX_S="2")

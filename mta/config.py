@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mta.adapter import AdapterMeta
+from mta.store.keys import DEFAULT_SHARDS, MAX_SHARDS
 
 MASK = "****"
 
@@ -63,12 +64,25 @@ class Settings:
     """Process settings; each field has an ``MTA_*`` variable and a flag (see ``mta --help``),
     both declared here with :func:`setting`."""
 
-    amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "MTA_AMQP_URL", "RabbitMQ URL.")
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "MTA_REDIS_URL", "Redis URL.")
+    amqp_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "MTA_AMQP_URL",
+        "RabbitMQ URL; a cluster's nodes as several URLs, comma-separated.",
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "MTA_REDIS_URL",
+        "Redis URL: one node, any node of a Redis Cluster, or redis+sentinel://.",
+    )
+    shards: int = setting(
+        DEFAULT_SHARDS,
+        "MTA_SHARDS",
+        "Shards (hash tags) the Redis state is spread over; the same in every process.",
+    )
     prefix: str = setting(
         "mta",
         "MTA_PREFIX",
-        "Names every exchange, queue and Redis key (mta.send, {mta}:pending, ...).",
+        "Names every exchange, queue and Redis key (mta.send, {mta:0}:pending, ...).",
     )
     accounts: str = setting("accounts.toml", "MTA_ACCOUNTS", "Accounts file (TOML).")
     timezone: str = setting(
@@ -190,6 +204,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{var(name)}: must be positive (at least 1)")
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"{var('shards')}: must be between 1 and {MAX_SHARDS}")
         if self.poll_max_s < self.poll_first_s:
             raise ConfigError(f"{var('poll_max_s')}: must not be below {var('poll_first_s')}")
         if self.metrics_listen:

@@ -216,20 +216,13 @@ class Children:
 
 async def sample_state(store: Store, now_ms: int) -> None:
     """Set the Redis state gauges from one pipeline (HLEN/ZCARD/ZCOUNT: O(1) or O(log n))."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hlen(store.k_pending)
-    pipe.zcard(store.k_due)
-    pipe.zcount(store.k_due, "-inf", now_ms)
-    pipe.zcard(store.k_lease)
-    pipe.zcard(store.k_held)
-    pipe.hlen(store.k_outbox)
-    pending, due, due_now, leased, held, outbox = await pipe.execute()
-    PENDING.set(pending)
-    DUE.set(due)
-    DUE_NOW.set(due_now)
-    LEASED.set(leased)
-    HELD.set(held)
-    OUTBOX.set(outbox)
+    counts = await store.counts(due_by_ms=now_ms)
+    PENDING.set(counts["pending"])
+    DUE.set(counts["due"])
+    DUE_NOW.set(counts["due_now"])
+    LEASED.set(counts["leased"])
+    HELD.set(counts["held"])
+    OUTBOX.set(counts["outbox"])
     SAMPLED_AT.set(now_ms / 1000)
 
 

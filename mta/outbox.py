@@ -18,6 +18,7 @@ from mta.contract import ReportResult, encode_report
 from mta.loops import repeat
 from mta.outage import until_back
 from mta.store import Store
+from mta.store.keys import outbox_entry_name, shard_of_message
 from mta.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -36,23 +37,26 @@ def entry(routing_key: str, body: bytes) -> bytes:
 
 
 def entries(
-    topology: Topology, writer: str, *results: Iterable[ReportResult]
+    store: Store, topology: Topology, writer: str, *results: Iterable[ReportResult]
 ) -> dict[str, bytes]:
-    """Outbox entries for results: one report message per (accountId, apiStatus), so its
-    routing key is true for each result, split into bodies of at most :data:`MAX_RESULTS`."""
-    groups: dict[tuple[int, str], list[ReportResult]] = defaultdict(list)
+    """Outbox entries for results: one report message per (store shard, accountId,
+    apiStatus), so it is written with its messages' other state and its routing key is true
+    for each result, split into bodies of at most :data:`MAX_RESULTS`."""
+    groups: dict[tuple[int, int, str], list[ReportResult]] = defaultdict(list)
+    n = store.n
     for some in results:
         for result in some:
-            groups[(result.accountId, result.apiStatus)].append(result)
+            shard = shard_of_message(result.messageId, n)
+            groups[(shard, result.accountId, result.apiStatus)].append(result)
     if not groups:
         return {}
     token = os.urandom(8).hex()
     out: dict[str, bytes] = {}
-    for (account_id, status), members in groups.items():
+    for (shard, account_id, status), members in groups.items():
         key = topology.report_key(account_id, status)
         for start in range(0, len(members), MAX_RESULTS):
             body = encode_report("", members[start : start + MAX_RESULTS])
-            out[f"{writer}:{token}:{len(out)}"] = entry(key, body)
+            out[outbox_entry_name(writer, token, shard, len(out))] = entry(key, body)
     return out
 
 

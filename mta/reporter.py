@@ -88,8 +88,9 @@ class Reporter:
             )
         )
         log.info(
-            "reporter polling %s with %d loop(s)",
-            self.store.k_due,
+            "reporter polling %d shard(s) of prefix %r with %d loop(s)",
+            self.store.n,
+            self.store.prefix,
             self.settings.report_concurrency,
         )
 
@@ -140,8 +141,7 @@ class Reporter:
             )
         )
         finals: dict[str, ReportResult] = {}
-        waits: list[tuple[str, int, str]] = []
-        pushes = self.pushes
+        waits: list[tuple[str, int]] = []
         for mid, record in records.items():
             answer = answers.get(f"{record.account}\x00{record.partner_id}")
             status = answer.apiStatus if answer is not None else ApiStatus.WAITING
@@ -165,30 +165,10 @@ class Reporter:
             else:
                 age = now_ms - record.submitted_ms
                 step = min(max(age, self.first_ms), self.max_ms)
-                # A receipt pushed while this round ran makes the message due at once.
-                receipt = (
-                    self.store.receipt_key(record.account, record.partner_id)
-                    if record.account in pushes
-                    else ""
-                )
-                waits.append((mid, min(now_ms + step, record.deadline_ms), receipt))
-        while True:
-            entries = outbox.entries(self.topology, "r", finals.values())
-            partners = [
-                (records[mid].account, records[mid].partner_id)
-                for mid in finals
-                if records[mid].account in pushes
-            ]
-            lost = await self.store.finish(claim.token, list(finals), waits, entries, partners)
-            if not lost:
-                break
-            log.warning(
-                "%d claim(s) expired before their finals were committed; another "
-                "reporter owns them now",
-                len(lost),
-            )
-            for mid in lost:
-                finals.pop(mid, None)
+                # A receipt pushed while this round ran makes the message due at once (the
+                # store's commit knows: the push marked it).
+                waits.append((mid, min(now_ms + step, record.deadline_ms)))
+        entries = await self._commit(claim.token, finals, waits)
         await outbox.publish(self.store, self.broker, entries, self.stopping)
         if self._metrics and finals:
             tally: dict[tuple[str, str], int] = defaultdict(int)
@@ -199,6 +179,36 @@ class Reporter:
         await self._drop_receipts(records, finals)
         self.stats["finals"] += len(finals)
         self.stats["waiting"] += len(waits)
+
+    async def _commit(
+        self, token: int, finals: dict[str, ReportResult], waits: list[tuple[str, int]]
+    ) -> dict[str, bytes]:
+        """Commit the round shard by shard; a shard where a lease was lost commits again
+        without the lost finals (another reporter owns them now). Drops the lost ones from
+        ``finals``; returns the outbox entries committed."""
+        store = self.store
+        todo, todo_waits = dict(finals), waits
+        committed: dict[str, bytes] = {}
+        while True:
+            entries = outbox.entries(store, self.topology, "r", todo.values())
+            lost = await store.finish(token, list(todo), todo_waits, entries)
+            if not lost:
+                committed.update(entries)
+                return committed
+            log.warning(
+                "%d claim(s) expired before their finals were committed; another "
+                "reporter owns them now",
+                len(lost),
+            )
+            failed = {store.message_shard(mid).index for mid in lost}
+            committed.update(
+                {e: v for e, v in entries.items() if store.entry_shard(e) not in failed}
+            )
+            for mid in lost:
+                finals.pop(mid, None)
+                todo.pop(mid, None)
+            todo = {m: f for m, f in todo.items() if store.message_shard(m).index in failed}
+            todo_waits = [w for w in todo_waits if store.message_shard(w[0]).index in failed]
 
     async def _drop_receipts(self, records: dict[str, Pending], finals: dict[str, Any]) -> None:
         """Pushed receipts that produced a final are spent (their TTL covers any left over)."""

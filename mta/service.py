@@ -62,7 +62,9 @@ class Service:
             host, port = parse_listen(self.settings.metrics_listen)
             self.metrics = MetricsServer(host, port, self.problems)
             await self.metrics.start()
-        self.store = await Store.open(self.settings.redis_url, self.settings.prefix)
+        self.store = await Store.open(
+            self.settings.redis_url, self.settings.prefix, shards=self.settings.shards
+        )
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")
         self.registry.bind_store(self.store)

@@ -374,7 +374,7 @@ class Worker:
         if work.parked:
             await self._republish(work, work.parked, RETRY_TIERS_S[-1], work.attempt)
             self.stats["parked"] += len(work.parked)
-        entries = outbox.entries(self.topology, "w", work.oks, work.finals)
+        entries = outbox.entries(self.store, self.topology, "w", work.oks, work.finals)
         outcome = BatchRecord(
             markers=work.compact_markers(),
             pending=work.pending,

@@ -253,7 +253,7 @@ async def test_teardown_removes_queues_exchanges_and_keys(env: Env) -> None:
     try:
         await store.signing_key()  # one Redis key of the prefix
         await store.begin("some-batch", 2)  # and markers
-        assert [k async for k in store.r.scan_iter(match=f"{store.tag}:*")]
+        assert await store.keys()
         topology = Topology(env.prefix)
         code, out, err = await mta(env, "teardown")
         assert code == 1 and "--yes" in err
@@ -265,7 +265,7 @@ async def test_teardown_removes_queues_exchanges_and_keys(env: Env) -> None:
             assert not await _exists(env, "queue", name), name
         for name, _ in topology.exchanges():
             assert not await _exists(env, "exchange", name), name
-        assert [k async for k in store.r.scan_iter(match=f"{store.tag}:*")] == []
+        assert await store.keys() == []
         code, _, err = await mta(env, "teardown")
         assert code == 0 and "nothing of prefix" in err
     finally:

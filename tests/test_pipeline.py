@@ -200,7 +200,7 @@ async def test_start_time_holds_until_due_and_survives_restart(env: Env) -> None
     assert tail.results == []
     await env.stop(service)  # held messages live in Redis, not in the process
     # Time travel: make them due now instead of waiting for the next minute.
-    await store.r.zadd(store.k_held, {f"{mid}:0": 0, f"{mid}:1": 0})
+    await store.r.zadd(store.message_shard(f"{mid}:0").held, {f"{mid}:0": 0, f"{mid}:1": 0})
     await env.start("worker", "reporter")
     finals = await tail.wait_finals(2)
     assert {f["messageId"] for f in finals} == {f"{mid}:0", f"{mid}:1"}
@@ -234,7 +234,7 @@ async def test_expire_time_bounds_the_deadline(env: Env) -> None:
     await eventually(lambda: _counts(store, "pending", 1), what="pending record")
     from mta.store import Pending
 
-    record = Pending.unpack(await store.r.hget(store.k_pending, f"{mid}:0"))
+    record = Pending.unpack(await store.r.hget(store.message_shard(f"{mid}:0").pending, f"{mid}:0"))
     expected = int(datetime.strptime(expire, "%Y%m%d%H%M").replace(tzinfo=UTC).timestamp() * 1000)
     assert record.deadline_ms == expected
     await store.close()
@@ -347,7 +347,7 @@ async def test_killed_reporter_claims_come_back_after_lease(env: Env) -> None:
 
 
 async def _due_now(store: Any, n: int) -> bool:
-    return bool(await store.r.zcount(store.k_due, "-inf", int(time.time() * 1000)) >= n)
+    return bool((await store.counts(due_by_ms=int(time.time() * 1000)))["due_now"] >= n)
 
 
 async def test_outbox_recovery_publishes_a_dead_writers_reports(env: Env) -> None:
@@ -359,8 +359,9 @@ async def test_outbox_recovery_publishes_a_dead_writers_reports(env: Env) -> Non
             "results": [{"messageId": "x:0", "apiStatus": "DELIVERED", "accountId": 5}],
         }
     )
-    await store.r.hset(store.k_outbox, "r:dead:0", b"5.DELIVERED\n" + body)
-    await store.r.zadd(store.k_outbox_due, {"r:dead:0": 0})
+    keys = store.shards[store.entry_shard("r:dead:0")]
+    await store.r.hset(keys.outbox, "r:dead:0", b"5.DELIVERED\n" + body)
+    await store.r.zadd(keys.outbox_due, {"r:dead:0": 0})
     await env.start("reporter")
     await tail.wait(lambda t: len(t.results) == 1, timeout=10)
     assert tail.messages[0][0] == "5.DELIVERED"

@@ -102,7 +102,7 @@ async def outbox_message_ids(env: Env) -> set[str]:
     """Message ids of the report bodies still waiting in the Redis outbox."""
     store = await env.store()
     try:
-        values = await store.r.hvals(store.k_outbox)
+        values = [v for keys in store.shards for v in await store.r.hvals(keys.outbox)]
     finally:
         await store.close()
     ids: set[str] = set()
@@ -118,7 +118,7 @@ async def inflight_markers(env: Env) -> int:
     store = await env.store()
     try:
         n = 0
-        async for key in store.r.scan_iter(match=f"{store.tag}:m:*", count=1000):
+        for key in await store.keys("m:*"):
             n += sum(1 for v in (await store.r.hvals(key)) if v == b"i")
         return n
     finally:

@@ -107,30 +107,31 @@ async def test_a_receipt_pushed_while_the_message_is_leased_makes_it_due_at_once
 ) -> None:
     store = await env.store()
     mid, pid = "lease-b:0", "p-1"
-    await store.r.hset(store.k_pending, mid, b"[]")
-    await store.r.zadd(store.k_due, {mid: 0})
-    await store.r.hset(store.partner_index_key("push"), pid, mid)
+    keys = store.message_shard(mid)
+    await store.r.hset(keys.pending, mid, b"[]")
+    await store.r.zadd(keys.due, {mid: 0})
+    await store.r.hset(store.partner_index_key("push", pid), pid, mid)
     claim = await store.claim(10, 60_000)
     assert list(claim.records) == [mid]
     # The receipt arrives while a reporter holds the lease: the due index has no entry to move.
     await store.push_receipts(
         "push", {pid: pack_result(SmsResult(pid, apiStatus=ApiStatus.DELIVERED))}
     )
-    assert await store.r.zscore(store.k_due, mid) is None
+    assert await store.r.zscore(keys.due, mid) is None
     later = int(time.time() * 1000) + 30_000
-    lost = await store.finish(claim.token, [], [(mid, later, store.receipt_key("push", pid))], {})
+    lost = await store.finish(claim.token, [], [(mid, later)], {})
     assert lost == []
-    due = await store.r.zscore(store.k_due, mid)
+    due = await store.r.zscore(keys.due, mid)
     assert due is not None and due <= time.time() * 1000 + 10, "due now, not in 30 s"
     # Without a receipt, the next poll keeps its time.
     claim = await store.claim(10, 60_000)
-    await store.finish(claim.token, [], [(mid, later, store.receipt_key("push", "other"))], {})
-    assert await store.r.zscore(store.k_due, mid) == later
+    await store.finish(claim.token, [], [(mid, later)], {})
+    assert await store.r.zscore(keys.due, mid) == later
     await store.close()
 
 
 async def test_finals_take_their_partner_index_entries_with_them(env: Env) -> None:
     await run(env, after=0.2, batches=1)
     store = await env.store()
-    assert await store.r.hlen(store.partner_index_key("push")) == 0
+    assert not [k async for k in store.r.scan_iter(match=f"{{{env.prefix}:*}}:pidx:*")]
     await store.close()

@@ -223,7 +223,7 @@ async def _status(settings: Settings, as_json: bool) -> None:
     from mta.topology import Topology
 
     topology = Topology(settings.prefix)
-    store = await Store.open(settings.redis_url, settings.prefix)
+    store = await Store.open(settings.redis_url, settings.prefix, shards=settings.shards)
     connection = await aio_pika.connect(settings.amqp_url)
     queues: dict[str, int | None] = {}
     try:
@@ -270,7 +270,9 @@ async def _teardown(settings: Settings, yes: bool) -> None:
     from mta.topology import Topology
 
     topology = Topology(settings.prefix)
-    store = await Store.open(settings.redis_url, settings.prefix)
+    store = await Store.open(
+        settings.redis_url, settings.prefix, shards=settings.shards, check=False
+    )
     connection = await aio_pika.connect(
         settings.amqp_url, client_properties={"connection_name": "mta teardown"}
     )

@@ -379,7 +379,7 @@ async def _replay(
     from mta.store import Store
 
     topology = Topology(settings.prefix)
-    store = await Store.open(settings.redis_url, settings.prefix)
+    store = await Store.open(settings.redis_url, settings.prefix, shards=settings.shards)
     failed = False
     seen: set[str] = set()
     replayed = 0

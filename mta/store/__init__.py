@@ -1,9 +1,10 @@
 """Every Redis key and Lua script: batch markers, pending records, due index, leases, outbox.
 
-All keys of one prefix share the hash tag ``{<prefix>}``, so every script and MULTI touches one
-Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
+The state is sharded (:mod:`mta.store.keys`): each shard's keys share one hash tag ``T`` =
+``{<prefix>:<n>}`` (``{<prefix>}`` with one shard), so every script and MULTI touches one
+Redis Cluster slot; a batch and all it leads to live in the batch id's shard. Keys:
 
-``P:m:<batchId>``   hash  index → marker: ``i`` Send in flight (or, under the ``resubmit``
+``T:m:<batchId>``   hash  index → marker: ``i`` Send in flight (or, under the ``resubmit``
                             policy, taken by a worker), ``q`` taken by a worker whose Send has
                             not started (``fail`` policy only), ``o`` outcome recorded,
                             ``h`` held for its startTime, ``r`` handed to a delayed-retry queue,
@@ -12,19 +13,31 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
                             a batch handled in one pass costs one or two fields, not hundreds.
                             Expires ``DEDUP_TTL_S`` after the batch's last touch, or
                             ``DEAD_MARKERS_TTL_S`` after the worker dead-lettered it.
-``P:pending``       hash  messageId → packed record (:class:`Pending`) while a final is awaited.
-``P:due``           zset  messageId → next poll (epoch ms). Reporters claim from its head only,
+``T:pending``       hash  messageId → packed record (:class:`Pending`) while a final is awaited.
+``T:due``           zset  messageId → next poll (epoch ms). Reporters claim from its head only,
                             so polling cost grows with due messages, never with all pending.
-``P:lease``         zset  messageId → lease token (epoch µs of lease end, random low digits).
+``T:lease``         zset  messageId → lease token (epoch µs of lease end, random low digits).
                             Claimed messages live here; an expired lease goes back to ``due``.
-``P:held``          zset  messageId → startTime (epoch ms); ``P:held:data`` the message itself.
-``P:pidx:<account>``  hash  partnerId → messageId of the pending messages of an account whose
+``T:poked``         set   leased messages whose receipt was pushed during the lease.
+``T:held``          zset  messageId → startTime (epoch ms); ``T:held:data`` the message itself.
+``T:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
+                            was published; ``T:outbox:due`` (zset) when a recovery may publish it
+                            if its writer died. Deleted once the broker confirmed it.
+
+In the shard of (account, partner id) (:func:`mta.store.keys.receipt_shard_of`):
+
+``T:pidx:<account>``  hash  partnerId → messageId of the pending messages of an account whose
                             partner pushes receipts: a pushed receipt makes its message due at
                             once (the reporter publishes its final within a poll round).
-``P:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
+``T:rcpt:<account>:<partnerId>``  string  a final state a partner pushed (webhook, SMPP
                             deliver_sm), kept ``RECEIPT_TTL_S``; the first final wins.
-``P:rcptix:<account>``  zset  partnerId → expiry (epoch ms) of each stored receipt of the
-                            account: counts them, so webhooks stop storing at a cap.
+
+Under the prefix's own tag ``P`` = ``{<prefix>}``:
+
+``P:shards``        string  the shard count the state was written with (checked at start).
+``P:rcptix:<account>``  zset  partnerId → expiry (epoch ms) of each stored receipt of an
+                            account whose receipts are capped (webhooks of unsigned partners):
+                            counts them, so webhooks stop storing at the cap.
 ``P:astate:<account>:<key>``  string  small state an adapter shares across processes (e.g.
                             the SMSC ids of one long message), with the adapter's TTL.
 ``P:smpp:m:<batchId>``  hash  index → the SMPP server's record of a message it took in
@@ -39,23 +52,34 @@ Redis Cluster slot. Keys (``P`` = ``{<prefix>}``):
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:signing``       string  the key (random, made once) that signs internal republishes.
-``P:outbox``        hash  entry → ``routingKey\\n body`` of a report message recorded before it
-                            was published; ``P:outbox:due`` (zset) when a recovery may publish it
-                            if its writer died. Deleted once the broker confirmed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
-from mta.store import scripts
+from mta.store import connect, scripts
+from mta.store.keys import (
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    ShardKeys,
+    outbox_entry_name,
+    receipt_shard_of,
+    shard_of,
+    shard_of_entry,
+    shard_of_message,
+)
 from mta.store.records import (
     CANCEL_TTL_S,
     DEAD_MARKERS_TTL_S,
@@ -80,6 +104,7 @@ __all__ = [
     "CANCEL_TTL_S",
     "DEAD_MARKERS_TTL_S",
     "DEDUP_TTL_S",
+    "DEFAULT_SHARDS",
     "MARK_CANCELLED",
     "MARK_DONE",
     "MARK_HELD",
@@ -91,6 +116,7 @@ __all__ = [
     "RECEIPT_TTL_S",
     "BatchRecord",
     "Claim",
+    "LayoutError",
     "PackingConnection",
     "Pending",
     "Store",
@@ -123,22 +149,40 @@ class PackingConnection(Connection):
             args = (*first.split(), *args[1:])
         return [_pack(args)]
 
+#: One command for a pipeline: method name, positional and keyword arguments.
+Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+_V = TypeVar("_V")
+
+
+class LayoutError(RuntimeError):
+    """The prefix's state in Redis was written with another shard count than this process's."""
+
 
 class Store:
-    """The Redis side of the MTA, under one prefix."""
+    """The Redis side of the MTA, under one prefix, over ``shards`` shards.
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    ``client`` is a single Redis (one MULTI may span shards there: they are only hash tags) or
+    a Redis Cluster client (``cluster=True``: one MULTI per shard, scripts per shard)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        shards: int = DEFAULT_SHARDS,
+        *,
+        cluster: bool = False,
+    ) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"MTA_SHARDS must be between 1 and {MAX_SHARDS}, not {shards}")
         self.r = client
+        self.prefix = prefix
+        self.n = shards
+        self.cluster = cluster
         tag = "{" + prefix + "}"
         self.tag = tag
-        self.k_pending = f"{tag}:pending"
-        self.k_due = f"{tag}:due"
-        self.k_lease = f"{tag}:lease"
-        self.k_held = f"{tag}:held"
-        self.k_held_data = f"{tag}:held:data"
-        self.k_outbox = f"{tag}:outbox"
-        self.k_outbox_due = f"{tag}:outbox:due"
+        self.shards = [ShardKeys.of(prefix, i, shards) for i in range(shards)]
         self.k_signing = f"{tag}:signing"
+        self.k_shards = f"{tag}:shards"
         self._begin = client.register_script(scripts.BEGIN)
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH)
@@ -146,25 +190,116 @@ class Store:
         self._release = client.register_script(scripts.RELEASE)
         self._reserve = client.register_script(scripts.RESERVE)
         self._cancel = client.register_script(scripts.CANCEL)
-        self._due_if_receipt = client.register_script(scripts.DUE_IF_RECEIPT)
+        self._pidx_add = client.register_script(scripts.PIDX_ADD)
+        self._poke = client.register_script(scripts.POKE)
+        self._push = client.register_script(scripts.PUSH_RECEIPTS)
+        self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
 
     @classmethod
-    def connect(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
+    def connect(
+        cls, url: str, prefix: str, max_connections: int = 64, shards: int = DEFAULT_SHARDS
+    ) -> Store:
+        """A store on a single Redis node (no layout check; see :meth:`open`)."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=20, connection_class=PackingConnection
         )
-        return cls(aioredis.Redis(connection_pool=pool), prefix)
+        return cls(aioredis.Redis(connection_pool=pool), prefix, shards)
 
     @classmethod
-    async def open(cls, url: str, prefix: str, max_connections: int = 64) -> Store:
-        """Connect to the Redis that ``url`` names (a single node, or any node of a cluster)."""
-        return cls.connect(url, prefix, max_connections)
+    async def open(
+        cls,
+        url: str,
+        prefix: str,
+        max_connections: int = 64,
+        shards: int = DEFAULT_SHARDS,
+        *,
+        check: bool = True,
+    ) -> Store:
+        """Connect to the Redis that ``url`` names: a single node, any node of a Redis Cluster
+        (asked with ``INFO cluster``), or ``redis+sentinel://`` sentinels (the master they
+        name). With ``check``, refuse a prefix whose state has another shard layout."""
+        if connect.is_sentinel_url(url):
+            client = connect.sentinel_client(url, max_connections)
+            store = cls(client, prefix, shards)
+        else:
+            store = cls.connect(url, prefix, max_connections, shards)
+            try:
+                info = await store.r.info("cluster")
+            except Exception:
+                await store.close()
+                raise
+            if info.get("cluster_enabled"):
+                await store.close()
+                store = cls(connect.cluster_client(url, max_connections), prefix, shards,
+                            cluster=True)
+        if check:
+            try:
+                await store.check_layout()
+            except BaseException:
+                await store.close()
+                raise
+        return store
 
     async def close(self) -> None:
         await self.r.aclose()
 
+    async def check_layout(self) -> None:
+        """Record this prefix's shard count, or refuse to run with another one: with another
+        count a batch would be looked for in the wrong shard (run ``mta migrate``)."""
+        recorded = await self.r.get(self.k_shards)
+        if recorded is None:
+            if self.n != 1 and await self._has_unsharded_state():
+                raise LayoutError(
+                    f"prefix {self.prefix!r} holds state written before sharding (one shard), "
+                    f"but MTA_SHARDS is {self.n}: stop every mta process and run "
+                    f"`mta migrate`, or set MTA_SHARDS=1"
+                )
+            await self.r.set(self.k_shards, self.n, nx=True)
+            recorded = await self.r.get(self.k_shards)
+        count = int(recorded or 0)
+        if count != self.n:
+            raise LayoutError(
+                f"prefix {self.prefix!r} holds state written with MTA_SHARDS={count}, but this "
+                f"process has MTA_SHARDS={self.n}: set MTA_SHARDS={count}, or stop every mta "
+                f"process and run `mta migrate`"
+            )
+
+    async def _has_unsharded_state(self) -> bool:
+        old = ShardKeys.of(self.prefix, 0, 1)
+        return bool(
+            await self.r.exists(old.pending)
+            or await self.r.exists(old.due)
+            or await self.r.exists(old.held)
+            or await self.r.exists(old.outbox)
+        )
+
+    # --- where things are ---------------------------------------------------------------
+    def batch_shard(self, batch_id: str) -> ShardKeys:
+        return self.shards[shard_of(batch_id, self.n)]
+
+    def message_shard(self, message_id: str) -> ShardKeys:
+        return self.shards[shard_of_message(message_id, self.n)]
+
+    def receipt_shard(self, account: str, partner_id: str) -> ShardKeys:
+        return self.shards[receipt_shard_of(account, partner_id, self.n)]
+
+    def entry_shard(self, entry: str) -> int:
+        """The shard of an outbox entry (its name says it)."""
+        return shard_of_entry(entry, self.n)
+
+    def entry_name(self, writer: str, token: str, message_id: str, n: int) -> str:
+        """The name of the ``n``-th outbox entry of a write whose results are all in
+        ``message_id``'s shard."""
+        return outbox_entry_name(writer, token, shard_of_message(message_id, self.n), n)
+
     def markers_key(self, batch_id: str) -> str:
-        return f"{self.tag}:m:{batch_id}"
+        return self.batch_shard(batch_id).markers(batch_id)
+
+    def receipt_key(self, account: str, partner_id: str) -> str:
+        return self.receipt_shard(account, partner_id).receipt(account, partner_id)
+
+    def partner_index_key(self, account: str, partner_id: str) -> str:
+        return self.receipt_shard(account, partner_id).partner_index(account)
 
     def smpp_batch_key(self, batch_id: str) -> str:
         return f"{self.tag}:smpp:m:{batch_id}"
@@ -183,6 +318,58 @@ class Store:
 
     def smpp_claims_key(self) -> str:
         return f"{self.tag}:smpp:rcs"
+
+    # --- running commands over shards ---------------------------------------------------
+    async def _multi(self, ops: dict[int, list[Op]]) -> None:
+        """Run each shard's commands in a MULTI/EXEC: on a single node one MULTI for all
+        shards (one round trip), on a cluster one per shard, concurrently."""
+        ops = {i: some for i, some in ops.items() if some}
+        if not ops:
+            return
+        if not self.cluster:
+            pipe = self.r.pipeline(transaction=True)
+            for some in ops.values():
+                _queue(pipe, some)
+            await pipe.execute()
+            return
+
+        async def one(some: list[Op]) -> None:
+            pipe = self.r.pipeline(transaction=True)
+            _queue(pipe, some)
+            await pipe.execute()
+
+        await asyncio.gather(*(one(some) for some in ops.values()))
+
+    async def _pipeline(self, ops: Sequence[Op]) -> list[Any]:
+        """Commands in one non-transactional pipeline (a cluster client sends each to its
+        node); their results in order."""
+        if not ops:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        _queue(pipe, ops)
+        return list(await pipe.execute())
+
+    async def _eval_many(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """One script run per call (each in one shard) in one pipeline; results in order. A
+        node that does not know the script yet (new, or a promoted replica) is taught it."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        if not calls:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        out = list(await pipe.execute(raise_on_error=False))
+        for i, result in enumerate(out):
+            if isinstance(result, NoScriptError):
+                keys, args = calls[i]
+                out[i] = await script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return out
 
     # --- worker -------------------------------------------------------------------------
     async def begin(
@@ -215,9 +402,17 @@ class Store:
         """Whether the worker has marked messages of this batch (and would skip recorded ones)."""
         return bool(await self.r.exists(self.markers_key(batch_id)))
 
+    async def keys(self, suffix: str = "*") -> list[bytes]:
+        """Keys of this prefix matching ``<tag>:<suffix>`` over every shard and the prefix's
+        own tag (SCAN: for operators' commands and tests)."""
+        found: list[bytes] = []
+        for tag in (self.tag, "{" + self.prefix + ":[0-9]*}"):
+            found += [k async for k in self.r.scan_iter(match=f"{tag}:{suffix}", count=1000)]
+        return found
+
     async def count_keys(self) -> int:
-        """How many Redis keys this prefix holds (SCAN: fine for an operator's command)."""
-        return sum([1 async for _ in self.r.scan_iter(match=f"{self.tag}:*", count=1000)])
+        """How many Redis keys this prefix holds."""
+        return len(await self.keys())
 
     async def mark_inflight(self, message_ids: Sequence[str]) -> None:
         """Mark messages whose Send is about to start (the ``fail`` policy's exact record)."""
@@ -225,11 +420,11 @@ class Store:
         for message_id in message_ids:
             batch, index = message_id.rsplit(":", 1)
             by_batch.setdefault(batch, {})[index] = MARK_INFLIGHT
-        pipe = self.r.pipeline(transaction=True)
+        ops: dict[int, list[Op]] = defaultdict(list)
         for batch, fields in by_batch.items():
-            pipe.hset(self.markers_key(batch), mapping=fields)  # type: ignore[arg-type]
-        if len(pipe):
-            await pipe.execute()
+            ops[shard_of(batch, self.n)].append(("hset", (self.markers_key(batch),),
+                                                 {"mapping": fields}))
+        await self._multi(ops)
 
     async def signing_key(self) -> bytes:
         """The key that signs internal republishes (created once, shared by every worker), so
@@ -241,41 +436,76 @@ class Store:
         return bytes.fromhex(value.decode() if isinstance(value, bytes) else str(value))
 
     async def record(self, outcome: BatchRecord) -> None:
-        """Write a batch's outcomes atomically: markers, pending + due, held, outbox."""
-        pipe = self.r.pipeline(transaction=True)
+        """Write a batch's outcomes: markers, pending + due, held and outbox atomically per
+        shard (a batch's are in one shard); then the partner index, whose receipts may have
+        come first (their messages are due at once)."""
+        n = self.n
+        ops: dict[int, list[Op]] = defaultdict(list)
         for batch_id, markers in outcome.markers.items():
             if markers:
-                pipe.hset(self.markers_key(batch_id), mapping=markers)  # type: ignore[arg-type]
-        if outcome.pending:
-            pipe.hset(self.k_pending, mapping=outcome.pending)  # type: ignore[arg-type]
-            pipe.zadd(self.k_due, outcome.due)
-        if outcome.partners:
-            early: list[str] = []
-            for account, ids in outcome.partners.items():
-                pipe.hset(self.partner_index_key(account), mapping=ids)  # type: ignore[arg-type]
-                for partner_id, message_id in ids.items():
-                    early += (message_id, self.receipt_key(account, partner_id))
-            # Queued in the MULTI (awaiting a pipeline command only queues it).
-            await self._due_if_receipt(
-                keys=[self.k_due], args=early, client=pipe
-            )
-        if outcome.held:
-            pipe.zadd(self.k_held, outcome.held)
-            pipe.hset(self.k_held_data, mapping=outcome.held_data)  # type: ignore[arg-type]
+                ops[shard_of(batch_id, n)].append(
+                    ("hset", (self.markers_key(batch_id),), {"mapping": markers})
+                )
+        for shard, part in _split(outcome.pending, n).items():
+            keys = self.shards[shard]
+            ops[shard].append(("hset", (keys.pending,), {"mapping": part}))
+        for shard, times in _split(outcome.due, n).items():
+            ops[shard].append(("zadd", (self.shards[shard].due, times), {}))
+        for shard, times in _split(outcome.held, n).items():
+            ops[shard].append(("zadd", (self.shards[shard].held, times), {}))
+        for shard, data in _split(outcome.held_data, n).items():
+            ops[shard].append(("hset", (self.shards[shard].held_data,), {"mapping": data}))
         if outcome.outbox:
-            pipe.hset(self.k_outbox, mapping=outcome.outbox)  # type: ignore[arg-type]
             grace = now_ms() + OUTBOX_GRACE_MS
-            pipe.zadd(self.k_outbox_due, dict.fromkeys(outcome.outbox, grace))
-        if len(pipe):
-            await pipe.execute()
+            for shard, entries in self._split_entries(outcome.outbox).items():
+                keys = self.shards[shard]
+                ops[shard].append(("hset", (keys.outbox,), {"mapping": entries}))
+                ops[shard].append(("zadd", (keys.outbox_due, dict.fromkeys(entries, grace)), {}))
+        await self._multi(ops)
+        if outcome.partners:
+            await self._index_partners(outcome.partners)
+
+    async def _index_partners(self, partners: dict[str, dict[str, str]]) -> None:
+        calls: list[tuple[list[str], list[Any]]] = []
+        for account, ids in partners.items():
+            groups: dict[int, list[str]] = defaultdict(list)
+            for partner_id, message_id in ids.items():
+                groups[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
+            for shard, pairs in groups.items():
+                keys = self.shards[shard]
+                calls.append(([keys.partner_index(account)], [keys.receipt(account, ""), *pairs]))
+        found: list[str] = []
+        for out in await self._eval_many(self._pidx_add, calls):
+            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
+        await self.poke(found)
+
+    async def poke(self, message_ids: Sequence[str]) -> None:
+        """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
+        if not message_ids:
+            return
+        groups: dict[int, list[str]] = defaultdict(list)
+        for message_id in message_ids:
+            groups[shard_of_message(message_id, self.n)].append(message_id)
+        await self._eval_many(
+            self._poke,
+            [([self.shards[s].due, self.shards[s].lease, self.shards[s].poked], ids)
+             for s, ids in groups.items()],
+        )
+
+    def _split_entries(self, entries: dict[str, bytes]) -> dict[int, dict[str, bytes]]:
+        out: dict[int, dict[str, bytes]] = defaultdict(dict)
+        for name, value in entries.items():
+            out[shard_of_entry(name, self.n)][name] = value
+        return out
 
     async def cancel(self, message_id: str) -> str:
         """Cancel a message that has not reached a partner yet; '' when cancelled, else the
         marker that makes it too late. The worker then skips it (``c`` is never taken over);
         the caller publishes its FAIL."""
         batch, index = message_id.rsplit(":", 1)
+        keys = self.batch_shard(batch)
         out = await self._cancel(
-            keys=[self.markers_key(batch), self.k_held, self.k_held_data],
+            keys=[keys.markers(batch), keys.held, keys.held_data],
             args=[index, message_id, CANCEL_TTL_S],
         )
         return out.decode() if isinstance(out, bytes) else str(out)
@@ -283,94 +513,136 @@ class Store:
     async def take_held(self, limit: int, lease_ms: int) -> tuple[list[str], list[bytes | None]]:
         """Lease held messages whose startTime has come; :meth:`drop_held` once republished."""
         now = now_ms()
-        ids, vals = await self._take(
-            keys=[self.k_held, self.k_held_data], args=[now, now + lease_ms, limit]
-        )
-        return [i.decode() for i in ids], list(vals)
+        per = _per_shard(limit, self.n)
+        ids: list[str] = []
+        vals: list[bytes | None] = []
+        for got_ids, got_vals in await self._eval_many(
+            self._take,
+            [([k.held, k.held_data], [now, now + lease_ms, per]) for k in self.shards],
+        ):
+            ids += [i.decode() for i in got_ids]
+            vals += got_vals
+        return ids, vals
 
     async def drop_held(self, ids: Sequence[str]) -> None:
-        if ids:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.zrem(self.k_held, *ids)
-            pipe.hdel(self.k_held_data, *ids)
-            await pipe.execute()
+        ops: dict[int, list[Op]] = defaultdict(list)
+        for shard, some in _group(ids, self.n).items():
+            keys = self.shards[shard]
+            ops[shard] += [("zrem", (keys.held, *some), {}), ("hdel", (keys.held_data, *some), {})]
+        await self._multi(ops)
 
     # --- outbox -------------------------------------------------------------------------
     async def outbox_done(self, entries: Sequence[str]) -> None:
-        if entries:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hdel(self.k_outbox, *entries)
-            pipe.zrem(self.k_outbox_due, *entries)
-            await pipe.execute()
+        ops: dict[int, list[Op]] = defaultdict(list)
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for name in entries:
+            by_shard[shard_of_entry(name, self.n)].append(name)
+        for shard, names in by_shard.items():
+            keys = self.shards[shard]
+            ops[shard] += [("hdel", (keys.outbox, *names), {}),
+                           ("zrem", (keys.outbox_due, *names), {})]
+        await self._multi(ops)
 
     async def take_outbox(self, limit: int = 100) -> list[tuple[str, bytes]]:
         """Lease outbox entries whose writer did not delete them in time (it died)."""
         now = now_ms()
-        ids, vals = await self._take(
-            keys=[self.k_outbox_due, self.k_outbox], args=[now, now + OUTBOX_GRACE_MS, limit]
+        per = _per_shard(limit, self.n)
+        outs = await self._eval_many(
+            self._take,
+            [([k.outbox_due, k.outbox], [now, now + OUTBOX_GRACE_MS, per]) for k in self.shards],
         )
-        out = [(i.decode(), v) for i, v in zip(ids, vals, strict=True) if v is not None]
-        gone = [i.decode() for i, v in zip(ids, vals, strict=True) if v is None]
-        if gone:
-            await self.r.zrem(self.k_outbox_due, *gone)
+        out: list[tuple[str, bytes]] = []
+        gone: list[Op] = []
+        for keys, (ids, vals) in zip(self.shards, outs, strict=True):
+            out += [(i.decode(), v) for i, v in zip(ids, vals, strict=True) if v is not None]
+            missing = [i.decode() for i, v in zip(ids, vals, strict=True) if v is None]
+            if missing:
+                gone.append(("zrem", (keys.outbox_due, *missing), {}))
+        await self._pipeline(gone)
         return out
 
     # --- reporter -----------------------------------------------------------------------
     async def claim(self, limit: int, lease_ms: int) -> Claim:
-        """Lease up to ``limit`` due messages (and return expired leases to ``due`` first).
+        """Lease up to about ``limit`` due messages, an even part from every shard (and return
+        expired leases to ``due`` first); one pipelined script per shard.
 
-        At most :data:`MAX_CLAIM` per call: Lua's ``unpack`` takes a few thousand values."""
-        limit = min(limit, MAX_CLAIM)
+        At most :data:`MAX_CLAIM` per shard: Lua's ``unpack`` takes a few thousand values."""
+        per = min(_per_shard(limit, self.n), MAX_CLAIM)
         now = time.time()
         token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
-        ids, vals = await self._claim(
-            keys=[self.k_due, self.k_lease, self.k_pending],
-            args=[int(now * 1000), int(now * 1_000_000), token, limit],
+        args = [int(now * 1000), int(now * 1_000_000), token, per]
+        outs = await self._eval_many(
+            self._claim, [([k.due, k.lease, k.pending], args) for k in self.shards]
         )
         records: dict[str, bytes] = {}
         orphans: list[str] = []
-        for raw_id, val in zip(ids, vals, strict=True):
-            if val is None:
-                orphans.append(raw_id.decode())
-            else:
-                records[raw_id.decode()] = val
+        for ids, vals in outs:
+            for raw_id, val in zip(ids, vals, strict=True):
+                if val is None:
+                    orphans.append(raw_id.decode())
+                else:
+                    records[raw_id.decode()] = val
         return Claim(token, records, orphans)
 
     async def finish(
         self,
         token: int,
         finals: Sequence[str],
-        waits: Sequence[tuple[str, int, str]],
+        waits: Sequence[tuple[str, int]],
         outbox: dict[str, bytes],
-        partners: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """Commit a poll round; returns finals whose lease was lost (nothing changed then).
+        """Commit a poll round, one script per shard; returns finals whose lease was lost.
 
-        ``waits`` are (message id, next poll, receipt key or ''): a message whose receipt was
-        pushed meanwhile is due at once. ``partners`` are (account, partner id) of finals whose
-        partner index entry goes with them."""
-        args: list[Any] = [token, now_ms() + OUTBOX_GRACE_MS, len(finals), *finals, len(waits)]
-        for message_id, due, receipt in waits:
-            args += (message_id, due, receipt)
-        args.append(len(partners))
-        for account, partner_id in partners:
-            args += (self.partner_index_key(account), partner_id)
-        for entry, payload in outbox.items():
-            args += (entry, payload)
-        lost = await self._finish(
-            keys=[self.k_lease, self.k_due, self.k_pending, self.k_outbox, self.k_outbox_due],
-            args=args,
-        )
-        return [x.decode() for x in lost]
+        A shard that lost any changed nothing (its finals, waits and outbox entries are to be
+        committed again without the lost ones); the other shards committed. ``waits`` are
+        (message id, next poll); a message whose receipt was pushed meanwhile is due at once."""
+        n = self.n
+        parts: dict[int, tuple[list[str], list[Any], dict[str, bytes]]] = {}
+
+        def part(shard: int) -> tuple[list[str], list[Any], dict[str, bytes]]:
+            found = parts.get(shard)
+            if found is None:
+                found = parts[shard] = ([], [], {})
+            return found
+
+        for message_id in finals:
+            part(shard_of_message(message_id, n))[0].append(message_id)
+        for message_id, due in waits:
+            part(shard_of_message(message_id, n))[1].extend((message_id, due))
+        for shard, entries in self._split_entries(outbox).items():
+            part(shard)[2].update(entries)
+        grace = now_ms() + OUTBOX_GRACE_MS
+        calls: list[tuple[list[str], list[Any]]] = []
+        for shard, (fins, wts, entries) in parts.items():
+            keys = self.shards[shard]
+            args: list[Any] = [token, grace, len(fins), *fins, len(wts) // 2, *wts]
+            for entry, payload in entries.items():
+                args += (entry, payload)
+            calls.append(
+                ([keys.lease, keys.due, keys.pending, keys.outbox, keys.outbox_due, keys.poked],
+                 args)
+            )
+        lost: list[str] = []
+        for out in await self._eval_many(self._finish, calls):
+            lost += [x.decode() for x in out]
+        return lost
 
     async def release(self, token: int, ids: Sequence[str]) -> None:
         """Give leased messages back to ``due`` now (graceful stop)."""
         if ids:
-            await self._release(keys=[self.k_lease, self.k_due], args=[token, now_ms(), *ids])
+            now = now_ms()
+            await self._eval_many(
+                self._release,
+                [([self.shards[s].lease, self.shards[s].due], [token, now, *some])
+                 for s, some in _group(ids, self.n).items()],
+            )
 
     async def drop_orphans(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self.r.zrem(self.k_lease, *ids)
+        await self._pipeline(
+            [("zrem", (self.shards[s].lease, *some), {}) for s, some in _group(ids, self.n).items()]
+            + [("srem", (self.shards[s].poked, *some), {})
+               for s, some in _group(ids, self.n).items()]
+        )
 
     # --- shared rate limits -------------------------------------------------------------
     async def reserve_rate(
@@ -384,17 +656,7 @@ class Store:
         )
         return None if int(wait) < 0 else int(wait)
 
-    # --- pushed receipts --------------------------------------------------------------
-
-    def receipt_key(self, account: str, partner_id: str) -> str:
-        return f"{self.tag}:rcpt:{account}:{partner_id}"
-
-    def partner_index_key(self, account: str) -> str:
-        return f"{self.tag}:pidx:{account}"
-
-    def receipt_index_key(self, account: str) -> str:
-        return f"{self.tag}:rcptix:{account}"
-
+    # --- pushed receipts ----------------------------------------------------------------
     async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
         """Store pushed final states (partner id → packed result); an earlier final is kept.
         No cap: for receipts from authenticated sources (SMPP deliver_sm, a pull drain)."""
@@ -405,35 +667,68 @@ class Store:
         self, account: str, receipts: dict[str, bytes], cap: int | None
     ) -> tuple[int, int]:
         """Like :meth:`push_receipts`, but while the account already holds ``cap`` stored
-        receipts (None = no cap) the rest are refused; returns (stored, refused). One script:
-        O(log n) per receipt plus the expired index entries it drops."""
+        receipts (None = no cap) the rest are refused; returns (stored, refused). A cap is
+        counted in one index per account (one script); then one script per shard holding
+        some of the receipts (one pipeline), then the messages they belong to are made due."""
         if not receipts:
             return 0, 0
-        script = self.__dict__.get("_push_script")
-        if script is None:
-            script = self.__dict__["_push_script"] = self.r.register_script(scripts.PUSH_RECEIPTS)
-        keys = [self.receipt_index_key(account)]
-        args: list[Any] = [
-            RECEIPT_TTL_S,
-            -1 if cap is None else max(0, cap),
-            self.partner_index_key(account),
-            self.k_due,
-        ]
+        refused = 0
+        if cap is not None:
+            out = await self._admit(
+                keys=[self.receipt_index_key(account)],
+                args=[RECEIPT_TTL_S, max(0, cap), *receipts],
+            )
+            refused = int(out[0])
+            admitted = {p.decode() if isinstance(p, bytes) else str(p) for p in out[1:]}
+            receipts = {pid: v for pid, v in receipts.items() if pid in admitted}
+            if not receipts:
+                return 0, refused
+        n = self.n
+        groups: dict[int, tuple[list[str], list[Any]]] = {}
         for partner_id, packed in receipts.items():
-            keys.append(self.receipt_key(account, partner_id))
-            args += (partner_id, packed)
-        stored, refused = await script(keys=keys, args=args)
-        return int(stored), int(refused)
+            shard = receipt_shard_of(account, partner_id, n)
+            group = groups.get(shard)
+            if group is None:
+                keys = self.shards[shard]
+                group = groups[shard] = ([], [RECEIPT_TTL_S, keys.partner_index(account)])
+            group[0].append(self.shards[shard].receipt(account, partner_id))
+            group[1].extend((partner_id, packed))
+        stored = 0
+        found: list[str] = []
+        for out in await self._eval_many(self._push, list(groups.values())):
+            stored += int(out[0])
+            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
+        await self.poke(found)
+        return stored, refused
+
+    def receipt_index_key(self, account: str) -> str:
+        """The index that counts an account's stored receipts against a cap (webhooks)."""
+        return f"{self.tag}:rcptix:{account}"
 
     async def stored_receipts(self, account: str) -> int:
-        """How many receipts the account holds (expired ones may count until the next push)."""
+        """How many receipts a capped account holds (expired ones may count until the next
+        push); receipts stored without a cap are not counted."""
         return int(await self.r.zcard(self.receipt_index_key(account)))
 
     async def receipts(self, account: str, partner_ids: Sequence[str]) -> dict[str, bytes]:
-        """The pushed receipts stored for these partner ids (one MGET)."""
+        """The pushed receipts stored for these partner ids (one MGET; on a cluster one per
+        shard, pipelined)."""
         if not partner_ids:
             return {}
-        values = await self.r.mget([self.receipt_key(account, pid) for pid in partner_ids])
+        keys = [self.receipt_key(account, pid) for pid in partner_ids]
+        if not self.cluster:
+            values = await self.r.mget(keys)
+        else:
+            order: dict[int, list[int]] = defaultdict(list)
+            for i, pid in enumerate(partner_ids):
+                order[receipt_shard_of(account, pid, self.n)].append(i)
+            got = await self._pipeline(
+                [("mget", ([keys[i] for i in members],), {}) for members in order.values()]
+            )
+            values = [None] * len(keys)
+            for members, vals in zip(order.values(), got, strict=True):
+                for i, v in zip(members, vals, strict=True):
+                    values[i] = v
         return {
             pid: v if isinstance(v, bytes) else str(v).encode()
             for pid, v in zip(partner_ids, values, strict=True)
@@ -456,38 +751,84 @@ class Store:
         }
 
     async def drop_receipts(self, account: str, partner_ids: Sequence[str]) -> None:
-        """Delete spent receipts (and their index entries, so they stop counting)."""
-        if partner_ids:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.delete(*(self.receipt_key(account, pid) for pid in partner_ids))
-            pipe.zrem(self.receipt_index_key(account), *partner_ids)
-            await pipe.execute()
+        """Delete spent receipts, their index entries (so they stop counting) and the partner
+        index entries of their messages (final now)."""
+        groups: dict[int, list[str]] = defaultdict(list)
+        for pid in partner_ids:
+            groups[receipt_shard_of(account, pid, self.n)].append(pid)
+        ops: list[Op] = []
+        for shard, pids in groups.items():
+            keys = self.shards[shard]
+            ops += [
+                ("delete", tuple(keys.receipt(account, pid) for pid in pids), {}),
+                ("hdel", (keys.partner_index(account), *pids), {}),
+            ]
+        if ops:
+            ops.append(("zrem", (self.receipt_index_key(account), *partner_ids), {}))
+        await self._pipeline(ops)
 
     # --- inspection and clean-up --------------------------------------------------------
-    async def counts(self) -> dict[str, int]:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hlen(self.k_pending)
-        pipe.zcard(self.k_due)
-        pipe.zcard(self.k_lease)
-        pipe.zcard(self.k_held)
-        pipe.hlen(self.k_outbox)
-        pending, due, lease, held, outbox = await pipe.execute()
-        return {"pending": pending, "due": due, "leased": lease, "held": held, "outbox": outbox}
+    async def counts(self, due_by_ms: int | None = None) -> dict[str, int]:
+        """Pending, due, leased, held and outbox sizes over all shards (and, with
+        ``due_by_ms``, how many are due by then: ``due_now``)."""
+        ops: list[Op] = []
+        for k in self.shards:
+            ops += [("hlen", (k.pending,), {}), ("zcard", (k.due,), {}),
+                    ("zcard", (k.lease,), {}), ("zcard", (k.held,), {}),
+                    ("hlen", (k.outbox,), {})]
+            if due_by_ms is not None:
+                ops.append(("zcount", (k.due, "-inf", due_by_ms), {}))
+        got = await self._pipeline(ops)
+        names = ["pending", "due", "leased", "held", "outbox"]
+        if due_by_ms is not None:
+            names.append("due_now")
+        out = dict.fromkeys(names, 0)
+        for i, value in enumerate(got):
+            out[names[i % len(names)]] += int(value)
+        return out
 
     async def pending_footprint(self, accounts: Sequence[str] = ()) -> tuple[int, int]:
-        """(pending messages, bytes of the pending hash + due and lease indexes + the partner
-        indexes of ``accounts``), read in one MULTI so both describe the same moment (for
-        ``mta bench``)."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hlen(self.k_pending)
-        partner_indexes = [self.partner_index_key(a) for a in accounts]
-        for key in (self.k_pending, self.k_due, self.k_lease, *partner_indexes):
-            pipe.memory_usage(key, samples=0)
-        count, *sizes = await pipe.execute()
-        return int(count), sum(int(x or 0) for x in sizes)
+        """(pending messages, bytes of the pending hashes + due and lease indexes + the partner
+        indexes of ``accounts``) over all shards (for ``mta bench``)."""
+        ops: list[Op] = []
+        for k in self.shards:
+            ops.append(("hlen", (k.pending,), {}))
+            for key in (k.pending, k.due, k.lease, *(k.partner_index(a) for a in accounts)):
+                ops.append(("memory_usage", (key,), {"samples": 0}))
+        got = await self._pipeline(ops)
+        per = 4 + len(accounts)
+        count = sum(int(got[i]) for i in range(0, len(got), per))
+        size = sum(int(x or 0) for i, x in enumerate(got) if i % per)
+        return count, size
 
     async def delete_all(self) -> None:
         """Remove every key of this prefix (tests and benchmarks clean up with it)."""
-        keys = [k async for k in self.r.scan_iter(match=f"{self.tag}:*", count=1000)]
+        keys = await self.keys()
         for i in range(0, len(keys), 500):
             await self.r.delete(*keys[i : i + 500])
+
+
+def _per_shard(limit: int, shards: int) -> int:
+    return max(1, -(-limit // shards))
+
+
+def _queue(pipe: Any, ops: Sequence[Op]) -> None:
+    for name, args, kwargs in ops:
+        getattr(pipe, name)(*args, **kwargs)
+
+
+def _split(values: dict[str, _V], shards: int) -> dict[int, dict[str, _V]]:
+    """Per-message values grouped by their message's shard."""
+    if shards == 1:
+        return {0: values} if values else {}
+    out: dict[int, dict[str, _V]] = defaultdict(dict)
+    for message_id, value in values.items():
+        out[shard_of_message(message_id, shards)][message_id] = value
+    return out
+
+
+def _group(message_ids: Sequence[str], shards: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for message_id in message_ids:
+        out[shard_of_message(message_id, shards)].append(message_id)
+    return out

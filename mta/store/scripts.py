@@ -82,16 +82,16 @@ redis.call('ZADD', KEYS[2], unpack(lease))
 return {ids, redis.call('HMGET', KEYS[3], unpack(ids))}
 """
 
-# KEYS lease, due, pending, outbox, outbox_due; ARGV token, outbox_due_ms, nf, finals...,
-# nw, (id, due_ms, receipt key or '')..., np, (partner index key, partner id)..., then
-# (entry, payload) pairs. Commits only if every final is still ours; otherwise changes nothing
-# and returns the finals whose lease was lost. A waiting message whose receipt was pushed while
-# it was leased is due at once (its receipt key exists now). Keys named in ARGV share the
-# prefix's hash tag (one slot).
+# KEYS lease, due, pending, outbox, outbox_due, poked (one shard); ARGV token,
+# outbox_due_ms, nf, finals..., nw, (id, due_ms)..., then (entry, payload) pairs. Commits only
+# if every final is still ours; otherwise changes nothing and returns the finals whose lease was
+# lost. A waiting message whose receipt was pushed while it was leased (it is in ``poked``) is
+# due at once.
 FINISH = """
 local token = tonumber(ARGV[1])
 local nf = tonumber(ARGV[3])
 local lost = {}
+local poked = redis.call('SCARD', KEYS[6]) > 0
 if nf > 0 then
   local finals = {}
   for i = 4, 3 + nf do finals[#finals + 1] = ARGV[i] end
@@ -102,21 +102,24 @@ if nf > 0 then
   if #lost > 0 then return lost end
   redis.call('ZREM', KEYS[1], unpack(finals))
   redis.call('HDEL', KEYS[3], unpack(finals))
+  if poked then redis.call('SREM', KEYS[6], unpack(finals)) end
 end
 local base = 4 + nf
 local nw = tonumber(ARGV[base])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if nw > 0 then
+  local now = 0
+  if poked then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
   local waits = {}
-  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 3 * j] end
+  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 2 * j] end
   local scores = redis.call('ZMSCORE', KEYS[1], unpack(waits))
   local again, mine = {}, {}
   for j, s in ipairs(scores) do
     if s and tonumber(s) == token then
-      local at = ARGV[base + 2 + 3 * (j - 1)]
-      local rk = ARGV[base + 3 + 3 * (j - 1)]
-      if rk ~= '' and redis.call('EXISTS', rk) == 1 then at = now end
+      local at = ARGV[base + 2 + 2 * (j - 1)]
+      if poked and redis.call('SREM', KEYS[6], waits[j]) == 1 then at = now end
       mine[#mine + 1] = waits[j]
       again[#again + 1] = at
       again[#again + 1] = waits[j]
@@ -127,27 +130,37 @@ if nw > 0 then
     redis.call('ZADD', KEYS[2], unpack(again))
   end
 end
-local pbase = base + 1 + 3 * nw
-local np = tonumber(ARGV[pbase])
-for k = pbase + 1, pbase + 2 * np, 2 do
-  redis.call('HDEL', ARGV[k], ARGV[k + 1])
-end
-for k = pbase + 1 + 2 * np, #ARGV, 2 do
+for k = base + 1 + 2 * nw, #ARGV, 2 do
   redis.call('HSET', KEYS[4], ARGV[k], ARGV[k + 1])
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[k])
 end
 return {}
 """
 
-# KEYS due; ARGV pairs of (message id, receipt key). Run in the worker's MULTI right after its
-# pending records: a receipt that was pushed before the record existed makes its message due
-# at once (the partner was faster than our write).
-DUE_IF_RECEIPT = """
+# KEYS[1] the partner index of an account in one shard; ARGV[1] the prefix of that shard's
+# receipt keys of the account, then (partner id, message id) pairs. Records where each partner
+# id's message is, and returns the message ids whose receipt was pushed already (the partner was
+# faster than our write): the caller makes them due at once (POKE, in the messages' shard).
+PIDX_ADD = """
+local found = {}
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then found[#found + 1] = ARGV[i + 1] end
+end
+return found
+"""
+
+# KEYS due, lease, poked (one shard); ARGV message ids whose receipt was just pushed. A due
+# message is due now; a leased one is marked in ``poked`` (its reporter's commit makes it due
+# now); any other (final already, or unknown) is left alone.
+POKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #ARGV, 2 do
-  if redis.call('EXISTS', ARGV[i + 1]) == 1 then
-    redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])
+for i = 1, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'LT', now, ARGV[i])
+  elseif redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    redis.call('SADD', KEYS[3], ARGV[i])
   end
 end
 return 0
@@ -192,32 +205,47 @@ return 0
 """
 
 
-# KEYS[1] the account's receipt index, KEYS[2..] receipt keys; ARGV[1] ttl (s), ARGV[2]
-# cap (-1 = none), ARGV[3] the account's partner index, ARGV[4] the due index, then per
-# receipt its partner id and packed result. Drops expired index entries (their keys expired
-# with them), then stores each receipt whose key is free while the account holds fewer than
-# cap, and makes the pending message it belongs to (partner index) due now, so a reporter
-# publishes its final at once; returns {stored, refused at the cap}. Redis's own clock times
-# the key, its index entry and the due time.
-PUSH_RECEIPTS = """
+# KEYS[1] the account's receipt index (under the prefix's tag); ARGV[1] ttl (s), ARGV[2] cap,
+# then partner ids. For partners whose receipts are capped (unsigned webhooks): drops expired
+# index entries (their keys expired with them), then admits each partner id not indexed yet
+# while the account holds fewer than cap; returns {refused, admitted partner ids...}. An id
+# already indexed is neither (its receipt is stored: the first final wins).
+ADMIT_RECEIPTS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local live = redis.call('ZCARD', KEYS[1])
-local expiry = now + ttl * 1000
-local stored, refused = 0, 0
-for i = 2, #KEYS do
-  if cap >= 0 and live >= cap then
-if redis.call('EXISTS', KEYS[i]) == 0 then refused = refused + 1 end
-  elseif redis.call('SET', KEYS[i], ARGV[2 * i + 2], 'EX', ttl, 'NX') then
-live = live + redis.call('ZADD', KEYS[1], expiry, ARGV[2 * i + 1])
-stored = stored + 1
-local mid = redis.call('HGET', ARGV[3], ARGV[2 * i + 1])
-if mid then redis.call('ZADD', ARGV[4], 'XX', 'LT', now, mid) end
+local expiry = now + tonumber(ARGV[1]) * 1000
+local out = {0}
+for i = 3, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    if live >= cap then
+      out[1] = out[1] + 1
+    else
+      redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+      live = live + 1
+      out[#out + 1] = ARGV[i]
+    end
   end
 end
-if stored > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return {stored, refused}
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
+# KEYS receipt keys (one shard); ARGV[1] ttl (s), ARGV[2] the account's partner index (same
+# shard), then per receipt its partner id and packed result. Stores each receipt whose key is
+# free; returns {stored, message ids of the stored receipts found in the partner index...}: the
+# caller makes those due now (POKE), so a reporter publishes their finals at once.
+PUSH_RECEIPTS = """
+local ttl = tonumber(ARGV[1])
+local out = {0}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[2 * i + 2], 'EX', ttl, 'NX') then
+    out[1] = out[1] + 1
+    local mid = redis.call('HGET', ARGV[2], ARGV[2 * i + 1])
+    if mid then out[#out + 1] = mid end
+  end
+end
+return out
 """
