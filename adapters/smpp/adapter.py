@@ -327,7 +327,7 @@ class SmppAdapter:
     def _on_request(self, session: Session, pdu: Pdu) -> Pdu | Any | None:
         if isinstance(pdu, DeliverSm | DataSm):
             if is_receipt(pdu.esm_class):
-                return self.book.handle(pdu)
+                return self.book.on_receipt(session, pdu)
             self.book.stats["mo"] += 1
             log.info(
                 "%s: MO %s from %r to %r acked and dropped (MO handling is out of scope)",

@@ -26,6 +26,11 @@ normalised id.
 The deliver_sm_resp goes out only after the receipt is stored (lookups, stores and pushes of
 receipts that arrive together are coalesced into one Redis call each); when storing fails the
 answer is ESME_RX_T_APPN, so the SMSC delivers the receipt again later instead of losing it.
+The usual receipt — a final for a single-part message this process submitted, its record in
+memory — takes a shorter way (:meth:`ReceiptBook.on_receipt`): parsed in the session's read
+loop, queued, pushed with the others of the same loop turn in one call, answered with
+``Session.reply``; no task or future per receipt, and its in-memory record is dropped once its
+final is stored (so memory stays flat).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import orjson
 from mta.sdk import ApiStatus, ReceiptSink, SmsResult
 from mta.smpp.pdu import CommandStatus, DataSm, DeliverSm, Pdu, response_for
 from mta.smpp.receipt import IdBase, Receipt, api_status, id_twins, normalise_id, parse_receipt
+from mta.smpp.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +198,8 @@ class ReceiptBook:
         self._recall = Coalescer(self._recall_many)
         self._remember = Coalescer(self._remember_many)
         self._push = Coalescer(self._push_many)
+        self._queued: list[tuple[Session, DeliverSm | DataSm, SmsResult]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- records ----------------------------------------------------------------------------
     def keep_local(self, records: dict[str, dict[str, Any]]) -> None:
@@ -232,10 +240,74 @@ class ReceiptBook:
         return [orjson.loads(values[k]) if k in values else None for k in keys]
 
     # --- receipts ---------------------------------------------------------------------------
+    def on_receipt(self, session: Session, pdu: DeliverSm | DataSm) -> Pdu | Awaitable[Pdu] | None:
+        """The session's handler of a receipt PDU. The usual receipt — a final for a
+        single-part message this process submitted — is queued and answered with
+        ``session.reply`` once the receipts that arrived with it are pushed in one Redis call
+        (no task, no future of its own); any other goes the general way (:meth:`handle`)."""
+        short_message = pdu.short_message if isinstance(pdu, DeliverSm) else b""
+        receipt = parse_receipt(short_message, pdu.tlvs)
+        if receipt is None:
+            return self.handle_parsed(pdu, None)
+        status = api_status(receipt.state, accepted=self.accepted)
+        pid = self.ids.received(receipt.message_id)
+        record = self.local.get(pid) if status.final else None
+        if record is None or "f" in record or "p" in record or not self.sink.bound:
+            return self.handle_parsed(pdu, receipt)
+        self.stats["receipts"] += 1
+        self._queued.append((session, pdu, self._final(pid, receipt, status)))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_queued())
+        return None
+
+    async def _flush_queued(self) -> None:
+        """Push the queued receipts (one call for all that came meanwhile), then answer them:
+        deliver_sm_resp once stored, ESME_RX_T_APPN when storing failed."""
+        try:
+            while self._queued:
+                await asyncio.sleep(0)
+                queued, self._queued = self._queued, []
+                status = CommandStatus.ESME_ROK
+                try:
+                    await self.sink.push([result for _, _, result in queued])
+                    self.stats["pushed"] += len(queued)
+                except Exception as exc:
+                    status = CommandStatus.ESME_RX_T_APPN
+                    self.stats["failed"] += len(queued)
+                    log.warning(
+                        "%s: %d receipt(s) not stored (%s: %s); answered ESME_RX_T_APPN so the "
+                        "SMSC sends them again", self.where, len(queued), type(exc).__name__, exc,
+                    )
+                for session, pdu, result in queued:
+                    if status == CommandStatus.ESME_ROK:
+                        self.local.pop(result.partnerMessageId, None)  # its final is stored
+                    session.reply(pdu, response_for(pdu, status))
+        finally:
+            self._flusher = None
+            for session, pdu, _ in self._queued:  # cancelled: answered, so the SMSC resends
+                session.reply(pdu, response_for(pdu, CommandStatus.ESME_RX_T_APPN))
+            self._queued = []
+
+    @staticmethod
+    def _final(pid: str, receipt: Receipt, status: ApiStatus) -> SmsResult:
+        detail = f"stat:{receipt.stat or '?'} err:{receipt.err or '-'}"
+        if receipt.done_date:
+            detail += f" done:{receipt.done_date}"
+        return SmsResult(
+            partnerMessageId=pid,
+            partnerStatus=receipt.stat,
+            partnerDetail=detail,
+            apiStatus=status,
+            smsMessageCount=1,
+        )
+
     async def handle(self, pdu: DeliverSm | DataSm) -> Pdu:
         """Store one receipt PDU, then answer it (ESME_RX_T_APPN when storing failed)."""
         short_message = pdu.short_message if isinstance(pdu, DeliverSm) else b""
-        receipt = parse_receipt(short_message, pdu.tlvs)
+        return await self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
+
+    async def handle_parsed(self, pdu: DeliverSm | DataSm, receipt: Receipt | None) -> Pdu:
+        """Store one parsed receipt, then answer it (ESME_RX_T_APPN when storing failed)."""
         if receipt is None:
             log.warning(
                 "%s: %s with the receipt bit but no message id; acked", self.where, pdu.name
@@ -275,30 +347,21 @@ class ReceiptBook:
         if record is None and self.sink.bound and self.unknown_wait_s > 0:
             await asyncio.sleep(self.unknown_wait_s)  # it may have overtaken its record
             pid, record = await self._match(candidates)
-        detail = f"stat:{receipt.stat or '?'} err:{receipt.err or '-'}"
-        if receipt.done_date:
-            detail += f" done:{receipt.done_date}"
         if record is None:
             self.stats["unmatched"] += 1
             pid = self.ids.received(receipt.message_id)
             log.debug("%s: receipt for unknown id %r stored as is", self.where, pid)
+        final = self._final(pid, receipt, status)
         if record is not None and "f" in record:
             await self._store_part(
-                record["f"], int(record["i"]), int(record["n"]), status, receipt, detail
+                record["f"], int(record["i"]), int(record["n"]), status, receipt,
+                final.partnerDetail,
             )
             return
         if record is not None and "p" in record:
-            await self._store_part(pid, 1, len(record["p"]), status, receipt, detail)
+            await self._store_part(pid, 1, len(record["p"]), status, receipt, final.partnerDetail)
             return
-        await self._push(
-            SmsResult(
-                partnerMessageId=pid,
-                partnerStatus=receipt.stat,
-                partnerDetail=detail,
-                apiStatus=status,
-                smsMessageCount=1,
-            )
-        )
+        await self._push(final)
 
     async def _store_part(
         self, first: str, n: int, total: int, status: ApiStatus, receipt: Receipt, detail: str
