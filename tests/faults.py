@@ -309,11 +309,20 @@ class PrivateRedis(_Private):
 
     kind = "redis"
 
-    def __init__(self, *, redis_server: str = "redis-server", ready_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        redis_server: str = "redis-server",
+        ready_timeout: float = 10.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_args`` are added to the command line (e.g. the cluster-mode options of a
+        Redis Cluster node, tests/clusters.py)."""
         binary = shutil.which(redis_server)
         if binary is None:
             raise FileNotFoundError(redis_server)
         self.binary = binary
+        self.extra_args = extra_args
         self.port = free_port()
         super().__init__(ready_timeout=ready_timeout)
 
@@ -327,7 +336,7 @@ class PrivateRedis(_Private):
             self.binary,
             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
             "--dir", str(self.dir), "--bind", "127.0.0.1", "--port", str(self.port),
-            "--daemonize", "no",
+            "--daemonize", "no", *self.extra_args,
         ]
         # fmt: on
 
@@ -353,7 +362,17 @@ class PrivateRabbit(_Private):
 
     kind = "rabbit"
 
-    def __init__(self, *, bin_dir: str | None = None, ready_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        bin_dir: str | None = None,
+        ready_timeout: float = 60.0,
+        cookie: str | None = None,
+        epmd_port: int | None = None,
+    ) -> None:
+        """``cookie`` and ``epmd_port`` are for nodes of one cluster (tests/clusters.py): the
+        same Erlang cookie, and the epmd of another node (which that node owns: this one
+        neither starts nor ends it). By default each node has its own of both."""
         found = bin_dir or os.environ.get("MTA_TEST_RABBITMQ_BIN")
         if found is None:
             if Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
@@ -371,13 +390,15 @@ class PrivateRabbit(_Private):
         self.nodename = f"mtatest{os.getpid()}n{next(_names)}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
-        self.epmd_port = free_port()
+        self.own_epmd = epmd_port is None
+        self.epmd_port = free_port() if epmd_port is None else epmd_port
         self.epmd: subprocess.Popen[bytes] | None = None
         self.version: tuple[int, ...] | None = None  # the broker's, read from Connection.Start
         super().__init__(ready_timeout=ready_timeout)
-        cookie = self.dir / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16))
-        cookie.chmod(0o400)
+        self.cookie = cookie or secrets.token_hex(16)
+        cookie_file = self.dir / ".erlang.cookie"
+        cookie_file.write_text(self.cookie)
+        cookie_file.chmod(0o400)
         (self.dir / "rabbitmq-env.conf").touch()
         (self.dir / "rabbitmq.conf").touch()
         (self.dir / "enabled_plugins").touch()
@@ -417,6 +438,10 @@ class PrivateRabbit(_Private):
         return [str(self.bin_dir / "rabbitmq-server")]
 
     def _ensure_epmd(self) -> None:
+        if not self.own_epmd:
+            if not _port_open(self.epmd_port):
+                raise PrivateServerError(f"the shared epmd on {self.epmd_port} does not answer")
+            return
         if self.epmd is not None and self.epmd.poll() is None:
             return
         self.epmd = self._spawn(
