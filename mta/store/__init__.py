@@ -56,30 +56,31 @@ Under the prefix's own tag ``P`` = ``{<prefix>}``:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
-from mta.store import connect, scripts
+from mta.store import connect
+from mta.store.base import (
+    Op,
+    PackingConnection,
+    group_by_shard,
+    per_shard,
+    split_by_shard,
+)
 from mta.store.keys import (
     DEFAULT_SHARDS,
-    MAX_SHARDS,
     ShardKeys,
-    outbox_entry_name,
-    receipt_shard_of,
     shard_of,
     shard_of_entry,
     shard_of_message,
 )
+from mta.store.receipts import ReceiptStore
 from mta.store.records import (
     CANCEL_TTL_S,
     DEAD_MARKERS_TTL_S,
@@ -124,76 +125,15 @@ __all__ = [
     "pack_pending",
 ]
 
-_pack: Callable[..., bytes] | None
-try:
-    import hiredis
-
-    _pack = hiredis.pack_command
-except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
-    _pack = None
-
-class PackingConnection(Connection):
-    """A connection that packs commands with hiredis (C) instead of redis-py's Python packer.
-
-    redis-py's asyncio packer joins bytes per argument; for one HSET of a hundred records that
-    is ~150 µs against ~20 µs in hiredis, and a worker sends such commands for every batch.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if _pack is None:
-            return super().pack_command(*args)
-        first = args[0]
-        if isinstance(first, str | bytes) and (
-            " " in first if isinstance(first, str) else b" " in first
-        ):
-            args = (*first.split(), *args[1:])
-        return [_pack(args)]
-
-#: One command for a pipeline: method name, positional and keyword arguments.
-Op = tuple[str, tuple[Any, ...], dict[str, Any]]
-_V = TypeVar("_V")
-
 
 class LayoutError(RuntimeError):
     """The prefix's state in Redis was written with another shard count than this process's."""
 
 
-class Store:
-    """The Redis side of the MTA, under one prefix, over ``shards`` shards.
 
-    ``client`` is a single Redis (one MULTI may span shards there: they are only hash tags) or
-    a Redis Cluster client (``cluster=True``: one MULTI per shard, scripts per shard)."""
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        prefix: str,
-        shards: int = DEFAULT_SHARDS,
-        *,
-        cluster: bool = False,
-    ) -> None:
-        if not 1 <= shards <= MAX_SHARDS:
-            raise ValueError(f"MTA_SHARDS must be between 1 and {MAX_SHARDS}, not {shards}")
-        self.r = client
-        self.prefix = prefix
-        self.n = shards
-        self.cluster = cluster
-        tag = "{" + prefix + "}"
-        self.tag = tag
-        self.shards = [ShardKeys.of(prefix, i, shards) for i in range(shards)]
-        self.k_signing = f"{tag}:signing"
-        self.k_shards = f"{tag}:shards"
-        self._begin = client.register_script(scripts.BEGIN)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._finish = client.register_script(scripts.FINISH)
-        self._take = client.register_script(scripts.TAKE)
-        self._release = client.register_script(scripts.RELEASE)
-        self._reserve = client.register_script(scripts.RESERVE)
-        self._cancel = client.register_script(scripts.CANCEL)
-        self._pidx_add = client.register_script(scripts.PIDX_ADD)
-        self._poke = client.register_script(scripts.POKE)
-        self._push = client.register_script(scripts.PUSH_RECEIPTS)
-        self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
+class Store(ReceiptStore):
+    """The Redis side of the MTA: markers, pending records, leases, held messages, outbox,
+    rate limits (and, from :class:`ReceiptStore`, pushed receipts), over ``shards`` shards."""
 
     @classmethod
     def connect(
@@ -273,103 +213,6 @@ class Store:
             or await self.r.exists(old.outbox)
         )
 
-    # --- where things are ---------------------------------------------------------------
-    def batch_shard(self, batch_id: str) -> ShardKeys:
-        return self.shards[shard_of(batch_id, self.n)]
-
-    def message_shard(self, message_id: str) -> ShardKeys:
-        return self.shards[shard_of_message(message_id, self.n)]
-
-    def receipt_shard(self, account: str, partner_id: str) -> ShardKeys:
-        return self.shards[receipt_shard_of(account, partner_id, self.n)]
-
-    def entry_shard(self, entry: str) -> int:
-        """The shard of an outbox entry (its name says it)."""
-        return shard_of_entry(entry, self.n)
-
-    def entry_name(self, writer: str, token: str, message_id: str, n: int) -> str:
-        """The name of the ``n``-th outbox entry of a write whose results are all in
-        ``message_id``'s shard."""
-        return outbox_entry_name(writer, token, shard_of_message(message_id, self.n), n)
-
-    def markers_key(self, batch_id: str) -> str:
-        return self.batch_shard(batch_id).markers(batch_id)
-
-    def receipt_key(self, account: str, partner_id: str) -> str:
-        return self.receipt_shard(account, partner_id).receipt(account, partner_id)
-
-    def partner_index_key(self, account: str, partner_id: str) -> str:
-        return self.receipt_shard(account, partner_id).partner_index(account)
-
-    def smpp_batch_key(self, batch_id: str) -> str:
-        return f"{self.tag}:smpp:m:{batch_id}"
-
-    def smpp_part_key(self, part_id: str) -> str:
-        return f"{self.tag}:smpp:a:{part_id}"
-
-    def smpp_receipts_key(self, system_id: str) -> str:
-        return f"{self.tag}:smpp:rq:{system_id}"
-
-    def smpp_claimed_key(self, owner: str, system_id: str) -> str:
-        return f"{self.tag}:smpp:rc:{owner}:{system_id}"
-
-    def smpp_lease_key(self, owner: str) -> str:
-        return f"{self.tag}:smpp:ro:{owner}"
-
-    def smpp_claims_key(self) -> str:
-        return f"{self.tag}:smpp:rcs"
-
-    # --- running commands over shards ---------------------------------------------------
-    async def _multi(self, ops: dict[int, list[Op]]) -> None:
-        """Run each shard's commands in a MULTI/EXEC: on a single node one MULTI for all
-        shards (one round trip), on a cluster one per shard, concurrently."""
-        ops = {i: some for i, some in ops.items() if some}
-        if not ops:
-            return
-        if not self.cluster:
-            pipe = self.r.pipeline(transaction=True)
-            for some in ops.values():
-                _queue(pipe, some)
-            await pipe.execute()
-            return
-
-        async def one(some: list[Op]) -> None:
-            pipe = self.r.pipeline(transaction=True)
-            _queue(pipe, some)
-            await pipe.execute()
-
-        await asyncio.gather(*(one(some) for some in ops.values()))
-
-    async def _pipeline(self, ops: Sequence[Op]) -> list[Any]:
-        """Commands in one non-transactional pipeline (a cluster client sends each to its
-        node); their results in order."""
-        if not ops:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        _queue(pipe, ops)
-        return list(await pipe.execute())
-
-    async def _eval_many(
-        self, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
-    ) -> list[Any]:
-        """One script run per call (each in one shard) in one pipeline; results in order. A
-        node that does not know the script yet (new, or a promoted replica) is taught it."""
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return [await script(keys=keys, args=args)]
-        if not calls:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        out = list(await pipe.execute(raise_on_error=False))
-        for i, result in enumerate(out):
-            if isinstance(result, NoScriptError):
-                keys, args = calls[i]
-                out[i] = await script(keys=keys, args=args)
-            elif isinstance(result, Exception):
-                raise result
-        return out
 
     # --- worker -------------------------------------------------------------------------
     async def begin(
@@ -446,14 +289,14 @@ class Store:
                 ops[shard_of(batch_id, n)].append(
                     ("hset", (self.markers_key(batch_id),), {"mapping": markers})
                 )
-        for shard, part in _split(outcome.pending, n).items():
+        for shard, part in split_by_shard(outcome.pending, n).items():
             keys = self.shards[shard]
             ops[shard].append(("hset", (keys.pending,), {"mapping": part}))
-        for shard, times in _split(outcome.due, n).items():
+        for shard, times in split_by_shard(outcome.due, n).items():
             ops[shard].append(("zadd", (self.shards[shard].due, times), {}))
-        for shard, times in _split(outcome.held, n).items():
+        for shard, times in split_by_shard(outcome.held, n).items():
             ops[shard].append(("zadd", (self.shards[shard].held, times), {}))
-        for shard, data in _split(outcome.held_data, n).items():
+        for shard, data in split_by_shard(outcome.held_data, n).items():
             ops[shard].append(("hset", (self.shards[shard].held_data,), {"mapping": data}))
         if outcome.outbox:
             grace = now_ms() + OUTBOX_GRACE_MS
@@ -465,38 +308,6 @@ class Store:
         if outcome.partners:
             await self._index_partners(outcome.partners)
 
-    async def _index_partners(self, partners: dict[str, dict[str, str]]) -> None:
-        calls: list[tuple[list[str], list[Any]]] = []
-        for account, ids in partners.items():
-            groups: dict[int, list[str]] = defaultdict(list)
-            for partner_id, message_id in ids.items():
-                groups[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
-            for shard, pairs in groups.items():
-                keys = self.shards[shard]
-                calls.append(([keys.partner_index(account)], [keys.receipt(account, ""), *pairs]))
-        found: list[str] = []
-        for out in await self._eval_many(self._pidx_add, calls):
-            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
-        await self.poke(found)
-
-    async def poke(self, message_ids: Sequence[str]) -> None:
-        """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
-        if not message_ids:
-            return
-        groups: dict[int, list[str]] = defaultdict(list)
-        for message_id in message_ids:
-            groups[shard_of_message(message_id, self.n)].append(message_id)
-        await self._eval_many(
-            self._poke,
-            [([self.shards[s].due, self.shards[s].lease, self.shards[s].poked], ids)
-             for s, ids in groups.items()],
-        )
-
-    def _split_entries(self, entries: dict[str, bytes]) -> dict[int, dict[str, bytes]]:
-        out: dict[int, dict[str, bytes]] = defaultdict(dict)
-        for name, value in entries.items():
-            out[shard_of_entry(name, self.n)][name] = value
-        return out
 
     async def cancel(self, message_id: str) -> str:
         """Cancel a message that has not reached a partner yet; '' when cancelled, else the
@@ -513,7 +324,7 @@ class Store:
     async def take_held(self, limit: int, lease_ms: int) -> tuple[list[str], list[bytes | None]]:
         """Lease held messages whose startTime has come; :meth:`drop_held` once republished."""
         now = now_ms()
-        per = _per_shard(limit, self.n)
+        per = per_shard(limit, self.n)
         ids: list[str] = []
         vals: list[bytes | None] = []
         for got_ids, got_vals in await self._eval_many(
@@ -526,10 +337,11 @@ class Store:
 
     async def drop_held(self, ids: Sequence[str]) -> None:
         ops: dict[int, list[Op]] = defaultdict(list)
-        for shard, some in _group(ids, self.n).items():
+        for shard, some in group_by_shard(ids, self.n).items():
             keys = self.shards[shard]
             ops[shard] += [("zrem", (keys.held, *some), {}), ("hdel", (keys.held_data, *some), {})]
         await self._multi(ops)
+
 
     # --- outbox -------------------------------------------------------------------------
     async def outbox_done(self, entries: Sequence[str]) -> None:
@@ -546,7 +358,7 @@ class Store:
     async def take_outbox(self, limit: int = 100) -> list[tuple[str, bytes]]:
         """Lease outbox entries whose writer did not delete them in time (it died)."""
         now = now_ms()
-        per = _per_shard(limit, self.n)
+        per = per_shard(limit, self.n)
         outs = await self._eval_many(
             self._take,
             [([k.outbox_due, k.outbox], [now, now + OUTBOX_GRACE_MS, per]) for k in self.shards],
@@ -567,7 +379,7 @@ class Store:
         expired leases to ``due`` first); one pipelined script per shard.
 
         At most :data:`MAX_CLAIM` per shard: Lua's ``unpack`` takes a few thousand values."""
-        per = min(_per_shard(limit, self.n), MAX_CLAIM)
+        per = min(per_shard(limit, self.n), MAX_CLAIM)
         now = time.time()
         token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
         args = [int(now * 1000), int(now * 1_000_000), token, per]
@@ -634,15 +446,15 @@ class Store:
             await self._eval_many(
                 self._release,
                 [([self.shards[s].lease, self.shards[s].due], [token, now, *some])
-                 for s, some in _group(ids, self.n).items()],
+                 for s, some in group_by_shard(ids, self.n).items()],
             )
 
     async def drop_orphans(self, ids: Sequence[str]) -> None:
-        await self._pipeline(
-            [("zrem", (self.shards[s].lease, *some), {}) for s, some in _group(ids, self.n).items()]
-            + [("srem", (self.shards[s].poked, *some), {})
-               for s, some in _group(ids, self.n).items()]
-        )
+        ops: list[Op] = []
+        for s, some in group_by_shard(ids, self.n).items():
+            keys = self.shards[s]
+            ops += [("zrem", (keys.lease, *some), {}), ("srem", (keys.poked, *some), {})]
+        await self._pipeline(ops)
 
     # --- shared rate limits -------------------------------------------------------------
     async def reserve_rate(
@@ -656,116 +468,6 @@ class Store:
         )
         return None if int(wait) < 0 else int(wait)
 
-    # --- pushed receipts ----------------------------------------------------------------
-    async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
-        """Store pushed final states (partner id → packed result); an earlier final is kept.
-        No cap: for receipts from authenticated sources (SMPP deliver_sm, a pull drain)."""
-        stored, _ = await self.store_receipts(account, receipts, None)
-        return stored
-
-    async def store_receipts(
-        self, account: str, receipts: dict[str, bytes], cap: int | None
-    ) -> tuple[int, int]:
-        """Like :meth:`push_receipts`, but while the account already holds ``cap`` stored
-        receipts (None = no cap) the rest are refused; returns (stored, refused). A cap is
-        counted in one index per account (one script); then one script per shard holding
-        some of the receipts (one pipeline), then the messages they belong to are made due."""
-        if not receipts:
-            return 0, 0
-        refused = 0
-        if cap is not None:
-            out = await self._admit(
-                keys=[self.receipt_index_key(account)],
-                args=[RECEIPT_TTL_S, max(0, cap), *receipts],
-            )
-            refused = int(out[0])
-            admitted = {p.decode() if isinstance(p, bytes) else str(p) for p in out[1:]}
-            receipts = {pid: v for pid, v in receipts.items() if pid in admitted}
-            if not receipts:
-                return 0, refused
-        n = self.n
-        groups: dict[int, tuple[list[str], list[Any]]] = {}
-        for partner_id, packed in receipts.items():
-            shard = receipt_shard_of(account, partner_id, n)
-            group = groups.get(shard)
-            if group is None:
-                keys = self.shards[shard]
-                group = groups[shard] = ([], [RECEIPT_TTL_S, keys.partner_index(account)])
-            group[0].append(self.shards[shard].receipt(account, partner_id))
-            group[1].extend((partner_id, packed))
-        stored = 0
-        found: list[str] = []
-        for out in await self._eval_many(self._push, list(groups.values())):
-            stored += int(out[0])
-            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
-        await self.poke(found)
-        return stored, refused
-
-    def receipt_index_key(self, account: str) -> str:
-        """The index that counts an account's stored receipts against a cap (webhooks)."""
-        return f"{self.tag}:rcptix:{account}"
-
-    async def stored_receipts(self, account: str) -> int:
-        """How many receipts a capped account holds (expired ones may count until the next
-        push); receipts stored without a cap are not counted."""
-        return int(await self.r.zcard(self.receipt_index_key(account)))
-
-    async def receipts(self, account: str, partner_ids: Sequence[str]) -> dict[str, bytes]:
-        """The pushed receipts stored for these partner ids (one MGET; on a cluster one per
-        shard, pipelined)."""
-        if not partner_ids:
-            return {}
-        keys = [self.receipt_key(account, pid) for pid in partner_ids]
-        if not self.cluster:
-            values = await self.r.mget(keys)
-        else:
-            order: dict[int, list[int]] = defaultdict(list)
-            for i, pid in enumerate(partner_ids):
-                order[receipt_shard_of(account, pid, self.n)].append(i)
-            got = await self._pipeline(
-                [("mget", ([keys[i] for i in members],), {}) for members in order.values()]
-            )
-            values = [None] * len(keys)
-            for members, vals in zip(order.values(), got, strict=True):
-                for i, v in zip(members, vals, strict=True):
-                    values[i] = v
-        return {
-            pid: v if isinstance(v, bytes) else str(v).encode()
-            for pid, v in zip(partner_ids, values, strict=True)
-            if v is not None
-        }
-
-    async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None:
-        """Adapter state shared by every process (``ReceiptSink.remember``), with a TTL."""
-        pipe = self.r.pipeline(transaction=False)
-        for key, value in values.items():
-            pipe.set(f"{self.tag}:astate:{account}:{key}", value, ex=ttl_s)
-        await pipe.execute()
-
-    async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]:
-        values = await self.r.mget([f"{self.tag}:astate:{account}:{key}" for key in keys])
-        return {
-            key: v if isinstance(v, bytes) else str(v).encode()
-            for key, v in zip(keys, values, strict=True)
-            if v is not None
-        }
-
-    async def drop_receipts(self, account: str, partner_ids: Sequence[str]) -> None:
-        """Delete spent receipts, their index entries (so they stop counting) and the partner
-        index entries of their messages (final now)."""
-        groups: dict[int, list[str]] = defaultdict(list)
-        for pid in partner_ids:
-            groups[receipt_shard_of(account, pid, self.n)].append(pid)
-        ops: list[Op] = []
-        for shard, pids in groups.items():
-            keys = self.shards[shard]
-            ops += [
-                ("delete", tuple(keys.receipt(account, pid) for pid in pids), {}),
-                ("hdel", (keys.partner_index(account), *pids), {}),
-            ]
-        if ops:
-            ops.append(("zrem", (self.receipt_index_key(account), *partner_ids), {}))
-        await self._pipeline(ops)
 
     # --- inspection and clean-up --------------------------------------------------------
     async def counts(self, due_by_ms: int | None = None) -> dict[str, int]:
@@ -808,27 +510,3 @@ class Store:
             await self.r.delete(*keys[i : i + 500])
 
 
-def _per_shard(limit: int, shards: int) -> int:
-    return max(1, -(-limit // shards))
-
-
-def _queue(pipe: Any, ops: Sequence[Op]) -> None:
-    for name, args, kwargs in ops:
-        getattr(pipe, name)(*args, **kwargs)
-
-
-def _split(values: dict[str, _V], shards: int) -> dict[int, dict[str, _V]]:
-    """Per-message values grouped by their message's shard."""
-    if shards == 1:
-        return {0: values} if values else {}
-    out: dict[int, dict[str, _V]] = defaultdict(dict)
-    for message_id, value in values.items():
-        out[shard_of_message(message_id, shards)][message_id] = value
-    return out
-
-
-def _group(message_ids: Sequence[str], shards: int) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = defaultdict(list)
-    for message_id in message_ids:
-        out[shard_of_message(message_id, shards)].append(message_id)
-    return out

@@ -1,0 +1,229 @@
+"""The shard-aware core of the store: the client, the keys of every shard, and running
+commands and scripts over shards (one MULTI or pipeline on a single node, per shard on a
+cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from mta.store import scripts
+from mta.store.keys import (
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    ShardKeys,
+    outbox_entry_name,
+    receipt_shard_of,
+    shard_of,
+    shard_of_entry,
+    shard_of_message,
+)
+
+_pack: Callable[..., bytes] | None
+try:
+    import hiredis
+
+    _pack = hiredis.pack_command
+except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
+    _pack = None
+
+class PackingConnection(Connection):
+    """A connection that packs commands with hiredis (C) instead of redis-py's Python packer.
+
+    redis-py's asyncio packer joins bytes per argument; for one HSET of a hundred records that
+    is ~150 µs against ~20 µs in hiredis, and a worker sends such commands for every batch.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _pack is None:
+            return super().pack_command(*args)
+        first = args[0]
+        if isinstance(first, str | bytes) and (
+            " " in first if isinstance(first, str) else b" " in first
+        ):
+            args = (*first.split(), *args[1:])
+        return [_pack(args)]
+
+#: One command for a pipeline: method name, positional and keyword arguments.
+Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+_V = TypeVar("_V")
+
+
+class StoreBase:
+    """The Redis side of the MTA, under one prefix, over ``shards`` shards.
+
+    ``client`` is a single Redis (one MULTI may span shards there: they are only hash tags) or
+    a Redis Cluster client (``cluster=True``: one MULTI per shard, scripts per shard)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        shards: int = DEFAULT_SHARDS,
+        *,
+        cluster: bool = False,
+    ) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"MTA_SHARDS must be between 1 and {MAX_SHARDS}, not {shards}")
+        self.r = client
+        self.prefix = prefix
+        self.n = shards
+        self.cluster = cluster
+        tag = "{" + prefix + "}"
+        self.tag = tag
+        self.shards = [ShardKeys.of(prefix, i, shards) for i in range(shards)]
+        self.k_signing = f"{tag}:signing"
+        self.k_shards = f"{tag}:shards"
+        self._begin = client.register_script(scripts.BEGIN)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._finish = client.register_script(scripts.FINISH)
+        self._take = client.register_script(scripts.TAKE)
+        self._release = client.register_script(scripts.RELEASE)
+        self._reserve = client.register_script(scripts.RESERVE)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._pidx_add = client.register_script(scripts.PIDX_ADD)
+        self._poke = client.register_script(scripts.POKE)
+        self._push = client.register_script(scripts.PUSH_RECEIPTS)
+        self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
+
+
+    # --- where things are ---------------------------------------------------------------
+    def batch_shard(self, batch_id: str) -> ShardKeys:
+        return self.shards[shard_of(batch_id, self.n)]
+
+    def message_shard(self, message_id: str) -> ShardKeys:
+        return self.shards[shard_of_message(message_id, self.n)]
+
+    def receipt_shard(self, account: str, partner_id: str) -> ShardKeys:
+        return self.shards[receipt_shard_of(account, partner_id, self.n)]
+
+    def entry_shard(self, entry: str) -> int:
+        """The shard of an outbox entry (its name says it)."""
+        return shard_of_entry(entry, self.n)
+
+    def entry_name(self, writer: str, token: str, message_id: str, n: int) -> str:
+        """The name of the ``n``-th outbox entry of a write whose results are all in
+        ``message_id``'s shard."""
+        return outbox_entry_name(writer, token, shard_of_message(message_id, self.n), n)
+
+    def markers_key(self, batch_id: str) -> str:
+        return self.batch_shard(batch_id).markers(batch_id)
+
+    def receipt_key(self, account: str, partner_id: str) -> str:
+        return self.receipt_shard(account, partner_id).receipt(account, partner_id)
+
+    def partner_index_key(self, account: str, partner_id: str) -> str:
+        return self.receipt_shard(account, partner_id).partner_index(account)
+
+    def smpp_batch_key(self, batch_id: str) -> str:
+        return f"{self.tag}:smpp:m:{batch_id}"
+
+    def smpp_part_key(self, part_id: str) -> str:
+        return f"{self.tag}:smpp:a:{part_id}"
+
+    def smpp_receipts_key(self, system_id: str) -> str:
+        return f"{self.tag}:smpp:rq:{system_id}"
+
+    def smpp_claimed_key(self, owner: str, system_id: str) -> str:
+        return f"{self.tag}:smpp:rc:{owner}:{system_id}"
+
+    def smpp_lease_key(self, owner: str) -> str:
+        return f"{self.tag}:smpp:ro:{owner}"
+
+    def smpp_claims_key(self) -> str:
+        return f"{self.tag}:smpp:rcs"
+
+
+    # --- running commands over shards ---------------------------------------------------
+    async def _multi(self, ops: dict[int, list[Op]]) -> None:
+        """Run each shard's commands in a MULTI/EXEC: on a single node one MULTI for all
+        shards (one round trip), on a cluster one per shard, concurrently."""
+        ops = {i: some for i, some in ops.items() if some}
+        if not ops:
+            return
+        if not self.cluster:
+            pipe = self.r.pipeline(transaction=True)
+            for some in ops.values():
+                queue_ops(pipe, some)
+            await pipe.execute()
+            return
+
+        async def one(some: list[Op]) -> None:
+            pipe = self.r.pipeline(transaction=True)
+            queue_ops(pipe, some)
+            await pipe.execute()
+
+        await asyncio.gather(*(one(some) for some in ops.values()))
+
+    async def _pipeline(self, ops: Sequence[Op]) -> list[Any]:
+        """Commands in one non-transactional pipeline (a cluster client sends each to its
+        node); their results in order."""
+        if not ops:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        queue_ops(pipe, ops)
+        return list(await pipe.execute())
+
+    async def _eval_many(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """One script run per call (each in one shard) in one pipeline; results in order. A
+        node that does not know the script yet (new, or a promoted replica) is taught it."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        if not calls:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        out = list(await pipe.execute(raise_on_error=False))
+        for i, result in enumerate(out):
+            if isinstance(result, NoScriptError):
+                keys, args = calls[i]
+                out[i] = await script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return out
+
+
+    def _split_entries(self, entries: dict[str, bytes]) -> dict[int, dict[str, bytes]]:
+        out: dict[int, dict[str, bytes]] = defaultdict(dict)
+        for name, value in entries.items():
+            out[shard_of_entry(name, self.n)][name] = value
+        return out
+
+
+
+def per_shard(limit: int, shards: int) -> int:
+    return max(1, -(-limit // shards))
+
+
+def queue_ops(pipe: Any, ops: Sequence[Op]) -> None:
+    for name, args, kwargs in ops:
+        getattr(pipe, name)(*args, **kwargs)
+
+
+def split_by_shard(values: dict[str, _V], shards: int) -> dict[int, dict[str, _V]]:
+    """Per-message values grouped by their message's shard."""
+    if shards == 1:
+        return {0: values} if values else {}
+    out: dict[int, dict[str, _V]] = defaultdict(dict)
+    for message_id, value in values.items():
+        out[shard_of_message(message_id, shards)][message_id] = value
+    return out
+
+
+def group_by_shard(message_ids: Sequence[str], shards: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for message_id in message_ids:
+        out[shard_of_message(message_id, shards)].append(message_id)
+    return out
+

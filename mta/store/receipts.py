@@ -1,0 +1,156 @@
+"""Pushed receipts in the store: stored in the shard of (account, partner id), found from
+there by the partner index, and the messages they belong to made due at once."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from mta.store.base import Op, StoreBase
+from mta.store.keys import receipt_shard_of, shard_of_message
+from mta.store.records import RECEIPT_TTL_S
+
+
+class ReceiptStore(StoreBase):
+    """Receipts pushed by partners (webhooks, SMPP deliver_sm) and adapter state."""
+
+    async def _index_partners(self, partners: dict[str, dict[str, str]]) -> None:
+        calls: list[tuple[list[str], list[Any]]] = []
+        for account, ids in partners.items():
+            groups: dict[int, list[str]] = defaultdict(list)
+            for partner_id, message_id in ids.items():
+                groups[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
+            for shard, pairs in groups.items():
+                keys = self.shards[shard]
+                calls.append(([keys.partner_index(account)], [keys.receipt(account, ""), *pairs]))
+        found: list[str] = []
+        for out in await self._eval_many(self._pidx_add, calls):
+            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
+        await self.poke(found)
+
+    async def poke(self, message_ids: Sequence[str]) -> None:
+        """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
+        if not message_ids:
+            return
+        groups: dict[int, list[str]] = defaultdict(list)
+        for message_id in message_ids:
+            groups[shard_of_message(message_id, self.n)].append(message_id)
+        await self._eval_many(
+            self._poke,
+            [([self.shards[s].due, self.shards[s].lease, self.shards[s].poked], ids)
+             for s, ids in groups.items()],
+        )
+
+
+    # --- pushed receipts ----------------------------------------------------------------
+    async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
+        """Store pushed final states (partner id → packed result); an earlier final is kept.
+        No cap: for receipts from authenticated sources (SMPP deliver_sm, a pull drain)."""
+        stored, _ = await self.store_receipts(account, receipts, None)
+        return stored
+
+    async def store_receipts(
+        self, account: str, receipts: dict[str, bytes], cap: int | None
+    ) -> tuple[int, int]:
+        """Like :meth:`push_receipts`, but while the account already holds ``cap`` stored
+        receipts (None = no cap) the rest are refused; returns (stored, refused). A cap is
+        counted in one index per account (one script); then one script per shard holding
+        some of the receipts (one pipeline), then the messages they belong to are made due."""
+        if not receipts:
+            return 0, 0
+        refused = 0
+        if cap is not None:
+            out = await self._admit(
+                keys=[self.receipt_index_key(account)],
+                args=[RECEIPT_TTL_S, max(0, cap), *receipts],
+            )
+            refused = int(out[0])
+            admitted = {p.decode() if isinstance(p, bytes) else str(p) for p in out[1:]}
+            receipts = {pid: v for pid, v in receipts.items() if pid in admitted}
+            if not receipts:
+                return 0, refused
+        n = self.n
+        groups: dict[int, tuple[list[str], list[Any]]] = {}
+        for partner_id, packed in receipts.items():
+            shard = receipt_shard_of(account, partner_id, n)
+            group = groups.get(shard)
+            if group is None:
+                keys = self.shards[shard]
+                group = groups[shard] = ([], [RECEIPT_TTL_S, keys.partner_index(account)])
+            group[0].append(self.shards[shard].receipt(account, partner_id))
+            group[1].extend((partner_id, packed))
+        stored = 0
+        found: list[str] = []
+        for out in await self._eval_many(self._push, list(groups.values())):
+            stored += int(out[0])
+            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
+        await self.poke(found)
+        return stored, refused
+
+    def receipt_index_key(self, account: str) -> str:
+        """The index that counts an account's stored receipts against a cap (webhooks)."""
+        return f"{self.tag}:rcptix:{account}"
+
+    async def stored_receipts(self, account: str) -> int:
+        """How many receipts a capped account holds (expired ones may count until the next
+        push); receipts stored without a cap are not counted."""
+        return int(await self.r.zcard(self.receipt_index_key(account)))
+
+    async def receipts(self, account: str, partner_ids: Sequence[str]) -> dict[str, bytes]:
+        """The pushed receipts stored for these partner ids (one MGET; on a cluster one per
+        shard, pipelined)."""
+        if not partner_ids:
+            return {}
+        keys = [self.receipt_key(account, pid) for pid in partner_ids]
+        if not self.cluster:
+            values = await self.r.mget(keys)
+        else:
+            order: dict[int, list[int]] = defaultdict(list)
+            for i, pid in enumerate(partner_ids):
+                order[receipt_shard_of(account, pid, self.n)].append(i)
+            got = await self._pipeline(
+                [("mget", ([keys[i] for i in members],), {}) for members in order.values()]
+            )
+            values = [None] * len(keys)
+            for members, vals in zip(order.values(), got, strict=True):
+                for i, v in zip(members, vals, strict=True):
+                    values[i] = v
+        return {
+            pid: v if isinstance(v, bytes) else str(v).encode()
+            for pid, v in zip(partner_ids, values, strict=True)
+            if v is not None
+        }
+
+    async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None:
+        """Adapter state shared by every process (``ReceiptSink.remember``), with a TTL."""
+        pipe = self.r.pipeline(transaction=False)
+        for key, value in values.items():
+            pipe.set(f"{self.tag}:astate:{account}:{key}", value, ex=ttl_s)
+        await pipe.execute()
+
+    async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]:
+        values = await self.r.mget([f"{self.tag}:astate:{account}:{key}" for key in keys])
+        return {
+            key: v if isinstance(v, bytes) else str(v).encode()
+            for key, v in zip(keys, values, strict=True)
+            if v is not None
+        }
+
+    async def drop_receipts(self, account: str, partner_ids: Sequence[str]) -> None:
+        """Delete spent receipts, their index entries (so they stop counting) and the partner
+        index entries of their messages (final now)."""
+        groups: dict[int, list[str]] = defaultdict(list)
+        for pid in partner_ids:
+            groups[receipt_shard_of(account, pid, self.n)].append(pid)
+        ops: list[Op] = []
+        for shard, pids in groups.items():
+            keys = self.shards[shard]
+            ops += [
+                ("delete", tuple(keys.receipt(account, pid) for pid in pids), {}),
+                ("hdel", (keys.partner_index(account), *pids), {}),
+            ]
+        if ops:
+            ops.append(("zrem", (self.receipt_index_key(account), *partner_ids), {}))
+        await self._pipeline(ops)
+
