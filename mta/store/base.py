@@ -181,6 +181,10 @@ class StoreBase:
             return [await script(keys=keys, args=args)]
         if not calls:
             return []
+        if self.cluster:  # redis-py's cluster pipeline refuses EVALSHA: concurrent calls
+            return list(
+                await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
+            )
         pipe = self.r.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)

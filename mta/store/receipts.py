@@ -105,17 +105,9 @@ class ReceiptStore(StoreBase):
         keys = [self.receipt_key(account, pid) for pid in partner_ids]
         if not self.cluster:
             values = await self.r.mget(keys)
-        else:
-            order: dict[int, list[int]] = defaultdict(list)
-            for i, pid in enumerate(partner_ids):
-                order[receipt_shard_of(account, pid, self.n)].append(i)
-            got = await self._pipeline(
-                [("mget", ([keys[i] for i in members],), {}) for members in order.values()]
-            )
-            values = [None] * len(keys)
-            for members, vals in zip(order.values(), got, strict=True):
-                for i, v in zip(members, vals, strict=True):
-                    values[i] = v
+        else:  # one MGET per slot, results in order
+            cluster: Any = self.r
+            values = await cluster.mget_nonatomic(keys)
         return {
             pid: v if isinstance(v, bytes) else str(v).encode()
             for pid, v in zip(partner_ids, values, strict=True)
