@@ -100,6 +100,17 @@ def stat_name(state: int) -> str:
         return "UNKNOWN"
 
 
+_API_STATUS: Final[dict[MessageState, ApiStatus]] = {
+    MessageState.DELIVERED: ApiStatus.DELIVERED,
+    MessageState.EXPIRED: ApiStatus.TIMEOUT,
+    MessageState.UNDELIVERABLE: ApiStatus.FAIL,
+    MessageState.REJECTED: ApiStatus.FAIL,
+    MessageState.DELETED: ApiStatus.FAIL,
+    MessageState.SKIPPED: ApiStatus.FAIL,
+}
+_STATE_OF: Final[dict[int, MessageState]] = {int(m): m for m in MessageState}
+
+
 def state_from_stat(stat: str) -> MessageState | None:
     """The state of a ``stat:`` value, any case, 7-letter or full name; None if unknown."""
     return _FROM_STAT.get(stat.strip().upper())
@@ -115,21 +126,14 @@ def api_status(
     ACCEPTD for "accepted by the operator", and UNKNOWN for a buffered message)."""
     if state is None:
         return ApiStatus.WAITING
-    try:
-        state = MessageState(state)
-    except ValueError:
-        return unknown
-    if state is MessageState.DELIVERED:
-        return ApiStatus.DELIVERED
-    if state is MessageState.EXPIRED:
-        return ApiStatus.TIMEOUT
-    if state in (
-        MessageState.UNDELIVERABLE,
-        MessageState.REJECTED,
-        MessageState.DELETED,
-        MessageState.SKIPPED,
-    ):
-        return ApiStatus.FAIL
+    if type(state) is not MessageState:
+        try:
+            state = MessageState(state)
+        except ValueError:
+            return unknown
+    fixed = _API_STATUS.get(state)
+    if fixed is not None:
+        return fixed
     if state is MessageState.ACCEPTED:
         return accepted
     if state is MessageState.UNKNOWN:
@@ -151,10 +155,26 @@ _KEY: Final = re.compile(
 )
 
 
+#: The Appendix B layout exactly (single spaces, no spaces inside values): one match, the same
+#: fields as the general parse below gives it.
+_STANDARD: Final = re.compile(
+    r"id:(\S*) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\S*)"
+    r" err:(\S*)(?: text:(.*))?\Z",
+    re.IGNORECASE | re.DOTALL,
+)
+_STANDARD_KEYS: Final = ("id", "sub", "dlvrd", "submitdate", "donedate", "stat", "err", "text")
+
+
 def parse_receipt_text(text: str) -> dict[str, str]:
     """The fields of a receipt text, keys lower-case without spaces (``id``, ``sub``,
     ``dlvrd``, ``submitdate``, ``donedate``, ``stat``, ``err``, ``text``); each value runs up
     to the next key, and ``text`` runs to the end."""
+    standard = _STANDARD.match(text)
+    if standard is not None:
+        values = standard.groups()
+        if values[7] is None:
+            return dict(zip(_STANDARD_KEYS[:7], values[:7], strict=True))
+        return dict(zip(_STANDARD_KEYS, values, strict=True))
     matches = list(_KEY.finditer(text))
     fields: dict[str, str] = {}
     for i, match in enumerate(matches):
@@ -222,10 +242,7 @@ def parse_receipt(
     state: MessageState | None = None
     raw_state = tlv_int(tlvs, Tag.MESSAGE_STATE)
     if raw_state is not None:
-        try:
-            state = MessageState(raw_state)
-        except ValueError:
-            state = None
+        state = _STATE_OF.get(raw_state)
     stat = fields.get("stat", "").strip().upper()
     if state is None and stat:
         state = state_from_stat(stat)
