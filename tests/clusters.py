@@ -93,9 +93,6 @@ class RabbitCluster:
         def start(node: PrivateRabbit) -> None:
             try:
                 node.start_sync()
-                node.ctl_sync("stop_app")
-                node.ctl_sync("join_cluster", self.nodes[0].nodename, timeout=60)
-                node.ctl_sync("start_app", timeout=60)
             except BaseException as exc:  # re-raised below
                 errors.append(exc)
 
@@ -106,6 +103,10 @@ class RabbitCluster:
             thread.join()
         if errors:
             raise errors[0]
+        for node in self.nodes[1:]:  # one at a time: concurrent joins can fail mnesia's start
+            node.ctl_sync("stop_app")
+            node.ctl_sync("join_cluster", self.nodes[0].nodename, timeout=60)
+            node.ctl_sync("start_app", timeout=60)
         self.wait_running(set(range(len(self.nodes))))
         self.formed_seconds = time.monotonic() - started
         print(f"[clusters] rabbit cluster formed in {self.formed_seconds:.1f} s", file=sys.stderr)

@@ -1,0 +1,203 @@
+"""A 3-node RabbitMQ cluster (tests/clusters.py) under ``mta``: MTA_AMQP_URL lists the nodes.
+
+The Broker connects to the first listed node that answers and, when that node is killed -9,
+reconnects to another one, where its topology and consumers come back (the quorum queues live
+on the other two). Runs of the whole pipeline count finals per message from our own queue:
+every message has exactly one. ``CLUSTER_N`` (messages, default 2000) makes the runs bigger:
+``make cluster-test`` (which prints the figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aio_pika
+import pytest
+
+from mta.broker import Broker, amqp_urls, connect, connect_robust
+from mta.topology import Topology
+from tests.conftest import Env, sim_accounts
+from tests.test_faults import Ledger, check, make_batches, publish_all
+from tests.test_process import Proc, procs, spawn  # noqa: F401 - procs is a fixture
+
+if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites their asserts
+    from tests.clusters import RabbitCluster
+
+pytest_plugins = ["tests.faults", "tests.clusters"]  # fixtures, the `cluster` marker
+
+N = int(os.environ.get("CLUSTER_N", "2000"))
+TIMEOUT = max(240, N // 20)  # seconds per test: a shared 2-core machine, and the cluster forms
+
+
+def figures(line: str) -> None:
+    print(f"\n[cluster-test] {line}")  # shown by `make cluster-test` (pytest -s)
+
+
+def test_amqp_urls_splits_a_list_of_full_urls() -> None:
+    assert amqp_urls("amqp://u:p@h1:5672/") == ["amqp://u:p@h1:5672/"]
+    assert amqp_urls(" amqp://u:p@h1:5672/ , amqps://u:p,q@h2:5671/v ") == [
+        "amqp://u:p@h1:5672/",
+        "amqps://u:p,q@h2:5671/v",  # a comma inside a password stays in it
+    ]
+    with pytest.raises(ValueError):
+        amqp_urls(" , ")
+
+
+@pytest.fixture
+async def cluster_env(env: Env, rabbit_cluster: RabbitCluster) -> AsyncIterator[Env]:
+    """``env`` on the cluster: its MTA_AMQP_URL lists the three nodes; the topology it made
+    there is deleted afterwards (Redis is the shared one, cleaned by ``env``)."""
+    env.configure(amqp_url=rabbit_cluster.url)
+    yield env
+    # Whatever a test killed is back before the next one (the module shares the cluster).
+    for index, node in enumerate(rabbit_cluster.nodes):
+        if not node.running:
+            await rabbit_cluster.start(index)
+    connection = await connect(rabbit_cluster.url)
+    try:
+        await Topology(env.prefix).delete(await connection.channel())
+    finally:
+        await connection.close()
+
+
+async def test_broker_connects_to_the_first_node_that_answers(
+    cluster_env: Env, rabbit_cluster: RabbitCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.faults import free_port
+
+    nobody = f"amqp://guest:s3cretpw@127.0.0.1:{free_port()}/"  # nothing listens there
+    broker = Broker(f"{nobody},{rabbit_cluster.url_from(1)}", cluster_env.topology)
+    name = f"test-first-{uuid.uuid4().hex[:6]}"
+    caplog.set_level(logging.INFO, logger="mta.broker")
+    await broker.connect(name=name)
+    try:
+        assert await asyncio.to_thread(rabbit_cluster.node_of_connection, name) == 1
+        await broker.publish(
+            cluster_env.topology.reports_exchange, "0.OK", b'{"results": []}', mandatory=False
+        )
+    finally:
+        await broker.close()
+    assert "s3cretpw" not in caplog.text
+    # None answers: one error naming each node by host:port, never a password.
+    with pytest.raises(aio_pika.exceptions.AMQPConnectionError) as caught:
+        await connect_robust(f"{nobody},{nobody.replace('s3cretpw', 'otherpw')}")
+    assert "no RabbitMQ node answered" in str(caught.value)
+    assert "s3cretpw" not in str(caught.value) and "otherpw" not in str(caught.value)
+
+
+async def test_broker_moves_to_another_node_when_its_node_is_killed(
+    cluster_env: Env, rabbit_cluster: RabbitCluster
+) -> None:
+    """Kill -9 the node the Broker uses: it reconnects to another listed node, its consumer
+    consumes again there, and a publish (confirmed) goes through."""
+    topology = cluster_env.topology
+    broker = Broker(rabbit_cluster.url_from(2), topology)
+    name = f"test-move-{uuid.uuid4().hex[:6]}"
+    await broker.connect(name=name)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await got.put(message.body)
+        await message.ack()
+
+    try:
+        channel = await broker.consumer_channel(prefetch=10)
+        queue = await channel.get_queue(topology.send_queue("bulk"))
+        await queue.consume(on_message)
+        await broker.publish(topology.send_exchange, "bulk", b"before")
+        assert await asyncio.wait_for(got.get(), 20) == b"before"
+        assert await asyncio.to_thread(rabbit_cluster.node_of_connection, name) == 2
+        killed = time.monotonic()
+        await rabbit_cluster.kill(2)
+        # Retried through the outage until a live node confirms it.
+        await broker.publish(topology.send_exchange, "bulk", b"after")
+        assert await asyncio.wait_for(got.get(), 60) == b"after"
+        took = time.monotonic() - killed
+        figures(f"Broker: its node killed -9, a publish consumed via another {took:.1f} s later")
+        assert await asyncio.to_thread(rabbit_cluster.node_of_connection, name) in (0, 1)
+        assert broker.connection is not None and not broker.connection.is_closed
+    finally:
+        await broker.close()
+
+
+async def _mta_node(cluster: RabbitCluster, timeout: float = 30.0) -> int:
+    """The node serving the ``mta run`` process's connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = await asyncio.to_thread(cluster.node_of_connection, "mta worker+reporter")
+        if node is not None:
+            return node
+        assert time.monotonic() < deadline, "no connection of mta run on any node"
+        await asyncio.sleep(0.5)
+
+
+@pytest.fixture
+async def ledger() -> AsyncIterator[Ledger]:
+    followed = Ledger()
+    yield followed
+    await followed.close()
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_pipeline_on_the_cluster(
+    cluster_env: Env, rabbit_cluster: RabbitCluster, procs: list[Proc], ledger: Ledger  # noqa: F811
+) -> None:
+    env = cluster_env
+    env.accounts(sim_accounts(latency=20, delay=0.5))
+    # Our consumer and publisher use node 1; the MTA lists node 0 first.
+    await ledger.follow(rabbit_cluster.urls[1], env.topology)
+    batches, expected = make_batches(env.prefix, N)
+    await spawn(env, procs, "run", MTA_AMQP_URL=rabbit_cluster.url)
+    assert await _mta_node(rabbit_cluster) == 0
+    started = time.monotonic()
+    await publish_all(rabbit_cluster.urls[1], env.topology, batches)
+    await ledger.wait(expected, timeout=TIMEOUT - 60)
+    took = time.monotonic() - started - 2.0  # ledger.wait lingers 2 s for late duplicates
+    figures(f"pipeline on 3 RabbitMQ nodes: {N} messages, {N / took:.0f} msg/s to the last final")
+    check(ledger, expected)
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_node_killed_mid_run(
+    cluster_env: Env, rabbit_cluster: RabbitCluster, procs: list[Proc], ledger: Ledger  # noqa: F811
+) -> None:
+    """Kill -9 the node ``mta run`` is connected to, mid-run: it goes on through another node;
+    every message gets one final."""
+    env = cluster_env
+    env.accounts(sim_accounts(latency=20, delay=0.5))
+    await ledger.follow(rabbit_cluster.urls[1], env.topology)
+    batches, expected = make_batches(env.prefix, N)
+    await spawn(env, procs, "run", MTA_AMQP_URL=rabbit_cluster.url)
+    victim = await _mta_node(rabbit_cluster)
+    assert victim == 0
+    started = time.monotonic()
+    publishing = asyncio.create_task(
+        publish_all(rabbit_cluster.urls[1], env.topology, batches, pace_s=0.01)
+    )
+    deadline = time.monotonic() + 60
+    while len(ledger.oks) < len(expected) // 4:  # mid-run: OKs and finals flowing
+        assert time.monotonic() < deadline, "the run did not start"
+        assert not publishing.done() or publishing.exception() is None
+        await asyncio.sleep(0.01)
+    killed = time.monotonic()
+    await rabbit_cluster.kill(victim)
+    moved_to = await _mta_node(rabbit_cluster, timeout=90)
+    recovered = time.monotonic() - killed  # to within a rabbitmqctl call (~1 s)
+    assert moved_to != victim
+    await publishing
+    await ledger.wait(expected, timeout=TIMEOUT - 60)
+    took = time.monotonic() - started - 2.0
+    figures(
+        f"node {victim} killed -9 mid-run: mta run connected to node {moved_to} "
+        f"{recovered:.1f} s after the kill; {N} messages, {N / took:.0f} msg/s to the last final"
+    )
+    check(ledger, expected)
+    with contextlib.suppress(Exception):
+        await rabbit_cluster.start(victim)
