@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck constraints services bench bench-smpp bench-smpp-receipts chaos deploy-tools test-deploy clean
+.PHONY: demo test lint typecheck constraints services bench bench-smpp bench-smpp-ingress bench-smpp-receipts chaos deploy-tools test-deploy clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -49,6 +49,12 @@ bench: $(STAMP) services
 BENCH_SMPP_N ?= 200000
 bench-smpp: $(STAMP) services
 	$(VENV)/bin/mta bench --partner smpp -n $(BENCH_SMPP_N) -b $(BENCH_B)
+
+# The same path fed by one SMPP client through `mta smpp-server` (window 50), every receipt
+# delivered back to it as deliver_sm.
+BENCH_INGRESS_N ?= 50000
+bench-smpp-ingress: $(STAMP) services
+	$(VENV)/bin/mta bench --partner smpp --ingress -n $(BENCH_INGRESS_N)
 
 # deliver_sm/s from `mta smpp-server` to one bound client (window 50), min/median/max of 3
 # runs, then how fast a bind drains the Redis stash. A benchmark too: figures, no verdict.
