@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from typing import Any
 import aio_pika
 import orjson
 
+from mta import bench_ingress as ingress
 from mta.broker import Broker
 from mta.config import Settings
 from mta.smsc_sink import SinkProcess, receipt_due
@@ -82,6 +84,7 @@ class BenchConfig:
     partner: str = "simulator"  # or "smpp": the smpp adapter against mta.smsc_sink
     binds: int = 2  # smpp: sessions of the account
     smpp_window: int = 50  # smpp: unanswered submit_sm per session
+    ingress: bool = False  # smpp: messages come from an SMPP client through mta smpp-server
 
     @property
     def pushes(self) -> bool:
@@ -214,6 +217,7 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
     if config.partner == "smpp":
         sink = await SinkProcess.start(config.report_delay_s)
         text = SMPP_ACCOUNTS.format(port=sink.port, binds=config.binds, window=config.smpp_window)
+        text += ingress.SMPP_CLIENT if config.ingress else ""
     else:
         text = ACCOUNTS.format(delay=config.report_delay_s, push=str(config.push).lower())
     accounts.write_text(text, encoding="utf-8")
@@ -240,8 +244,19 @@ async def run_bench(settings: Settings, config: BenchConfig) -> BenchResult:
                     sys.executable, "-m", "mta.cli", role, env=env, stdout=log, stderr=log,
                 ))
                 roles.append(role)
+        server_port = 0
+        if config.ingress:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                server_port = probe.getsockname()[1]
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mta.cli", "smpp-server", "--listen",
+                f"127.0.0.1:{server_port}", env=env, stdout=log, stderr=log,
+            ))
+            roles.append("smpp-server")
+            await ingress.wait_listening(server_port, procs[-1], 60)
         await _wait_ready(tmp / "processes.log", len(procs))
-        result = await _measure(settings, config, broker, store, procs, roles, sink)
+        result = await _measure(settings, config, broker, store, procs, roles, sink, server_port)
         if sink is not None:
             return replace(result, smsc=_smsc_figures(await sink.stop(), result))
         return result
@@ -280,6 +295,7 @@ async def _wait_ready(log: Path, roles: int) -> None:
 async def _measure(
     settings: Settings, config: BenchConfig, broker: Broker, store: Store,
     procs: list[asyncio.subprocess.Process], roles: list[str], sink: SinkProcess | None,
+    server_port: int = 0,
 ) -> BenchResult:
     total = config.total - config.total % config.batch or config.batch
     follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s,
@@ -313,10 +329,14 @@ async def _measure(
             if count > 1000:
                 pending_samples.append((count, size))
 
+    client = ingress.IngressFigures()
+    session = await ingress.bind(server_port, config.smpp_window, client) if server_port else None
     sampler = asyncio.create_task(sample())
     started = time.monotonic()
-    sent = 0
+    sent = total if session else 0
     n = 0
+    if session is not None:
+        await ingress.submit(session, total, config.smpp_window, client)
     while sent < total:
         if config.rate > 0:  # paced: latencies then measure the pipeline, not the backlog
             ahead = sent / config.rate - (time.monotonic() - started)
@@ -338,10 +358,10 @@ async def _measure(
                                               message_id=bid) for bid, body in bodies))
     published = time.monotonic()
     last_progress, last_count = time.monotonic(), 0
-    while not follow.done.is_set():
+    while not follow.done.is_set() or (session is not None and not client.done.is_set()):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(follow.done.wait(), 1.0)
-        count = follow.final_count
+        count = follow.final_count + client.receipts
         if count != last_count:
             last_progress, last_count = time.monotonic(), count
         elif time.monotonic() - last_progress > config.stall_s:
@@ -350,6 +370,8 @@ async def _measure(
     sampler.cancel()
     cpu_each = {p.pid: _proc_cpu(p.pid) - cpu0[p.pid] for p in procs}
     sink_cpu = _proc_cpu(sink.proc.pid) - sink_cpu0 if sink else 0.0
+    if session is not None:
+        await session.unbind()
     cpu = sum(cpu_each.values())
     machine = _machine_cpu() - machine0
     service_cpu = {name: _cpu_of(pids) - services0[name] for name, pids in services.items()}
@@ -384,6 +406,7 @@ async def _measure(
             for p, role in zip(procs, roles, strict=True)
         ],
         smsc={"cpu_s": sink_cpu} if sink else None,
+        ingress=client.as_dict() if session is not None else None,
         started_wall=time.time() - (time.monotonic() - started),
     )
 
@@ -445,6 +468,8 @@ class BenchResult:
     #: smpp: the SMSC sink's counters and CPU (None with the simulator)
     smsc: dict[str, Any] | None = None
     started_wall: float = 0.0
+    #: --ingress: what the SMPP client saw (submit_sm accepted, receipts back, their rates)
+    ingress: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -489,6 +514,7 @@ class BenchResult:
                 for p in self.processes
             ],
             **({"smsc": self.smsc} if self.smsc is not None else {}),
+            **({"ingress": self.ingress} if self.ingress is not None else {}),
         }
 
     def text(self) -> str:
@@ -543,7 +569,12 @@ class BenchResult:
         s = self.smsc
         if s is None:
             return []
+        i = self.ingress
         return [
+            *([f"  SMPP client → smpp-server {i['submit_sm_s']:>8,.0f} submit_sm/s accepted"
+               f"   ({i['accepted']:,} of {i['submit_sm']:,}; errors {i['errors'] or 'none'})",
+               f"  receipts to the client   {i['receipts_s']:>10,.0f} deliver_sm/s"
+               f"   ({i['receipts']:,} received)"] if i else []),
             f"  at the SMSC (submit_sm)  {s['submit_sm_s']:>10,.0f} msg/s   ({s['submit_sm']:,}"
             f" submit_sm; {s['submit_sm_s_from_publish']:,.0f}/s from the first publish)",
             f"  receipts sent / acked    {s['receipts']:>10,} / {s['receipt_resps']:,}"

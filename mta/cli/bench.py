@@ -11,7 +11,7 @@ from mta.config import Settings
 
 
 @click.command()
-@settings_options("amqp_url", "redis_url")
+@settings_options("amqp_url", "redis_url", "shards")
 @click.option(
     "-n", "--messages", "total", default=100_000, show_default=True, help="Messages to publish."
 )
@@ -59,6 +59,12 @@ from mta.config import Settings
     "--smpp-window", default=50, show_default=True, help="smpp: window of each session."
 )
 @click.option(
+    "--ingress",
+    is_flag=True,
+    help="smpp: the messages come from one SMPP client (transceiver, window --smpp-window) "
+    "through an mta smpp-server process, and every receipt goes back to it as deliver_sm.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -77,6 +83,7 @@ def bench(
     partner: str,
     binds: int,
     smpp_window: int,
+    ingress: bool,
     as_json: bool,
 ) -> None:
     """Measure the pipeline: publish N messages through worker and reporter processes.
@@ -101,6 +108,9 @@ def bench(
         partner=partner,
         binds=binds,
         smpp_window=smpp_window,
+        ingress=ingress,
     )
+    if ingress and partner != "smpp":
+        raise click.UsageError("--ingress goes with --partner smpp")
     result = _run(run_bench(settings, config))
     click.echo(orjson.dumps(result.as_dict()).decode() if as_json else result.text())
