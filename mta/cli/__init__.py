@@ -1,12 +1,13 @@
 """The ``mta`` command: run the roles, publish batches, tail reports, list adapters and
 accounts, inspect the queues, write a starter accounts file. One module per job: settings flags
-(settings), logging (logs), roles, console, dead letters (dead), accounts, init, bench."""
+(settings), logging (logs), roles, console, dead letters (dead), accounts, init, bench,
+migrate."""
 
 from __future__ import annotations
 
 import click
 
-from mta.cli import accounts, bench, console, dead, init, roles
+from mta.cli import accounts, bench, console, dead, init, migrate, roles
 from mta.cli.settings import _SETTINGS, settings_options
 
 __all__ = ["_SETTINGS", "main", "settings_options"]
@@ -33,6 +34,7 @@ for _command in (
     console.status,
     console.topology,
     console.teardown,
+    migrate.migrate,
     dead.dead,
     accounts.adapters,
     accounts.accounts,

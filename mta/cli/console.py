@@ -209,7 +209,7 @@ def topology(settings: Settings, vhost: str) -> None:
 
 
 @click.command()
-@settings_options("amqp_url", "redis_url", "prefix")
+@settings_options("amqp_url", "redis_url", "prefix", "shards")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
 def status(settings: Settings, as_json: bool) -> None:
     """Queue depths and Redis state: pending, due now, held, outbox."""
@@ -251,7 +251,7 @@ async def _status(settings: Settings, as_json: bool) -> None:
 
 
 @click.command()
-@settings_options("amqp_url", "redis_url", "prefix")
+@settings_options("amqp_url", "redis_url", "prefix", "shards")
 @click.option("--yes", is_flag=True, help="Remove; without it, only print what would go.")
 def teardown(settings: Settings, yes: bool) -> None:
     """Remove a prefix: its queues (with their messages), exchanges and Redis keys.

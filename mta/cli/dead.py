@@ -338,7 +338,9 @@ def _selection(ids: tuple[str, ...], every: bool) -> Callable[[Letter], bool]:
 
 
 @dead.command("replay")
-@settings_options("amqp_url", "redis_url", "prefix", "max_batch", "max_batch_bytes")
+@settings_options(
+    "amqp_url", "redis_url", "prefix", "shards", "max_batch", "max_batch_bytes"
+)
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "every", is_flag=True, help="Replay every letter.")
 @click.option(

@@ -80,6 +80,7 @@ from mta.store.keys import (
     shard_of_entry,
     shard_of_message,
 )
+from mta.store.migrate import Migration
 from mta.store.receipts import ReceiptStore
 from mta.store.records import (
     CANCEL_TTL_S,
@@ -203,6 +204,24 @@ class Store(ReceiptStore):
                 f"process has MTA_SHARDS={self.n}: set MTA_SHARDS={count}, or stop every mta "
                 f"process and run `mta migrate`"
             )
+
+    async def recorded_shards(self) -> int | None:
+        """The shard count the prefix's state was written with (1: written before sharding;
+        None: no state yet)."""
+        recorded = await self.r.get(self.k_shards)
+        if recorded is not None:
+            return int(recorded)
+        return 1 if await self._has_unsharded_state() else None
+
+    async def migrate(self) -> tuple[int, dict[str, int]]:
+        """Move the prefix's state from its recorded shard count to this store's (every mta
+        process of the prefix stopped); returns (the old count, what moved)."""
+        old = await self.recorded_shards() or self.n
+        moved: dict[str, int] = {}
+        if old != self.n:
+            moved = await Migration(self.r, self.prefix, old, self.n).run()
+        await self.r.set(self.k_shards, self.n)
+        return old, moved
 
     async def _has_unsharded_state(self) -> bool:
         old = ShardKeys.of(self.prefix, 0, 1)
