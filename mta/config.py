@@ -74,6 +74,11 @@ class Settings:
         "MTA_REDIS_URL",
         "Redis URL: one node, any node of a Redis Cluster, or redis+sentinel://.",
     )
+    redis_wait_replicas: int = setting(
+        0,
+        "MTA_REDIS_WAIT_REPLICAS",
+        "Replicas each state change must reach before it counts (Redis WAIT); 0: none.",
+    )
     shards: int = setting(
         DEFAULT_SHARDS,
         "MTA_SHARDS",
@@ -204,6 +209,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{var(name)}: must be positive (at least 1)")
+        if self.redis_wait_replicas < 0:
+            raise ConfigError(f"{var('redis_wait_replicas')}: must not be negative")
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ConfigError(f"{var('shards')}: must be between 1 and {MAX_SHARDS}")
         if self.poll_max_s < self.poll_first_s:

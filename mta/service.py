@@ -63,7 +63,10 @@ class Service:
             self.metrics = MetricsServer(host, port, self.problems)
             await self.metrics.start()
         self.store = await Store.open(
-            self.settings.redis_url, self.settings.prefix, shards=self.settings.shards
+            self.settings.redis_url,
+            self.settings.prefix,
+            shards=self.settings.shards,
+            wait_replicas=self.settings.redis_wait_replicas,
         )
         await self.store.r.ping()
         await self.broker.connect(name=f"mta {'+'.join(self.roles)}")

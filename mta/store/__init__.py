@@ -52,6 +52,8 @@ Under the prefix's own tag ``P`` = ``{<prefix>}``:
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:signing``       string  the key (random, made once) that signs internal republishes.
+``P:fence``, ``T:fence``  string  a counter written just before a Redis WAIT (only with
+                            ``MTA_REDIS_WAIT_REPLICAS``), see :meth:`StoreBase.replicated`.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class Store(ReceiptStore):
         shards: int = DEFAULT_SHARDS,
         *,
         check: bool = True,
+        wait_replicas: int = 0,
     ) -> Store:
         """Connect to the Redis that ``url`` names: a single node, any node of a Redis Cluster
         (asked with ``INFO cluster``), or ``redis+sentinel://`` sentinels (the master they
@@ -173,6 +176,7 @@ class Store(ReceiptStore):
                 await store.close()
                 store = cls(connect.cluster_client(url, max_connections), prefix, shards,
                             cluster=True)
+        store.wait_replicas = wait_replicas
         if check:
             try:
                 await store.check_layout()
@@ -324,8 +328,10 @@ class Store(ReceiptStore):
                 ops[shard].append(("hset", (keys.outbox,), {"mapping": entries}))
                 ops[shard].append(("zadd", (keys.outbox_due, dict.fromkeys(entries, grace)), {}))
         await self._multi(ops)
+        touched = set(ops)
         if outcome.partners:
-            await self._index_partners(outcome.partners)
+            touched |= await self._index_partners(outcome.partners)
+        await self.replicated(touched)
 
 
     async def cancel(self, message_id: str) -> str:
@@ -456,6 +462,7 @@ class Store(ReceiptStore):
         lost: list[str] = []
         for out in await self._eval_many(self._finish, calls):
             lost += [x.decode() for x in out]
+        await self.replicated(parts)
         return lost
 
     async def release(self, token: int, ids: Sequence[str]) -> None:

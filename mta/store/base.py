@@ -5,8 +5,10 @@ cluster)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from mta.loglimit import LogLimiter
 from mta.store import scripts
 from mta.store.keys import (
     DEFAULT_SHARDS,
@@ -56,6 +59,13 @@ Op = tuple[str, tuple[Any, ...], dict[str, Any]]
 _V = TypeVar("_V")
 
 
+log = logging.getLogger("mta.store")
+
+#: After a WAIT that came back short, writes do not wait for replicas for this long: with no
+#: replica left (a failover just promoted it), each write would otherwise wait ``wait_ms``.
+ALONE_S = 10
+
+
 class StoreBase:
     """The Redis side of the MTA, under one prefix, over ``shards`` shards.
 
@@ -92,7 +102,69 @@ class StoreBase:
         self._poke = client.register_script(scripts.POKE)
         self._push = client.register_script(scripts.PUSH_RECEIPTS)
         self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
+        #: Replicas a write must reach before :meth:`replicated` returns (0: do not wait).
+        self.wait_replicas = 0
+        self.wait_ms = 1000
+        self._short = LogLimiter(burst=1, window_s=60.0)
+        self._alone_until = 0.0  # after a short WAIT: no replica to wait for until then
 
+
+    # --- replication ------------------------------------------------------------------
+    async def replicated(self, shards: Iterable[int]) -> None:
+        """With :attr:`wait_replicas`, return once the writes so far to these shards reached
+        that many replicas (or ``wait_ms`` passed: then warn and go on, rather than stop
+        while a replica is down). Redis replicates asynchronously: without it, a master that
+        dies right after acknowledging a write can lose it in the failover.
+
+        WAIT counts the writes of its own connection, so a small write to the shard's node
+        (its ``fence`` key) goes first on that connection; replication is in order, so the
+        earlier writes of any connection are covered."""
+        if not self.wait_replicas or time.monotonic() < self._alone_until:
+            return
+        if not self.cluster:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.incr(f"{self.tag}:fence")
+            pipe.wait(self.wait_replicas, self.wait_ms)
+            _, acked = await pipe.execute()
+            self._check_acked(int(acked), "redis")
+            return
+        cluster: Any = self.r
+        nodes: dict[str, tuple[Any, str]] = {}
+        for shard in set(shards):
+            key = f"{self.shards[shard].tag}:fence"
+            node = cluster.get_node_from_key(key)
+            nodes.setdefault(node.name, (node, key))
+        await asyncio.gather(*(self._fence(node, key) for node, key in nodes.values()))
+
+    async def _fence(self, node: Any, key: str) -> None:
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands(
+                    [("INCR", key), ("WAIT", self.wait_replicas, self.wait_ms)]
+                )
+            )
+            await connection.read_response()
+            acked = await connection.read_response()
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+        self._check_acked(int(acked), node.name)
+
+    def _check_acked(self, acked: int, where: str) -> None:
+        if acked < self.wait_replicas:
+            self._alone_until = time.monotonic() + ALONE_S
+            suppressed = self._short.allow("replicas")
+            if suppressed is not None:
+                log.warning(
+                    "Redis %s: a write reached %d replica(s) within %d ms, not the %d of "
+                    "MTA_REDIS_WAIT_REPLICAS; not waiting for replicas for %d s (is a replica "
+                    "down?)%s",
+                    where, acked, self.wait_ms, self.wait_replicas, ALONE_S,
+                    f" [{suppressed} more like it]" if suppressed else "",
+                )
 
     # --- where things are ---------------------------------------------------------------
     def batch_shard(self, batch_id: str) -> ShardKeys:

@@ -15,12 +15,15 @@ from mta.store.records import RECEIPT_TTL_S
 class ReceiptStore(StoreBase):
     """Receipts pushed by partners (webhooks, SMPP deliver_sm) and adapter state."""
 
-    async def _index_partners(self, partners: dict[str, dict[str, str]]) -> None:
+    async def _index_partners(self, partners: dict[str, dict[str, str]]) -> set[int]:
+        """Write the partner index; returns the shards written."""
         calls: list[tuple[list[str], list[Any]]] = []
+        touched: set[int] = set()
         for account, ids in partners.items():
             groups: dict[int, list[str]] = defaultdict(list)
             for partner_id, message_id in ids.items():
                 groups[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
+            touched |= set(groups)
             for shard, pairs in groups.items():
                 keys = self.shards[shard]
                 calls.append(([keys.partner_index(account)], [keys.receipt(account, ""), *pairs]))
@@ -28,6 +31,7 @@ class ReceiptStore(StoreBase):
         for out in await self._eval_many(self._pidx_add, calls):
             found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
         await self.poke(found)
+        return touched
 
     async def poke(self, message_ids: Sequence[str]) -> None:
         """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
@@ -85,6 +89,7 @@ class ReceiptStore(StoreBase):
         for out in await self._eval_many(self._push, list(groups.values())):
             stored += int(out[0])
             found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
+        await self.replicated(groups)
         await self.poke(found)
         return stored, refused
 
