@@ -66,58 +66,44 @@ class Migration:
                 await self.r.zadd(old.due, {mid: now})
             await self.r.zrem(old.lease, *ids)
         await self.r.delete(old.poked)
-        cursor = 0
-        while True:
-            cursor, chunk = await self.r.zscan(old.due, cursor, count=CHUNK)
-            for raw_id, score in chunk:
-                mid = _s(raw_id)
-                new = self._target(mid)
-                if new.due == old.due:
-                    continue
-                record = await self.r.hget(old.pending, mid)
-                if record is not None:
-                    await self.r.hset(new.pending, mid, record)
-                    await self.r.zadd(new.due, {mid: int(score)})
-                    self.moved["pending"] += 1
-            if cursor == 0:
-                break
-        await self._drop_moved(old.due, old.pending, "due")
+        await self._move_indexed(old.due, old.pending, ("due", "pending", "pending"), orphans=False)
 
-    async def _drop_moved(self, index: str, data: str, kind: str) -> None:
-        """Remove the entries of ``index`` (and ``data``) that now live in another shard
-        (``kind``: the :class:`ShardKeys` field that names the index there)."""
+    async def _held(self, old: ShardKeys) -> None:
+        await self._move_indexed(old.held, old.held_data, ("held", "held_data", "held"),
+                                 orphans=True)
+
+    async def _move_indexed(
+        self, index: str, data: str, kind: tuple[str, str, str], *, orphans: bool
+    ) -> None:
+        """Move each member of the sorted set ``index`` whose message now belongs to another
+        shard (``kind``: the :class:`ShardKeys` fields naming the set and the hash there, and
+        what :attr:`moved` counts them as) with its score and
+        its value in the hash ``data`` (one member without a value moves only with
+        ``orphans``), then drop the moved ones here."""
         cursor = 0
         gone: list[str] = []
         while True:
             cursor, chunk = await self.r.zscan(index, cursor, count=CHUNK)
-            for raw_id, _ in chunk:
+            for raw_id, score in chunk:
                 mid = _s(raw_id)
-                if getattr(self._target(mid), kind) != index:
-                    gone.append(mid)
+                new = self._target(mid)
+                new_index = getattr(new, kind[0])
+                if new_index == index:
+                    continue
+                gone.append(mid)
+                value = await self.r.hget(data, mid)
+                if value is None and not orphans:
+                    continue
+                if value is not None:
+                    await self.r.hset(getattr(new, kind[1]), mid, value)
+                await self.r.zadd(new_index, {mid: int(score)})
+                self.moved[kind[2]] += 1
             if cursor == 0:
                 break
         for i in range(0, len(gone), CHUNK):
             part = gone[i : i + CHUNK]
             await self.r.zrem(index, *part)
             await self.r.hdel(data, *part)
-
-    async def _held(self, old: ShardKeys) -> None:
-        cursor = 0
-        while True:
-            cursor, chunk = await self.r.zscan(old.held, cursor, count=CHUNK)
-            for raw_id, score in chunk:
-                mid = _s(raw_id)
-                new = self._target(mid)
-                if new.held == old.held:
-                    continue
-                data = await self.r.hget(old.held_data, mid)
-                if data is not None:
-                    await self.r.hset(new.held_data, mid, data)
-                await self.r.zadd(new.held, {mid: int(score)})
-                self.moved["held"] += 1
-            if cursor == 0:
-                break
-        await self._drop_moved(old.held, old.held_data, "held")
 
     async def _outbox(self, old: ShardKeys) -> None:
         entries = {_s(k): v for k, v in (await self.r.hgetall(old.outbox)).items()}
