@@ -62,12 +62,19 @@ NODE_TIMEOUT_MS = 2000
 class RabbitCluster:
     """``size`` RabbitMQ nodes joined into one cluster (module docstring)."""
 
-    def __init__(self, size: int = 3, *, bin_dir: str | None = None) -> None:
+    def __init__(
+        self, size: int = 3, *, bin_dir: str | None = None, conf: str = "", advanced: str = ""
+    ) -> None:
+        """``conf`` and ``advanced``: each node's rabbitmq.conf and advanced.config text."""
         first = PrivateRabbit(bin_dir=bin_dir)
         self.nodes = [first] + [
             PrivateRabbit(bin_dir=bin_dir, cookie=first.cookie, epmd_port=first.epmd_port)
             for _ in range(size - 1)
         ]
+        for node in self.nodes:
+            (node.dir / "rabbitmq.conf").write_text(conf)
+            if advanced:
+                (node.dir / "advanced.config").write_text(advanced)
         self.formed_seconds: float | None = None
 
     @property
@@ -167,6 +174,16 @@ class RabbitCluster:
                             return index
                 return None
         return None
+
+    def queue_members(self) -> dict[str, int]:
+        """How many replicas (members) each queue has, by queue name."""
+        node = next(n for n in self.nodes if n.running)
+        out = node.ctl_sync("list_queues", "-q", "--no-table-headers", "name", "members")
+        found: dict[str, int] = {}
+        for line in out.splitlines():
+            name, _, members = line.partition("\t")
+            found[name.strip()] = len(re.findall(r"[\w.\-]+@[\w.\-]+", members))
+        return found
 
     def close_sync(self) -> None:
         """Kill every node; node 0 last (it owns the epmd). Idempotent."""
@@ -453,11 +470,29 @@ def _need(*binaries: str) -> None:
             pytest.skip(f"{binary} is not installed")
 
 
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "rabbitmq"
+
+
+def deploy_config() -> tuple[str, str]:
+    """(rabbitmq.conf, advanced.config) of a cluster node as deploy/rabbitmq has them: the
+    shipped rabbitmq.conf and cluster.conf, but for its peer discovery (the tests join the
+    nodes with rabbitmqctl; their names are not rabbitmq-0..2)."""
+    cluster = [
+        line
+        for line in (DEPLOY / "cluster.conf").read_text().splitlines()
+        if not line.startswith("cluster_formation.")
+    ]
+    conf = (DEPLOY / "rabbitmq.conf").read_text() + "\n" + "\n".join(cluster) + "\n"
+    return conf, (DEPLOY / "advanced.config").read_text()
+
+
 @pytest.fixture(scope="module")
 def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """A 3-node RabbitMQ cluster for the module (~20 s to form); killed at its end."""
+    """A 3-node RabbitMQ cluster configured as deploy/rabbitmq says, for the module (~20 s to
+    form); killed at its end."""
     _need("rabbitmq-server", "epmd")
-    with RabbitCluster() as cluster:
+    conf, advanced = deploy_config()
+    with RabbitCluster(conf=conf, advanced=advanced) as cluster:
         yield cluster
 
 
