@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from mta import metrics, outbox
+from mta import gctune, metrics, outbox
 from mta.broker import Broker
 from mta.config import InFlightPolicy, Settings
 from mta.contract import (
@@ -120,6 +120,7 @@ class Worker:
 
     # --- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        gctune.tune()
         concurrency = {
             LANE_BULK: self.settings.bulk_concurrency,
             LANE_PRIORITY: self.settings.priority_concurrency,

@@ -22,7 +22,7 @@ import ssl as ssl_module
 from collections.abc import Sequence
 from typing import Any, Final
 
-from mta import metrics
+from mta import gctune, metrics
 from mta.broker import Broker
 from mta.config import Settings, SmppClient
 from mta.loglimit import LogLimiter
@@ -185,6 +185,7 @@ class SmppServer(CommandHandlers):
 
     async def start(self) -> None:
         """Declare and consume the receipt queue, then listen."""
+        gctune.tune()
         self._batcher = SubmitBatcher(
             self.broker,
             self.records,
