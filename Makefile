@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck constraints services bench bench-smpp bench-smpp-ingress bench-smpp-receipts chaos deploy-tools test-deploy clean
+.PHONY: demo test lint typecheck constraints services bench bench-smpp bench-smpp-ingress bench-smpp-receipts chaos cluster-test deploy-tools test-deploy clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
