@@ -20,6 +20,7 @@ import pytest
 import yaml
 from deploytools import DEPLOY, ROOT, exposition_names, promql_metrics
 
+from mta.broker import amqp_urls
 from mta.config import load_accounts, load_smpp_clients
 from mta.registry import discover
 from mta.topology import LANE_BULK, Topology
@@ -186,6 +187,8 @@ def test_scalers_read_the_bulk_queue_and_the_due_now_gauge() -> None:
                 auth = auths[trigger["authenticationRef"]["name"]]
                 for ref in auth["spec"]["secretTargetRef"]:
                     assert ref["key"] in secret
+                    if ref["parameter"] == "host":  # KEDA's scaler takes one URL, no list
+                        assert amqp_urls(secret[ref["key"]]) == [secret[ref["key"]]]
     worker = scaled["sms-mta-worker"]["spec"]
     assert worker["scaleTargetRef"]["name"] == "sms-mta-worker"
     (trigger,) = worker["triggers"]
