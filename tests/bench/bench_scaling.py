@@ -12,6 +12,7 @@ min / median / max of each figure per setup. Setups (``--setups``, letters in an
        nodes' URLs, comma-separated
     e  as b, with ``--push`` (the simulator pushes every final as a receipt): what a pushing
        account costs (the partner index)
+    f  as b, with MTA_REPORT_BATCH=16000 (1,000 per shard per round, as MTA_SHARDS=1 claims)
 
 Figures per run: messages/s into the adapter and finals/s (``mta bench --json``), worker and
 reporter CPU per message (the JSON's per-process figures), Redis commands per message
@@ -25,9 +26,10 @@ run, clean-up).
 
 By default the single Redis node is a private one on loopback (no persistence, as the shared
 one): the shared Redis on 6379 serves other clients, whose commands would count as ours
-(``--shared-redis`` uses it anyway). The RabbitMQ of setups a-c is the shared broker
+(``--shared-redis`` uses it anyway). The RabbitMQ of setups a-c, e, f is the shared broker
 (``--amqp-url``); its CPU includes whatever else it serves meanwhile, which the load columns
-hint at. Cluster nodes run without AOF (``CONFIG SET appendonly no``), as the single node.
+hint at; ``--private-rabbit`` starts a RabbitMQ node of their own instead (tests/faults.py).
+Cluster nodes run without AOF (``CONFIG SET appendonly no``), as the single node.
 
 ``--code REV`` runs the code of a git revision (``git archive`` into a temporary directory,
 put first on PYTHONPATH) instead of the working tree, so that edits made to the tree during
@@ -60,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.clusters import RabbitCluster, RedisCluster  # noqa: E402
-from tests.faults import PrivateRedis  # noqa: E402
+from tests.faults import PrivateRabbit, PrivateRedis  # noqa: E402
 
 SHARED_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -156,12 +158,14 @@ class Setup:
     replicas: list[str] = field(default_factory=list)
     amqp_ports: list[int] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # more `mta bench` options
+    more_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
             "MTA_SHARDS": str(self.shards),
             "MTA_REDIS_URL": self.redis_url,
             "MTA_AMQP_URL": self.amqp_url,
+            **self.more_env,
         }
 
 
@@ -365,9 +369,11 @@ def main() -> int:
     parser.add_argument("-b", "--batch", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3, help="runs of each setup")
     parser.add_argument("--setups", default="abc", help="letters of the setups (docstring)")
-    parser.add_argument("--amqp-url", default=SHARED_AMQP, help="RabbitMQ of setups a-c, e")
+    parser.add_argument("--amqp-url", default=SHARED_AMQP, help="RabbitMQ of setups a-c, e, f")
+    parser.add_argument("--private-rabbit", action="store_true",
+                        help="setups a-c, e, f use a RabbitMQ node of their own (its CPU is ours)")
     parser.add_argument("--shared-redis", action="store_true",
-                        help=f"setups a, b, e use {SHARED_REDIS} instead of a private node")
+                        help=f"setups a, b, e, f use {SHARED_REDIS} instead of a private node")
     parser.add_argument("--code", metavar="REV", default=None,
                         help="run this git revision's code (default: the working tree)")
     parser.add_argument("--idle-s", type=float, default=5.0,
@@ -375,13 +381,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--json-out", type=Path, help="write every run's figures here")
     args = parser.parse_args()
-    letters = [c for c in args.setups if c in "abcde"]
+    letters = [c for c in args.setups if c in "abcdef"]
     if not letters:
-        parser.error("--setups: give letters among a, b, c, d, e")
+        parser.error("--setups: give letters among a, b, c, d, e, f")
 
     with contextlib.ExitStack() as stack:
         single_url = SHARED_REDIS
-        if not args.shared_redis and set(letters) & set("abe"):
+        if not args.shared_redis and set(letters) & set("abef"):
             single = stack.enter_context(PrivateRedis(extra_args=NO_PERSISTENCE))
             single_url = single.url
         cluster_masters: list[str] = []
@@ -398,6 +404,9 @@ def main() -> int:
             rabbit = stack.enter_context(RabbitCluster())
             rabbit_url = rabbit.url
             rabbit_ports = [n.port for n in rabbit.nodes]
+        if args.private_rabbit:
+            own = stack.enter_context(PrivateRabbit())
+            args.amqp_url = own.url
         shared_port = [amqp_port(args.amqp_url)]
         known = {
             "a": Setup("a", "1 node, MTA_SHARDS=1", 1, single_url, args.amqp_url, [single_url],
@@ -410,6 +419,9 @@ def main() -> int:
                        cluster_masters, cluster_replicas, rabbit_ports),
             "e": Setup("e", "1 node, MTA_SHARDS=16, --push", 16, single_url, args.amqp_url,
                        [single_url], amqp_ports=shared_port, extra=["--push"]),
+            "f": Setup("f", "1 node, MTA_SHARDS=16, MTA_REPORT_BATCH=16000", 16, single_url,
+                       args.amqp_url, [single_url], amqp_ports=shared_port,
+                       more_env={"MTA_REPORT_BATCH": "16000"}),
         }
         setups = [known[c] for c in letters]
         env_base = stack.enter_context(code_of(args.code))
