@@ -48,6 +48,7 @@ ESME_ROK and logged, nothing more: MO handling is out of scope.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -65,6 +66,7 @@ from mta.adapters.smpp.client import (
     Unit,
     open_session,
 )
+from mta.adapters.smpp.options import META
 from mta.adapters.smpp.receipts import IdRules, ReceiptBook, combine
 from mta.adapters.smpp.validity import validity_period
 
@@ -72,10 +74,7 @@ from mta.sdk import (
     AdapterContext,
     AdapterMeta,
     ApiStatus,
-    OptionSpec,
-    ReceiptMode,
     ReceiptSink,
-    SendPattern,
     SmsMessage,
     SmsReportRequest,
     SmsResponse,
@@ -117,112 +116,12 @@ MAX_THROTTLE_PAUSE_S: Final = 30.0
 #: Tries of a part answered with a transient status (ESME_RSYSERR, …) / a suspicious one.
 RETRY_TRIES: Final = 3
 RETRY_FEW_TRIES: Final = 2
-_BINDS: Final = (ROLE_TRX, "transmitter+receiver")
+
 
 class SmppAdapter:
     """SMPP 3.4 client adapter: see the module docstring."""
 
-    meta: ClassVar[AdapterMeta] = AdapterMeta(
-        name="smpp",
-        description=(
-            "SMPP 3.4 ESME: windowed, pipelined submit_sm over bound sessions; deliver_sm "
-            "receipts pushed to the reporter; query_sm when no receipt comes."
-        ),
-        options=(
-            OptionSpec("host", str, required=True, description="SMSC host name or address"),
-            OptionSpec(
-                "port", int, default=2775, minimum=1, maximum=65535, description="SMSC TCP port"
-            ),
-            OptionSpec("system_id", str, required=True, description="bind system_id"),
-            OptionSpec("password", str, secret=True, default="", description="bind password"),
-            OptionSpec("system_type", str, default="", description="bind system_type"),
-            OptionSpec(
-                "bind",
-                str,
-                default=ROLE_TRX,
-                choices=_BINDS,
-                description="'transceiver', or 'transmitter+receiver' (two sessions per bind)",
-            ),
-            OptionSpec(
-                "binds", int, default=1, minimum=1, description="sessions (links) per account"
-            ),
-            OptionSpec(
-                "window", int, default=10, minimum=1, description="unanswered requests per session"
-            ),
-            OptionSpec("enquire_link_s", float, default=30.0, description="idle keepalive"),
-            OptionSpec(
-                "response_timeout_s", float, default=60.0, description="wait for each response"
-            ),
-            OptionSpec(
-                "throughput",
-                float,
-                default=0.0,
-                minimum=0.0,
-                description="submit_sm/s per session (0: any)",
-            ),
-            OptionSpec("tls", bool, default=False, description="TLS with default verification"),
-            OptionSpec("source_ton", int, default=-1, description="-1: 5 for alphanumeric, else 1"),
-            OptionSpec("source_npi", int, default=-1, description="-1: 0 for alphanumeric, else 1"),
-            OptionSpec("dest_ton", int, default=1, description="destination TON"),
-            OptionSpec("dest_npi", int, default=1, description="destination NPI"),
-            OptionSpec(
-                "long_messages",
-                str,
-                default=LongMode.UDH.value,
-                choices=tuple(m.value for m in LongMode),
-                description="'udh', 'sar' or 'payload'",
-            ),
-            OptionSpec(
-                "receipt_id_base",
-                str,
-                default=IdBase.AUTO.value,
-                choices=tuple(b.value for b in IdBase),
-                description=(
-                    "'auto' (same base both sides), 'hex' (receipts hex, submit_sm_resp "
-                    "decimal) or 'dec' (receipts decimal, submit_sm_resp hex)"
-                ),
-            ),
-            OptionSpec(
-                "query_when_no_receipt_s",
-                float,
-                default=600.0,
-                description="query_sm a message with no receipt this long after submission",
-            ),
-            OptionSpec("service_type", str, default="", description="submit_sm service_type"),
-            OptionSpec(
-                "reconnect_s",
-                float,
-                default=1.0,
-                minimum=0.01,
-                description="first reconnect backoff (doubles)",
-            ),
-            OptionSpec(
-                "throttle_pause_s",
-                float,
-                default=1.0,
-                minimum=0.0,
-                description="session pause on ESME_RTHROTTLED/RMSGQFUL (doubles in a row)",
-            ),
-            OptionSpec(
-                "throttle_retries",
-                int,
-                default=5,
-                minimum=0,
-                description="retries of a throttled part",
-            ),
-            OptionSpec(
-                "accepted_status",
-                str,
-                default=ApiStatus.WAITING.value,
-                choices=(ApiStatus.WAITING.value, ApiStatus.DELIVERED.value),
-                description="what receipt state ACCEPTD means: WAITING or DELIVERED",
-            ),
-        ),
-        pattern=SendPattern.BATCH,
-        max_batch=100,
-        max_concurrency=8,
-        receipts=ReceiptMode.BOTH,
-    )
+    meta: ClassVar[AdapterMeta] = META
 
     def __init__(self, options: Mapping[str, Any], context: AdapterContext | None = None) -> None:
         self.context = context or AdapterContext("smpp", 0, ReceiptSink("smpp"))
@@ -397,8 +296,10 @@ class SmppAdapter:
         jobs = [self._job(m) for m in request.messages]
         parts = [p for job in jobs for p in job.parts]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        others: list[asyncio.Future[None]] = []
         try:
-            await asyncio.gather(*(self._submit(part, done) for part in parts))
+            await self._place(parts, done, others)
+            await asyncio.gather(*others)
             return await self._finish(jobs, parts, done)
         finally:
             if not done.done():
@@ -406,6 +307,63 @@ class SmppAdapter:
             for part in parts:
                 if part.pid:
                     self.book.in_send.pop(part.pid, None)
+                if part.flight is not None:  # cancelled while in flight
+                    part.flight[0].assigned -= 1
+                    part.flight = None
+
+    async def _place(
+        self, parts: list[outcomes.Part], done: asyncio.Future[None],
+        others: list[asyncio.Future[None]],
+    ) -> None:
+        """Submit the parts in order, each as soon as a slot of the least busy session is free,
+        without a task of their own; an accepted one is settled here, any other answer (or a
+        part no session could take) goes through :meth:`_submit`, which retries as it says."""
+        flights: list[asyncio.Future[Pdu]] = []
+        for part in parts:
+            unit = self.client.pick()
+            session = unit.session if unit is not None else None
+            if unit is None or session is None:
+                others.append(asyncio.ensure_future(self._submit(part, done)))
+                continue
+            unit.assigned += 1
+            try:
+                await session.slot()
+                part.pdu.sequence = 0
+                future = session.start_request(part.pdu)
+            except (SessionClosed, PduError):  # nothing written: _submit decides
+                unit.assigned -= 1
+                others.append(asyncio.ensure_future(self._submit(part, done)))
+                continue
+            part.flight = (unit, session, future)
+            future.add_done_callback(functools.partial(self._answered, part, done))
+            flights.append(future)
+        if flights:
+            await asyncio.wait(flights)
+        for part in parts:
+            if part.flight is not None and part.state == outcomes.PENDING:
+                others.append(asyncio.ensure_future(self._submit(part, done, part.flight)))
+                part.flight = None
+
+    def _answered(
+        self, part: outcomes.Part, done: asyncio.Future[None], future: asyncio.Future[Pdu]
+    ) -> None:
+        """An accepted part is settled at once (receipts overtaking the Send find it)."""
+        if future.cancelled() or future.exception() is not None or part.flight is None:
+            return
+        response = future.result()
+        if response.status == 0 and isinstance(response, SubmitSmResp):
+            part.flight[0].assigned -= 1
+            part.flight[0].throttle_level = 0
+            part.flight = None
+            self._accepted(part, response, done)
+
+    def _accepted(
+        self, part: outcomes.Part, response: SubmitSmResp, done: asyncio.Future[None]
+    ) -> None:
+        part.state, part.message_id = outcomes.OK, response.message_id
+        part.pid = self.ids.submitted(response.message_id)
+        self.book.in_send[part.pid] = done
+        self.stats["submitted"] += 1
 
     async def _finish(
         self, jobs: list[outcomes.Job], parts: list[outcomes.Part], done: asyncio.Future[None]
@@ -439,22 +397,34 @@ class SmppAdapter:
                 )
         return SmsResponse("", results)
 
-    async def _submit(self, part: outcomes.Part, done: asyncio.Future[None]) -> None:
+    async def _submit(
+        self, part: outcomes.Part, done: asyncio.Future[None],
+        first: tuple[Unit, Session, asyncio.Future[Pdu]] | None = None,
+    ) -> None:
+        """Submit one part (or settle the answer of its *first* submit, placed by
+        :meth:`_place`), retrying as the module docstring says."""
         tries = 0
         pdu = part.pdu
+        unit: Unit | None
+        session: Session | None
         while True:
-            unit = self.client.pick() or await self.client.wait_sender(
-                min(RESUME_WAIT_S, self.config.response_timeout_s)
-            )
-            session = unit.session if unit is not None else None
-            if unit is None or session is None:
-                part.state, part.status = outcomes.REFUSED, "NOT_SUBMITTED"
-                part.detail = f"no bound session ({self.client.last_error()})"
-                return
-            pdu.sequence = 0
-            unit.assigned += 1
+            if first is not None:
+                unit, session, answer = first
+                first = None
+            else:
+                answer = None
+                unit = self.client.pick() or await self.client.wait_sender(
+                    min(RESUME_WAIT_S, self.config.response_timeout_s)
+                )
+                session = unit.session if unit is not None else None
+                if unit is None or session is None:
+                    part.state, part.status = outcomes.REFUSED, "NOT_SUBMITTED"
+                    part.detail = f"no bound session ({self.client.last_error()})"
+                    return
+                pdu.sequence = 0
+                unit.assigned += 1
             try:
-                response = await session.request(pdu)
+                response = await session.request(pdu) if answer is None else answer.result()
             except ResponseTimeout as exc:
                 self._unknown(part, f"no submit_sm_resp: {exc}")
                 return
@@ -475,10 +445,7 @@ class SmppAdapter:
             status = response.status
             if status == 0 and isinstance(response, SubmitSmResp):
                 unit.throttle_level = 0
-                part.state, part.message_id = outcomes.OK, response.message_id
-                part.pid = self.ids.submitted(response.message_id)
-                self.book.in_send[part.pid] = done
-                self.stats["submitted"] += 1
+                self._accepted(part, response, done)
                 return
             if status == 0:  # generic_nack without a status: the SMSC did not take it
                 status = CommandStatus.ESME_RSYSERR

@@ -39,6 +39,9 @@ class Part:
     detail: str = ""
     status_code: int = 0
     throttled: bool = False
+    #: (unit, session, response future) while its first submit_sm is in flight (Send places
+    #: the parts itself; see SmppAdapter.send)
+    flight: Any = None
 
 
 @dataclass(eq=False, slots=True)

@@ -36,21 +36,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
-import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from mta.loglimit import LogLimiter
 from mta.smpp.constants import RESPONSE_BIT
+from mta.smpp.link import keepalive, peer_name, set_nodelay
 from mta.smpp.pdu import (
     HEADER,
     MAX_SEQUENCE,
     CommandId,
     CommandStatus,
-    EnquireLink,
     EnquireLinkResp,
     Pdu,
     PduError,
@@ -62,6 +62,7 @@ from mta.smpp.pdu import (
     generic_nack,
     response_for,
 )
+from mta.smpp.window import Window
 
 __all__ = [
     "CloseHook",
@@ -131,12 +132,12 @@ class Session:
         self.enquire_link_misses = max(1, enquire_link_misses)
         self.max_pdu_size = max_pdu_size
         self.max_incoming = max_incoming
-        self.name = name or _peer_name(writer)
+        self.name = name or peer_name(writer)
         self.context: Any = None
         self.unmatched = 0  # responses that matched no outstanding request (late, unknown)
         self.nacked = 0  # incoming PDUs answered with generic_nack
         self._loop = asyncio.get_running_loop()
-        self._window = asyncio.Semaphore(window)
+        self._window = Window(window)
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._seq = 0
         self._paused_until = 0.0
@@ -170,7 +171,7 @@ class Session:
         self._tasks.append(self._loop.create_task(self._read_loop(), name=f"smpp-read {self.name}"))
         if self.enquire_link_s > 0:
             self._tasks.append(
-                self._loop.create_task(self._keepalive(), name=f"smpp-keepalive {self.name}")
+                self._loop.create_task(keepalive(self), name=f"smpp-keepalive {self.name}")
             )
 
     @property
@@ -249,18 +250,43 @@ class Session:
 
         Waits for a window slot, a running pause and the throughput pacing first. Raises
         :class:`ResponseTimeout` when no response came *response_timeout* seconds (default: the
-        session's) after the request left, and
-        :class:`SessionClosed` if the session closes first.
+        session's) after the request left, :class:`SessionClosed` if the session closes first.
         """
+        await self.slot()
+        future = self.start_request(pdu, response_timeout)
+        if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
+            self._flush()
+            try:
+                await self._writer.drain()
+            except ConnectionError as exc:
+                raise SessionClosed(f"SMPP session {self.name}: {exc}") from exc
+        return await future
+
+    async def slot(self) -> None:
+        """Wait for a window slot (in turn), a running pause and the pacing; the slot is for
+        :meth:`start_request`, which must follow at once (:meth:`request` is the two)."""
         self._check_open()
         if self._paused_until > self._loop.time():
             await self._wait_pause()
-        async with self._window:
+        await self._window.take()
+        try:
             if self._paused_until > self._loop.time():
                 await self._wait_pause()
             if self._interval:
                 await self._pace()
-            return await self._exchange(pdu, response_timeout)
+        except BaseException:
+            self._window.give()
+            raise
+
+    def start_request(
+        self, pdu: Pdu, response_timeout: float | None = None
+    ) -> asyncio.Future[Pdu]:
+        """Write request *pdu* in the slot :meth:`slot` took; the future of its response (it
+        fails as :meth:`request` raises). The slot is given back once the future is done."""
+        if self._closed or self._closing:
+            self._window.give()
+            self._check_open()
+        return self._start(pdu, response_timeout, True)
 
     def send(self, pdu: Pdu) -> None:
         """Write *pdu* as it is (a response, with its sequence already set)."""
@@ -280,29 +306,34 @@ class Session:
         self._write(encode(response))
 
     async def _exchange(self, pdu: Pdu, wait: float | None, closing_ok: bool = False) -> Pdu:
+        """A request outside the window (unbind, enquire_link)."""
         if self._closed or (self._closing and not closing_ok):
             self._check_open()
-        seq = self._next_sequence()
-        pdu.sequence = seq
-        frame = encode(pdu)
+        return await self._start(pdu, wait, False)
+
+    def _start(self, pdu: Pdu, wait: float | None, slot: bool) -> asyncio.Future[Pdu]:
+        seq = pdu.sequence = self._next_sequence()
+        try:
+            frame = encode(pdu)
+        except Exception:
+            if slot:
+                self._window.give()
+            raise
         future: asyncio.Future[Pdu] = self._loop.create_future()
         self._pending[seq] = future
         delay = self.response_timeout if wait is None else wait
         timer = self._loop.call_later(delay, self._expire, seq, delay)
-        try:
-            self._write(frame)
-            if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
-                self._flush()
-                try:
-                    await self._writer.drain()
-                except ConnectionError as exc:
-                    raise SessionClosed(f"SMPP session {self.name}: {exc}") from exc
-            return await future
-        finally:
-            timer.cancel()
-            del self._pending[seq]
-            if not self._pending and self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
+        future.add_done_callback(functools.partial(self._answered, seq, timer, slot))
+        self._write(frame)
+        return future
+
+    def _answered(self, seq: int, timer: asyncio.TimerHandle, slot: bool, _: object) -> None:
+        timer.cancel()
+        del self._pending[seq]
+        if not self._pending and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if slot:
+            self._window.give()
 
     def _expire(self, seq: int, delay: float) -> None:
         future = self._pending.get(seq)
@@ -556,49 +587,6 @@ class Session:
         if cid in _NO_ANSWER or self._closed:
             return
         self._write(encode(response_for(pdu, CommandStatus.ESME_RSYSERR)))
-
-    # --- keepalive --------------------------------------------------------------------------
-
-    async def _keepalive(self) -> None:
-        misses = 0
-        interval = self.enquire_link_s
-        try:
-            while not self._closed:
-                idle = self._loop.time() - self.last_received
-                if idle < interval:
-                    await asyncio.sleep(interval - idle)
-                    continue
-                sent_at = self._loop.time()
-                try:
-                    await self._exchange(EnquireLink(), self.response_timeout, closing_ok=True)
-                    misses = 0
-                except ResponseTimeout:
-                    if self.last_received > sent_at:
-                        misses = 0  # the peer is alive, just slow on this one
-                        continue
-                    misses += 1
-                    log.warning("SMPP %s: enquire_link unanswered (%d)", self.name, misses)
-                    if misses >= self.enquire_link_misses:
-                        await self.close(ResponseTimeout(f"{misses} enquire_link unanswered"))
-                        return
-                    continue
-                # the response updated last_received: wait a full interval again
-        except (SessionClosed, asyncio.CancelledError):
-            return
-
-
-def set_nodelay(writer: asyncio.StreamWriter) -> None:
-    """Disable Nagle on the writer's TCP socket (a no-op for other sockets)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer or "?")
 
 
 async def connect(
