@@ -39,14 +39,18 @@ def entry(routing_key: str, body: bytes) -> bytes:
 def entries(
     store: Store, topology: Topology, writer: str, *results: Iterable[ReportResult]
 ) -> dict[str, bytes]:
-    """Outbox entries for results: one report message per (store shard, accountId,
-    apiStatus), so it is written with its messages' other state and its routing key is true
-    for each result, split into bodies of at most :data:`MAX_RESULTS`."""
+    """Outbox entries for results: one report message per (accountId, apiStatus) — on a
+    Redis Cluster per (store shard, accountId, apiStatus), so it is written with its messages'
+    other state — so its routing key is true for each result, split into bodies of at most
+    :data:`MAX_RESULTS`."""
     groups: dict[tuple[int, int, str], list[ReportResult]] = defaultdict(list)
     n = store.n
+    # On a cluster each shard commits on its own, so a body holds one shard's results; on a
+    # single node one step commits every shard, so a body holds any shard's.
+    by_shard = store.cluster
     for some in results:
         for result in some:
-            shard = shard_of_message(result.messageId, n)
+            shard = shard_of_message(result.messageId, n) if by_shard else -1
             groups[(shard, result.accountId, result.apiStatus)].append(result)
     if not groups:
         return {}
@@ -54,6 +58,8 @@ def entries(
     out: dict[str, bytes] = {}
     for (shard, account_id, status), members in groups.items():
         key = topology.report_key(account_id, status)
+        if shard < 0:
+            shard = shard_of_message(members[0].messageId, n)
         for start in range(0, len(members), MAX_RESULTS):
             body = encode_report("", members[start : start + MAX_RESULTS])
             out[outbox_entry_name(writer, token, shard, len(out))] = entry(key, body)

@@ -200,15 +200,17 @@ class Reporter:
                 "reporter owns them now",
                 len(lost),
             )
-            failed = {store.message_shard(mid).index for mid in lost}
-            committed.update(
-                {e: v for e, v in entries.items() if store.entry_shard(e) not in failed}
-            )
+            failed = store.failed(lost)
+            if failed is not None:  # the other shards committed
+                committed.update(
+                    {e: v for e, v in entries.items() if store.entry_shard(e) not in failed}
+                )
             for mid in lost:
                 finals.pop(mid, None)
                 todo.pop(mid, None)
-            todo = {m: f for m, f in todo.items() if store.message_shard(m).index in failed}
-            todo_waits = [w for w in todo_waits if store.message_shard(w[0]).index in failed]
+            if failed is not None:
+                todo = {m: f for m, f in todo.items() if store.message_shard(m).index in failed}
+                todo_waits = [w for w in todo_waits if store.message_shard(w[0]).index in failed]
 
     async def _drop_receipts(self, records: dict[str, Pending], finals: dict[str, Any]) -> None:
         """Pushed receipts that produced a final are spent (their TTL covers any left over)."""

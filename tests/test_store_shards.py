@@ -5,6 +5,7 @@ and the pipeline on both layouts (real Redis, real RabbitMQ)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,11 @@ from mta.store import BatchRecord, LayoutError, Pending, Store
 from mta.store.connect import parse_sentinel_url
 from mta.store.keys import receipt_shard_of, shard_of
 from tests.conftest import REDIS_URL, Env, batch, run_mta
+
+if TYPE_CHECKING:
+    from tests.clusters import RedisCluster
+
+pytest_plugins = ["tests.clusters"]  # the redis_cluster fixture
 
 
 def _slot(key: str) -> int:
@@ -137,11 +143,11 @@ async def test_migrate_moves_every_kind_of_state_and_back(env: Env) -> None:
     await four.close()
 
 
-async def test_a_lost_lease_in_one_shard_leaves_the_other_shards_committed(env: Env) -> None:
-    store = Store(aioredis.from_url(REDIS_URL), env.prefix)
-    ids = [f"lease-{n}" for n in range(40)]
-    for batch_id in ids:
-        await store.record(_record(batch_id, size=1))
+async def _lose_one_lease(store: Store) -> tuple[str, list[str]]:
+    """40 one-message batches claimed, one lease taken by another reporter, the round
+    committed: (the stolen id, every claimed id)."""
+    for n in range(40):
+        await store.record(_record(f"lease-{n}", size=1))
     for keys in store.shards:  # all due now
         members = await store.r.zrange(keys.due, 0, -1)
         if members:
@@ -152,9 +158,28 @@ async def test_a_lost_lease_in_one_shard_leaves_the_other_shards_committed(env: 
     await store.r.zadd(store.message_shard(stolen).lease, {stolen: 1})  # another reporter's now
     lost = await store.finish(claim.token, list(claim.records), [], {})
     assert lost == [stolen]
-    counts = await store.counts()
-    same_shard = [m for m in claim.records if store.message_shard(m) == store.message_shard(stolen)]
-    assert counts["pending"] == len(same_shard), "only the stolen message's shard is left"
+    return stolen, list(claim.records)
+
+
+async def test_a_lost_lease_on_one_node_commits_nothing(env: Env) -> None:
+    """A single node commits a round in one script: all shards or none."""
+    store = Store(aioredis.from_url(REDIS_URL), env.prefix)
+    await _lose_one_lease(store)
+    assert store.failed(["x:0"]) is None
+    assert (await store.counts())["pending"] == 40
+    await store.delete_all()
+    await store.close()
+
+
+async def test_a_lost_lease_on_a_cluster_leaves_the_other_shards_committed(
+    env: Env, redis_cluster: RedisCluster
+) -> None:
+    store = await Store.open(redis_cluster.url, env.prefix)
+    assert store.cluster
+    stolen, claimed = await _lose_one_lease(store)
+    assert store.failed([stolen]) == {store.message_shard(stolen).index}
+    same_shard = [m for m in claimed if store.message_shard(m) == store.message_shard(stolen)]
+    assert (await store.counts())["pending"] == len(same_shard)
     await store.delete_all()
     await store.close()
 

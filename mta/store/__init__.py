@@ -399,21 +399,30 @@ class Store(ReceiptStore):
         return out
 
     # --- reporter -----------------------------------------------------------------------
-    async def claim(self, limit: int, lease_ms: int) -> Claim:
-        """Lease up to about ``limit`` due messages, an even part from every shard (and return
-        expired leases to ``due`` first); one pipelined script per shard.
+    def _calls(self, shards: Sequence[int]) -> list[list[int]]:
+        """How shards are grouped into script calls: all in one on a single node (one step,
+        atomic across shards), one per call on a cluster (one slot per script)."""
+        return [[s] for s in shards] if self.cluster else [list(shards)] if shards else []
 
-        At most :data:`MAX_CLAIM` per shard: Lua's ``unpack`` takes a few thousand values."""
-        per = min(per_shard(limit, self.n), MAX_CLAIM)
+    async def claim(self, limit: int, lease_ms: int) -> Claim:
+        """Lease up to ``limit`` due messages, an even part from every shard first (expired
+        leases return to ``due`` before): one script for all shards on a single node, one per
+        shard (concurrently) on a cluster.
+
+        At most :data:`MAX_CLAIM` per call: Lua's ``unpack`` takes a few thousand values."""
+        limit = min(limit, MAX_CLAIM)
+        per = per_shard(limit, self.n)
         now = time.time()
         token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
-        args = [int(now * 1000), int(now * 1_000_000), token, per]
-        outs = await self._eval_many(
-            self._claim, [([k.due, k.lease, k.pending], args) for k in self.shards]
-        )
+        calls = []
+        for group in self._calls(range(self.n)):
+            keys = [k for s in group for k in (self.shards[s].due, self.shards[s].lease,
+                                               self.shards[s].pending)]
+            total = per if self.cluster else limit
+            calls.append((keys, [int(now * 1000), int(now * 1_000_000), token, total, per]))
         records: dict[str, bytes] = {}
         orphans: list[str] = []
-        for ids, vals in outs:
+        for ids, vals in await self._eval_many(self._claim, calls):
             for raw_id, val in zip(ids, vals, strict=True):
                 if val is None:
                     orphans.append(raw_id.decode())
@@ -428,11 +437,12 @@ class Store(ReceiptStore):
         waits: Sequence[tuple[str, int]],
         outbox: dict[str, bytes],
     ) -> list[str]:
-        """Commit a poll round, one script per shard; returns finals whose lease was lost.
+        """Commit a poll round; returns finals whose lease was lost (see :meth:`failed`).
 
-        A shard that lost any changed nothing (its finals, waits and outbox entries are to be
-        committed again without the lost ones); the other shards committed. ``waits`` are
-        (message id, next poll); a message whose receipt was pushed meanwhile is due at once."""
+        ``waits`` are (message id, next poll); a message whose receipt was pushed meanwhile is
+        due at once. On a single node one script commits all shards or nothing; on a cluster
+        one script per shard: a shard that lost a lease changed nothing, the others
+        committed."""
         n = self.n
         parts: dict[int, tuple[list[str], list[Any], dict[str, bytes]]] = {}
 
@@ -450,20 +460,27 @@ class Store(ReceiptStore):
             part(shard)[2].update(entries)
         grace = now_ms() + OUTBOX_GRACE_MS
         calls: list[tuple[list[str], list[Any]]] = []
-        for shard, (fins, wts, entries) in parts.items():
-            keys = self.shards[shard]
-            args: list[Any] = [token, grace, len(fins), *fins, len(wts) // 2, *wts]
-            for entry, payload in entries.items():
-                args += (entry, payload)
-            calls.append(
-                ([keys.lease, keys.due, keys.pending, keys.outbox, keys.outbox_due, keys.poked],
-                 args)
-            )
+        for group in self._calls(sorted(parts)):
+            keys: list[str] = []
+            args: list[Any] = [token, grace]
+            tail: list[Any] = []
+            for number, shard in enumerate(group, 1):
+                k = self.shards[shard]
+                keys += (k.lease, k.due, k.pending, k.outbox, k.outbox_due, k.poked)
+                fins, wts, entries = parts[shard]
+                args += (len(fins), *fins, len(wts) // 2, *wts)
+                for entry, payload in entries.items():
+                    tail += (number, entry, payload)
+            calls.append((keys, args + tail))
         lost: list[str] = []
         for out in await self._eval_many(self._finish, calls):
             lost += [x.decode() for x in out]
         await self.replicated(parts)
         return lost
+
+    def failed(self, lost: Sequence[str]) -> set[int] | None:
+        """The shards a :meth:`finish` that lost ``lost`` left unchanged (None: all)."""
+        return {shard_of_message(m, self.n) for m in lost} if self.cluster else None
 
     async def release(self, token: int, ids: Sequence[str]) -> None:
         """Give leased messages back to ``due`` now (graceful stop)."""

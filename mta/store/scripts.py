@@ -62,77 +62,117 @@ redis.call('HDEL', KEYS[3], ARGV[2])
 return ''
 """
 
-# KEYS due, lease, pending; ARGV now_ms, now_us, token, limit.
-# Returns expired leases to due, then moves up to `limit` due ids into the lease set.
+# KEYS (due, lease, pending) of S shards; ARGV now_ms, now_us, token, limit, per-shard limit.
+# Per shard: returns expired leases to due, then moves up to the per-shard limit of due ids into
+# the lease set; then, while fewer than `limit` were taken, more from any shard. Returns {ids,
+# records} (a record is false when the pending entry is gone: an orphan). One call covers all
+# shards on a single node (one MULTI-like step), one shard per call on a cluster.
 CLAIM = """
-local limit = tonumber(ARGV[4])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit)
-if #expired > 0 then
-  local back = {}
-  for _, id in ipairs(expired) do back[#back + 1] = ARGV[1]; back[#back + 1] = id end
-  redis.call('ZADD', KEYS[1], unpack(back))
-  redis.call('ZREM', KEYS[2], unpack(expired))
+local limit, per = tonumber(ARGV[4]), tonumber(ARGV[5])
+local all_ids, all_vals = {}, {}
+local function take(s, n)
+  local due, lease, pending = KEYS[3 * s - 2], KEYS[3 * s - 1], KEYS[3 * s]
+  local ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, n)
+  if #ids == 0 then return 0 end
+  redis.call('ZREM', due, unpack(ids))
+  local held = {}
+  for _, id in ipairs(ids) do held[#held + 1] = ARGV[3]; held[#held + 1] = id end
+  redis.call('ZADD', lease, unpack(held))
+  local vals = redis.call('HMGET', pending, unpack(ids))
+  for i, id in ipairs(ids) do
+    all_ids[#all_ids + 1] = id
+    all_vals[#all_vals + 1] = vals[i]
+  end
+  return #ids
 end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)
-if #ids == 0 then return {{}, {}} end
-redis.call('ZREM', KEYS[1], unpack(ids))
-local lease = {}
-for _, id in ipairs(ids) do lease[#lease + 1] = ARGV[3]; lease[#lease + 1] = id end
-redis.call('ZADD', KEYS[2], unpack(lease))
-return {ids, redis.call('HMGET', KEYS[3], unpack(ids))}
+local shards = #KEYS / 3
+for s = 1, shards do
+  local lease = KEYS[3 * s - 1]
+  local expired = redis.call('ZRANGEBYSCORE', lease, '-inf', ARGV[2], 'LIMIT', 0, per)
+  if #expired > 0 then
+    local back = {}
+    for _, id in ipairs(expired) do back[#back + 1] = ARGV[1]; back[#back + 1] = id end
+    redis.call('ZADD', KEYS[3 * s - 2], unpack(back))
+    redis.call('ZREM', lease, unpack(expired))
+  end
+end
+local full = {}
+for s = 1, shards do
+  if take(s, math.min(per, limit - #all_ids)) == per then full[#full + 1] = s end
+end
+for _, s in ipairs(full) do
+  if #all_ids >= limit then break end
+  take(s, limit - #all_ids)
+end
+return {all_ids, all_vals}
 """
 
-# KEYS lease, due, pending, outbox, outbox_due, poked (one shard); ARGV token,
-# outbox_due_ms, nf, finals..., nw, (id, due_ms)..., then (entry, payload) pairs. Commits only
-# if every final is still ours; otherwise changes nothing and returns the finals whose lease was
-# lost. A waiting message whose receipt was pushed while it was leased (it is in ``poked``) is
-# due at once.
+# KEYS (lease, due, pending, outbox, outbox_due, poked) of S shards; ARGV token, outbox_due_ms,
+# then per shard: nf, finals..., nw, (id, due_ms)...; then (shard number 1..S, entry, payload)
+# triples. Commits only if every final of every shard is still ours; otherwise changes nothing
+# and returns the finals whose lease was lost. A waiting message whose receipt was pushed while
+# it was leased (it is in ``poked``) is due at once. One call covers all shards on a single
+# node, one shard per call on a cluster.
 FINISH = """
 local token = tonumber(ARGV[1])
-local nf = tonumber(ARGV[3])
+local shards = #KEYS / 6
 local lost = {}
-local poked = redis.call('SCARD', KEYS[6]) > 0
-if nf > 0 then
+local pos = 3
+local plan = {}
+for s = 1, shards do
+  local nf = tonumber(ARGV[pos])
   local finals = {}
-  for i = 4, 3 + nf do finals[#finals + 1] = ARGV[i] end
-  local scores = redis.call('ZMSCORE', KEYS[1], unpack(finals))
-  for i, s in ipairs(scores) do
-    if (not s) or tonumber(s) ~= token then lost[#lost + 1] = finals[i] end
-  end
-  if #lost > 0 then return lost end
-  redis.call('ZREM', KEYS[1], unpack(finals))
-  redis.call('HDEL', KEYS[3], unpack(finals))
-  if poked then redis.call('SREM', KEYS[6], unpack(finals)) end
-end
-local base = 4 + nf
-local nw = tonumber(ARGV[base])
-if nw > 0 then
-  local now = 0
-  if poked then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  local waits = {}
-  for j = 0, nw - 1 do waits[#waits + 1] = ARGV[base + 1 + 2 * j] end
-  local scores = redis.call('ZMSCORE', KEYS[1], unpack(waits))
-  local again, mine = {}, {}
-  for j, s in ipairs(scores) do
-    if s and tonumber(s) == token then
-      local at = ARGV[base + 2 + 2 * (j - 1)]
-      if poked and redis.call('SREM', KEYS[6], waits[j]) == 1 then at = now end
-      mine[#mine + 1] = waits[j]
-      again[#again + 1] = at
-      again[#again + 1] = waits[j]
+  for i = pos + 1, pos + nf do finals[#finals + 1] = ARGV[i] end
+  pos = pos + nf + 1
+  local nw = tonumber(ARGV[pos])
+  plan[s] = {finals, pos, nw}
+  pos = pos + 1 + 2 * nw
+  if nf > 0 then
+    local scores = redis.call('ZMSCORE', KEYS[6 * s - 5], unpack(finals))
+    for i, sc in ipairs(scores) do
+      if (not sc) or tonumber(sc) ~= token then lost[#lost + 1] = finals[i] end
     end
   end
-  if #mine > 0 then
-    redis.call('ZREM', KEYS[1], unpack(mine))
-    redis.call('ZADD', KEYS[2], unpack(again))
+end
+if #lost > 0 then return lost end
+local now = nil
+for s = 1, shards do
+  local lease, due, pending, poked = KEYS[6 * s - 5], KEYS[6 * s - 4], KEYS[6 * s - 3], KEYS[6 * s]
+  local finals, wpos, nw = plan[s][1], plan[s][2], plan[s][3]
+  local anypoked = redis.call('SCARD', poked) > 0
+  if #finals > 0 then
+    redis.call('ZREM', lease, unpack(finals))
+    redis.call('HDEL', pending, unpack(finals))
+    if anypoked then redis.call('SREM', poked, unpack(finals)) end
+  end
+  if nw > 0 then
+    if anypoked and not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    local waits = {}
+    for j = 0, nw - 1 do waits[#waits + 1] = ARGV[wpos + 1 + 2 * j] end
+    local scores = redis.call('ZMSCORE', lease, unpack(waits))
+    local again, mine = {}, {}
+    for j, sc in ipairs(scores) do
+      if sc and tonumber(sc) == token then
+        local at = ARGV[wpos + 2 + 2 * (j - 1)]
+        if anypoked and redis.call('SREM', poked, waits[j]) == 1 then at = now end
+        mine[#mine + 1] = waits[j]
+        again[#again + 1] = at
+        again[#again + 1] = waits[j]
+      end
+    end
+    if #mine > 0 then
+      redis.call('ZREM', lease, unpack(mine))
+      redis.call('ZADD', due, unpack(again))
+    end
   end
 end
-for k = base + 1 + 2 * nw, #ARGV, 2 do
-  redis.call('HSET', KEYS[4], ARGV[k], ARGV[k + 1])
-  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[k])
+for k = pos, #ARGV, 3 do
+  local s = tonumber(ARGV[k])
+  redis.call('HSET', KEYS[6 * s - 2], ARGV[k + 1], ARGV[k + 2])
+  redis.call('ZADD', KEYS[6 * s - 1], ARGV[2], ARGV[k + 1])
 end
 return {}
 """
