@@ -31,6 +31,7 @@ import orjson
 
 from mta import bench_ingress as ingress
 from mta.broker import Broker
+from mta.broker import connect_robust as broker_connect_robust
 from mta.config import Settings
 from mta.smsc_sink import SinkProcess, receipt_due
 from mta.store import Store
@@ -300,7 +301,7 @@ async def _measure(
     total = config.total - config.total % config.batch or config.batch
     follow = _Follow(sent_at={}, total=total, report_delay_s=config.report_delay_s,
                      receipt_time=receipt_due if sink else _receipt_time)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await broker_connect_robust(settings.amqp_url, name="mta bench reports")
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=1000)
     reports = await channel.get_exchange(broker.topology.reports_exchange)

@@ -13,6 +13,8 @@ from typing import Any
 import click
 import orjson
 
+from mta.broker import connect as broker_connect
+from mta.broker import connect_robust as broker_connect_robust
 from mta.cli.settings import _run, settings_options
 from mta.config import Settings
 
@@ -158,7 +160,7 @@ async def _reports(
     from mta.topology import Topology
 
     topology = Topology(settings.prefix)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await broker_connect_robust(settings.amqp_url, name="mta reports")
     seen = 0
     try:
         channel = await connection.channel()
@@ -224,7 +226,7 @@ async def _status(settings: Settings, as_json: bool) -> None:
 
     topology = Topology(settings.prefix)
     store = await Store.open(settings.redis_url, settings.prefix, shards=settings.shards)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await broker_connect(settings.amqp_url, name="mta status")
     queues: dict[str, int | None] = {}
     try:
         for name, _ in topology.queues():
@@ -273,9 +275,7 @@ async def _teardown(settings: Settings, yes: bool) -> None:
     store = await Store.open(
         settings.redis_url, settings.prefix, shards=settings.shards, check=False
     )
-    connection = await aio_pika.connect(
-        settings.amqp_url, client_properties={"connection_name": "mta teardown"}
-    )
+    connection = await broker_connect(settings.amqp_url, name="mta teardown")
     try:
         queues: list[str] = []
         for name, _ in topology.queues():

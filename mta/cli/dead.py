@@ -26,6 +26,7 @@ import click
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
+from mta.broker import connect as broker_connect
 from mta.cli.settings import _run, settings_options
 from mta.config import Settings
 from mta.contract import BatchError, decode_batch
@@ -186,9 +187,7 @@ Decide = Callable[[AbstractChannel, Letter], Awaitable[bool]]
 async def _pass(settings: Settings, decide: Decide) -> int:
     """One pass through ``<prefix>.dead`` (see the module's doc); returns the letters seen."""
     topology = Topology(settings.prefix)
-    connection = await aio_pika.connect(
-        settings.amqp_url, client_properties={"connection_name": "mta dead"}
-    )
+    connection = await broker_connect(settings.amqp_url, name="mta dead")
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await _dead_queue(channel, topology)
