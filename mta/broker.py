@@ -49,12 +49,10 @@ def amqp_urls(value: str | Sequence[str]) -> list[str]:
     """The broker addresses of ``MTA_AMQP_URL``: one URL, or several full URLs separated by
     commas (a comma is a separator only where a ``scheme://`` follows it), in order."""
     parts = [value] if isinstance(value, str) else list(value)
-    urls = [u.strip() for part in parts for u in _NEXT_URL.split(part.strip()) if u.strip()]
+    urls = [u.strip().strip(",").strip() for part in parts for u in _NEXT_URL.split(part)]
+    urls = [u for u in urls if u]
     if not urls:
         raise ValueError("no RabbitMQ URL given")
-    for url in urls:
-        if not url.startswith(("amqp://", "amqps://")):
-            raise ValueError(f"not an amqp:// or amqps:// URL: {mask_url(url)!r}")
     return urls
 
 

@@ -46,6 +46,7 @@ def test_amqp_urls_splits_a_list_of_full_urls() -> None:
         "amqp://u:p@h1:5672/",
         "amqps://u:p,q@h2:5671/v",  # a comma inside a password stays in it
     ]
+    assert amqp_urls("amqp://h1/,") == ["amqp://h1/"]
     with pytest.raises(ValueError):
         amqp_urls(" , ")
 
