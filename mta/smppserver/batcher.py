@@ -8,6 +8,13 @@ publish, and each submit_sm_resp carries the message's MMP ``messageId`` (``<bat
 uuid>:<index>``) only after the confirm. A nack (queue full) answers ESME_RMSGQFUL, any other
 failure ESME_RSYSERR: nothing is half-accepted. ``pending`` counts the submits waiting for a
 confirm (the server refuses new ones beyond ``max_pending``).
+
+Group commit: while :data:`IN_FLIGHT` batches of a lane wait for their confirms, the lane's new
+submits wait for one of them to be confirmed (or for ``batch_size``) instead of going out in
+a batch of their own, so batches grow with the broker's latency instead of multiplying: one
+client with window 50 through the whole pipeline (``mta bench --partner smpp --ingress``)
+made batches of 11 messages on average without it, each costing the worker its per-batch
+round trips.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from mta.smpp.session import Session
 from mta.smppserver.records import MessageRecord, MessageRecords
 from mta.topology import LANE_BULK, LANE_PRIORITY
 
-__all__ = ["AcceptedSubmit", "SubmitBatcher"]
+__all__ = ["IN_FLIGHT", "AcceptedSubmit", "SubmitBatcher"]
+
+#: Batches of one lane published and not yet confirmed before new submits wait (group commit).
+IN_FLIGHT = 1
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,7 @@ class _Lane:
     name: str
     entries: list[AcceptedSubmit] = field(default_factory=list)
     timer: asyncio.Handle | None = None
+    in_flight: int = 0
 
 
 class SubmitBatcher:
@@ -83,7 +94,7 @@ class SubmitBatcher:
         self.pending += 1
         if len(lane.entries) >= self.batch_size:
             self.flush(lane)
-        elif lane.timer is None:
+        elif lane.timer is None and lane.in_flight < IN_FLIGHT:
             if self.linger_s > 0:
                 lane.timer = self.loop.call_later(self.linger_s, self.flush, lane)
             else:  # what the session decoded from this read: flushed once the loop turns
@@ -96,9 +107,16 @@ class SubmitBatcher:
         if not lane.entries:
             return
         entries, lane.entries = lane.entries, []
+        lane.in_flight += 1
         task = self.loop.create_task(self._publish(lane.name, entries))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda done: self._published(lane, done))
+
+    def _published(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        lane.in_flight -= 1
+        if lane.entries and lane.timer is None:  # they waited for this confirm
+            lane.timer = self.loop.call_soon(self.flush, lane)
 
     async def drain(self) -> None:
         for lane in self.lanes.values():
