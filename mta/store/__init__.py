@@ -174,8 +174,8 @@ class Store(ReceiptStore):
                 raise
             if info.get("cluster_enabled"):
                 await store.close()
-                store = cls(connect.cluster_client(url, max_connections), prefix, shards,
-                            cluster=True)
+                client = connect.cluster_client(url, max_connections, PackingConnection)
+                store = cls(client, prefix, shards, cluster=True)
         store.wait_replicas = wait_replicas
         if check:
             try:

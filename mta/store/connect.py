@@ -26,10 +26,18 @@ def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
 
 
-def cluster_client(url: str, max_connections: int) -> aioredis.Redis:
-    """A Redis Cluster client that starts from the node ``url`` names. Typed as a plain client:
-    the store uses only the commands both have (every MULTI and script it sends is one slot)."""
+def cluster_client(
+    url: str, max_connections: int, connection_class: type[Any] | None = None
+) -> aioredis.Redis:
+    """A Redis Cluster client that starts from the node ``url`` names, its connections of
+    ``connection_class`` (redis-py's cluster client takes no such option: set on its node
+    manager before it learns the nodes). Typed as a plain client: the store uses only the
+    commands both have (every script it sends is one slot)."""
     client = RedisCluster.from_url(url, max_connections=max_connections)
+    if connection_class is not None and not url.lower().startswith("rediss"):
+        client.nodes_manager.connection_kwargs["connection_class"] = connection_class
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = connection_class
     return cast(aioredis.Redis, client)
 
 

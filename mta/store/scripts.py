@@ -289,3 +289,17 @@ for i = 1, #KEYS do
 end
 return out
 """
+
+
+# KEYS the keys the commands touch (one shard); ARGV commands, each as its length then the
+# command and its arguments. Runs them in order, atomically: a cluster's MULTI/EXEC (see
+# mta.store.base.StoreBase._multi).
+APPLY = """
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 0
+"""
