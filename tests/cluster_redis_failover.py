@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import Env, sim_accounts
-from tests.test_cluster_redis import TIMEOUT, N, cluster_env, figures, ledger, pending  # noqa: F401 - fixtures
+from tests.test_cluster_redis import (  # noqa: F401 - cluster_env and ledger are fixtures
+    CLUSTER_SETTINGS,
+    TIMEOUT,
+    N,
+    cluster_env,
+    figures,
+    ledger,
+    pending,
+)
 from tests.test_faults import Ledger, check, make_batches, publish_all
 from tests.test_process import Proc, procs, spawn  # noqa: F401 - procs is a fixture
 
@@ -45,7 +53,7 @@ async def test_master_killed_mid_run(
     masters = await asyncio.to_thread(redis_cluster.masters)
     named, other = masters[0], masters[1]
     victim = named if which == "the-url-node" else other
-    mta = await spawn(env, procs, "run", MTA_REDIS_URL=named.url)
+    mta = await spawn(env, procs, "run", **CLUSTER_SETTINGS, MTA_REDIS_URL=named.url)
     started = time.monotonic()
     publishing = asyncio.create_task(
         publish_all(env.settings.amqp_url, env.topology, batches, pace_s=0.01)

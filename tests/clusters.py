@@ -253,11 +253,23 @@ def _parse_nodes(text: str) -> list[ClusterNode]:
     return nodes
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections take those)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _bus_port_pair(taken: set[int]) -> int:
-    """A free loopback port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    """A free loopback port P whose cluster bus port P + 10000 is free too, both below the
+    ephemeral range: a node restarted after kill -9 finds them still free (a port in that
+    range may meanwhile be any outgoing connection's local port)."""
     rng = random.Random()
+    high = min(_ephemeral_low(), 65536) - 10000
     while True:
-        port = rng.randrange(20000, 55535)
+        port = rng.randrange(10000, max(high, 10001))
         if {port, port + 10000} & taken or port + 10000 in _CLI_DIST_PORTS:
             continue
         if _bindable(port) and _bindable(port + 10000):
