@@ -53,8 +53,10 @@ MTA_MAX_BATCH), then go to ``<prefix>.send`` as ONE MMP batch (AMQP ``message_id
 uuid, routing key ``priority`` when ``priority_flag`` > 0 or the client is configured
 ``priority``, else ``bulk``) with one publisher confirm; every message's record is written to
 Redis before the publish, and each submit_sm_resp carries the message's MMP ``messageId``
-(``<batch uuid>:<index>``, ≤ 64 characters) only after the confirm. Many batches are in flight
-at once. Waiting for the loop to turn rather than a fixed linger was measured better: a
+(``<batch uuid>:<index>``, ≤ 64 characters) only after the confirm. While a lane's batch
+waits for its confirm, the lane's new submits wait for it (group commit,
+:data:`mta.smppserver.batcher.IN_FLIGHT`), so batches grow with the broker's latency.
+Waiting for the loop to turn rather than a fixed linger was measured better: a
 client's window of submits arrives in one or two reads, so it becomes one batch without adding
 latency (window 50: 7.9k submit_sm/s with it, 5.2k with a 2 ms linger, 4.9k with 5 ms;
 tests/bench/bench_smpp_server.py). A nack (queue full) answers ESME_RMSGQFUL, any other failure
