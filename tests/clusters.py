@@ -71,7 +71,9 @@ class RabbitCluster:
             PrivateRabbit(bin_dir=bin_dir, cookie=first.cookie, epmd_port=first.epmd_port)
             for _ in range(size - 1)
         ]
-        for node in self.nodes:
+        taken: set[int] = set()
+        for node in self.nodes:  # below the ephemeral range: still free for a restart
+            node.port, node.dist_port = _low_port(taken), _low_port(taken)
             (node.dir / "rabbitmq.conf").write_text(conf)
             if advanced:
                 (node.dir / "advanced.config").write_text(advanced)
@@ -260,6 +262,16 @@ def _ephemeral_low() -> int:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+def _low_port(taken: set[int]) -> int:
+    """A free loopback port below the ephemeral range (see :func:`_bus_port_pair`)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(10000, max(_ephemeral_low(), 10001))
+        if port not in taken and port not in _CLI_DIST_PORTS and _bindable(port):
+            taken.add(port)
+            return port
 
 
 def _bus_port_pair(taken: set[int]) -> int:
