@@ -278,6 +278,13 @@ class Session:
             self._window.give()
             raise
 
+    def try_slot(self) -> bool:
+        """Take a window slot if one is free now (no pause, no pacing, nobody waiting): then
+        :meth:`start_request` must follow, as after :meth:`slot`."""
+        if self._closed or self._closing or self._interval:
+            return False
+        return self._paused_until <= self._loop.time() and self._window.try_take()
+
     def start_request(
         self, pdu: Pdu, response_timeout: float | None = None
     ) -> asyncio.Future[Pdu]:

@@ -25,6 +25,7 @@ messages of the shared queue) up, and memory bounded:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -165,6 +166,16 @@ class ReceiptOutlet:
             if future.done():
                 continue
             self.in_flight += 1
+            if self.session.try_slot():  # the usual case: no task, a callback per answer
+                try:
+                    answer = self.session.start_request(receipt_pdu(job, self.tz), self.timeout_s)
+                except Exception as exc:  # settled here: _done would pump again
+                    self.in_flight -= 1
+                    if not future.done():
+                        future.set_result(self._failed(job, exc))
+                    continue
+                answer.add_done_callback(functools.partial(self._answered, job, future))
+                continue
             task = self._loop.create_task(self._send(job, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -174,23 +185,45 @@ class ReceiptOutlet:
         try:
             done = await self._exchange(job)
         finally:
-            self.in_flight -= 1
-            if not future.done():
-                future.set_result(done)
-            if not self._closed:
-                self._pump()
-            if self.on_progress is not None:
-                self.on_progress(self)
+            self._done(future, done)
+
+    def _answered(
+        self, job: ReceiptDelivery, future: asyncio.Future[bool], answer: asyncio.Future[P.Pdu]
+    ) -> None:
+        if answer.cancelled():
+            self._done(future, False)
+            return
+        exc = answer.exception()
+        self._done(future, self._failed(job, exc) if exc else self._result(job, answer.result()))
+
+    def _done(self, future: asyncio.Future[bool], done: bool) -> None:
+        self.in_flight -= 1
+        if not future.done():
+            future.set_result(done)
+        if not self._closed:
+            self._pump()
+        if self.on_progress is not None:
+            self.on_progress(self)
 
     async def _exchange(self, job: ReceiptDelivery) -> bool:
-        session = self.session
         try:
-            resp = await session.request(receipt_pdu(job, self.tz), self.timeout_s)
+            resp = await self.session.request(receipt_pdu(job, self.tz), self.timeout_s)
         except (SessionClosed, ResponseTimeout, P.PduError) as exc:
-            log.info("SMPP receipt %s to %s not answered: %s", job.message_id, session.name, exc)
-            if isinstance(exc, ResponseTimeout) and not self._closed:
-                self._pause(self.hold_s, give_back=True)
+            return self._failed(job, exc)
+        return self._result(job, resp)
+
+    def _failed(self, job: ReceiptDelivery, exc: BaseException) -> bool:
+        """A deliver_sm not sent or not answered: it goes back (False)."""
+        if not isinstance(exc, (SessionClosed, ResponseTimeout, P.PduError)):
+            log.warning("SMPP receipt %s not sent: %r", job.message_id, exc)
             return False
+        log.info("SMPP receipt %s to %s not answered: %s", job.message_id, self.session.name, exc)
+        if isinstance(exc, ResponseTimeout) and not self._closed:
+            self._pause(self.hold_s, give_back=True)
+        return False
+
+    def _result(self, job: ReceiptDelivery, resp: P.Pdu) -> bool:
+        """What a deliver_sm_resp means for its receipt (True: done with it)."""
         self._last_answer = self._loop.time()
         if resp.status == S.ESME_ROK:
             self.stats["receipts_sent"] += 1
