@@ -47,7 +47,15 @@ import orjson
 
 from mta.sdk import ApiStatus, ReceiptSink, SmsResult
 from mta.smpp.pdu import CommandStatus, DataSm, DeliverSm, Pdu, response_for
-from mta.smpp.receipt import IdBase, Receipt, api_status, id_twins, normalise_id, parse_receipt
+from mta.smpp.receipt import (
+    IdBase,
+    Receipt,
+    api_status,
+    id_twins,
+    normalise_id,
+    parse_receipt,
+    quick_receipt,
+)
 from mta.smpp.session import Session
 
 log = logging.getLogger(__name__)
@@ -246,16 +254,25 @@ class ReceiptBook:
         ``session.reply`` once the receipts that arrived with it are pushed in one Redis call
         (no task, no future of its own); any other goes the general way (:meth:`handle`)."""
         short_message = pdu.short_message if isinstance(pdu, DeliverSm) else b""
-        receipt = parse_receipt(short_message, pdu.tlvs)
-        if receipt is None:
-            return self.handle_parsed(pdu, None)
-        status = api_status(receipt.state, accepted=self.accepted)
-        pid = self.ids.received(receipt.message_id)
+        quick = quick_receipt(short_message, pdu.tlvs)
+        if quick is None:
+            return self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
+        message_id, state, stat, err, done = quick
+        status = api_status(state, accepted=self.accepted)
+        pid = self.ids.received(message_id)
         record = self.local.get(pid) if status.final else None
         if record is None or "f" in record or "p" in record or not self.sink.bound:
-            return self.handle_parsed(pdu, receipt)
+            return self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
         self.stats["receipts"] += 1
-        self._queued.append((session, pdu, self._final(pid, receipt, status)))
+        detail = f"stat:{stat} err:{err} done:{done}" if done else f"stat:{stat} err:{err}"
+        result = SmsResult(
+            partnerMessageId=pid,
+            partnerStatus=stat,
+            partnerDetail=detail,
+            apiStatus=status,
+            smsMessageCount=1,
+        )
+        self._queued.append((session, pdu, result))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_queued())
         return None

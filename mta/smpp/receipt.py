@@ -267,6 +267,29 @@ def parse_receipt(
     )
 
 
+def quick_receipt(
+    short_message: bytes, tlvs: Mapping[int, bytes]
+) -> tuple[str, MessageState, str, str, str] | None:
+    """(message_id, state, stat, err, done_date) of the usual receipt — ``receipted_message_id``
+    and ``message_state`` TLVs, the Appendix B text exactly, an ``err:`` value — the same as
+    :func:`parse_receipt` gives it, without building a :class:`Receipt`; None for any other
+    receipt (then use :func:`parse_receipt`)."""
+    raw_id = tlvs.get(Tag.RECEIPTED_MESSAGE_ID)
+    raw_state = tlvs.get(Tag.MESSAGE_STATE)
+    if not raw_id or not raw_state or not short_message:
+        return None
+    state = _STATE_OF.get(int.from_bytes(raw_state, "big"))
+    match = _STANDARD.match(short_message.decode("latin-1"))
+    if state is None or match is None or not match.group(7):
+        return None
+    end = raw_id.find(0)
+    message_id = (raw_id[:end] if end >= 0 else raw_id).decode("latin-1").strip()
+    if not message_id:
+        return None
+    stat = match.group(6).upper() or _STAT[state]
+    return message_id, state, stat, match.group(7), match.group(5)
+
+
 def parse_receipt_date(value: str) -> datetime | None:
     """``YYMMDDhhmm`` or ``YYMMDDhhmmss`` as a naive datetime (the spec gives no time zone);
     None when it is neither."""
@@ -316,7 +339,8 @@ def normalise_id(message_id: str, base: IdBase | str = IdBase.AUTO) -> str:
     Whitespace and NULs around the id are dropped in every base.
     """
     value = message_id.strip().strip("\0")
-    base = IdBase(base)
+    if type(base) is not IdBase:
+        base = IdBase(base)
     if base is IdBase.DEC and _is_dec(value):
         return str(int(value))
     if base is IdBase.HEX and _is_hex(value):
