@@ -203,6 +203,17 @@ class Broker:
         self.exchanges = await self.topology.declare(self.channel)
         self.exchanges[""] = self.channel.default_exchange
 
+    @property
+    def open(self) -> bool:
+        """Connected right now: False before connect(), after close(), and while the robust
+        connection reconnects (to this node or, in a cluster, to the next listed one)."""
+        connection = self.connection
+        return (
+            connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+        )
+
     async def consumer_channel(self, prefetch: int) -> AbstractChannel:
         assert self.connection is not None, "connect() first"
         channel = await self.connection.channel()

@@ -120,17 +120,22 @@ async def test_broker_moves_to_another_node_when_its_node_is_killed(
         await broker.publish(topology.send_exchange, "bulk", b"before")
         assert await asyncio.wait_for(got.get(), 20) == b"before"
         assert await asyncio.to_thread(rabbit_cluster.node_of_connection, name) == 2
+        assert broker.open
         killed = time.monotonic()
         await rabbit_cluster.kill(2)
+        while broker.open:  # not ready while it reconnects (past `nobody`: 5 s at least)
+            assert time.monotonic() - killed < 10, "the Broker did not see its node die"
+            await asyncio.sleep(0.05)
         # Retried through the outage until a live node confirms it.
         await broker.publish(topology.send_exchange, "bulk", b"after")
         assert await asyncio.wait_for(got.get(), 60) == b"after"
         took = time.monotonic() - killed
         figures(f"Broker: its node killed -9, a publish consumed via another {took:.1f} s later")
         assert await asyncio.to_thread(rabbit_cluster.node_of_connection, name) == 1
-        assert broker.connection is not None and not broker.connection.is_closed
+        assert broker.open
     finally:
         await broker.close()
+    assert not broker.open
 
 
 async def _mta_node(cluster: RabbitCluster, timeout: float = 30.0) -> int:
