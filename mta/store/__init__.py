@@ -399,11 +399,6 @@ class Store(ReceiptStore):
         return out
 
     # --- reporter -----------------------------------------------------------------------
-    def _calls(self, shards: Sequence[int]) -> list[list[int]]:
-        """How shards are grouped into script calls: all in one on a single node (one step,
-        atomic across shards), one per call on a cluster (one slot per script)."""
-        return [[s] for s in shards] if self.cluster else [list(shards)] if shards else []
-
     async def claim(self, limit: int, lease_ms: int) -> Claim:
         """Lease up to ``limit`` due messages, an even part from every shard first (expired
         leases return to ``due`` before): one script for all shards on a single node, one per

@@ -103,6 +103,7 @@ class StoreBase:
         self._push = client.register_script(scripts.PUSH_RECEIPTS)
         self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
         self._apply = client.register_script(scripts.APPLY)
+        self._set_many = client.register_script(scripts.SET_MANY)
         #: Replicas a write must reach before :meth:`replicated` returns (0: do not wait).
         self.wait_replicas = 0
         self.wait_ms = 1000
@@ -231,6 +232,11 @@ class StoreBase:
         # A script, not MULTI: redis-py's cluster transactions run every queued command in a
         # thread of its own with an event loop of its own (~300 us each, the loop blocked).
         await self._eval_many(self._apply, [apply_args(some) for some in ops.values()])
+
+    def _calls(self, shards: Sequence[int]) -> list[list[int]]:
+        """How shards are grouped into script calls: all in one on a single node (one step,
+        atomic across shards), one per call on a cluster (one slot per script)."""
+        return [[s] for s in shards] if self.cluster else [list(shards)] if shards else []
 
     async def _pipeline(self, ops: Sequence[Op]) -> list[Any]:
         """Commands in one non-transactional pipeline (a cluster client sends each to its

@@ -16,22 +16,30 @@ class ReceiptStore(StoreBase):
     """Receipts pushed by partners (webhooks, SMPP deliver_sm) and adapter state."""
 
     async def _index_partners(self, partners: dict[str, dict[str, str]]) -> set[int]:
-        """Write the partner index; returns the shards written."""
-        calls: list[tuple[list[str], list[Any]]] = []
-        touched: set[int] = set()
+        """Write the partner index (one script on a single node, one per shard on a cluster);
+        returns the shards written."""
+        groups: dict[int, list[tuple[str, str, list[str]]]] = defaultdict(list)
         for account, ids in partners.items():
-            groups: dict[int, list[str]] = defaultdict(list)
+            pairs: dict[int, list[str]] = defaultdict(list)
             for partner_id, message_id in ids.items():
-                groups[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
-            touched |= set(groups)
-            for shard, pairs in groups.items():
+                pairs[receipt_shard_of(account, partner_id, self.n)] += (partner_id, message_id)
+            for shard, some in pairs.items():
                 keys = self.shards[shard]
-                calls.append(([keys.partner_index(account)], [keys.receipt(account, ""), *pairs]))
+                groups[shard].append((keys.partner_index(account), keys.receipt(account, ""), some))
+        calls: list[tuple[list[str], list[Any]]] = []
+        for call in self._calls(sorted(groups)):
+            index_keys: list[str] = []
+            args: list[Any] = []
+            for shard in call:
+                for index, prefix, some in groups[shard]:
+                    index_keys.append(index)
+                    args += (prefix, len(some) // 2, *some)
+            calls.append((index_keys, args))
         found: list[str] = []
         for out in await self._eval_many(self._pidx_add, calls):
             found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
         await self.poke(found)
-        return touched
+        return set(groups)
 
     async def poke(self, message_ids: Sequence[str]) -> None:
         """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
@@ -40,14 +48,17 @@ class ReceiptStore(StoreBase):
         groups: dict[int, list[str]] = defaultdict(list)
         for message_id in message_ids:
             groups[shard_of_message(message_id, self.n)].append(message_id)
-        await self._eval_many(
-            self._poke,
-            [([self.shards[s].due, self.shards[s].lease, self.shards[s].poked], ids)
-             for s, ids in groups.items()],
-        )
+        calls: list[tuple[list[str], list[Any]]] = []
+        for call in self._calls(sorted(groups)):
+            keys: list[str] = []
+            args: list[Any] = []
+            for shard in call:
+                k = self.shards[shard]
+                keys += (k.due, k.lease, k.poked)
+                args += (len(groups[shard]), *groups[shard])
+            calls.append((keys, args))
+        await self._eval_many(self._poke, calls)
 
-
-    # --- pushed receipts ----------------------------------------------------------------
     async def push_receipts(self, account: str, receipts: dict[str, bytes]) -> int:
         """Store pushed final states (partner id → packed result); an earlier final is kept.
         No cap: for receipts from authenticated sources (SMPP deliver_sm, a pull drain)."""
@@ -75,18 +86,23 @@ class ReceiptStore(StoreBase):
             if not receipts:
                 return 0, refused
         n = self.n
-        groups: dict[int, tuple[list[str], list[Any]]] = {}
-        for partner_id, packed in receipts.items():
-            shard = receipt_shard_of(account, partner_id, n)
-            group = groups.get(shard)
-            if group is None:
-                keys = self.shards[shard]
-                group = groups[shard] = ([], [RECEIPT_TTL_S, keys.partner_index(account)])
-            group[0].append(self.shards[shard].receipt(account, partner_id))
-            group[1].extend((partner_id, packed))
+        groups: dict[int, list[str]] = defaultdict(list)
+        for partner_id in receipts:
+            groups[receipt_shard_of(account, partner_id, n)].append(partner_id)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for call in self._calls(sorted(groups)):
+            keys: list[str] = []
+            args: list[Any] = [RECEIPT_TTL_S]
+            for shard in call:
+                k = self.shards[shard]
+                args += (k.partner_index(account), len(groups[shard]))
+                for partner_id in groups[shard]:
+                    keys.append(k.receipt(account, partner_id))
+                    args += (partner_id, receipts[partner_id])
+            calls.append((keys, args))
         stored = 0
         found: list[str] = []
-        for out in await self._eval_many(self._push, list(groups.values())):
+        for out in await self._eval_many(self._push, calls):
             stored += int(out[0])
             found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
         await self.replicated(groups)
@@ -121,10 +137,11 @@ class ReceiptStore(StoreBase):
 
     async def put_state(self, account: str, values: dict[str, bytes], ttl_s: int) -> None:
         """Adapter state shared by every process (``ReceiptSink.remember``), with a TTL."""
-        pipe = self.r.pipeline(transaction=False)
-        for key, value in values.items():
-            pipe.set(f"{self.tag}:astate:{account}:{key}", value, ex=ttl_s)
-        await pipe.execute()
+        if values:  # one script: a pipeline of SETs costs ~14 us of client CPU per key
+            await self._set_many(
+                keys=[f"{self.tag}:astate:{account}:{key}" for key in values],
+                args=[ttl_s, *values.values()],
+            )
 
     async def get_state(self, account: str, keys: Sequence[str]) -> dict[str, bytes]:
         values = await self.r.mget([f"{self.tag}:astate:{account}:{key}" for key in keys])

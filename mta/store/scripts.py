@@ -177,31 +177,44 @@ end
 return {}
 """
 
-# KEYS[1] the partner index of an account in one shard; ARGV[1] the prefix of that shard's
-# receipt keys of the account, then (partner id, message id) pairs. Records where each partner
-# id's message is, and returns the message ids whose receipt was pushed already (the partner was
-# faster than our write): the caller makes them due at once (POKE, in the messages' shard).
+# KEYS partner indexes (of an account in a shard), one per group; ARGV per group: the prefix of
+# that shard's receipt keys of the account, a count, then that many (partner id, message id)
+# pairs. Records where each partner id's message is, and returns the message ids whose receipt
+# was pushed already (the partner was faster than our write): the caller makes them due at once
+# (POKE, in the messages' shards). One group per call on a cluster (one slot).
 PIDX_ADD = """
 local found = {}
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then found[#found + 1] = ARGV[i + 1] end
+local pos = 1
+for g = 1, #KEYS do
+  local prefix, count = ARGV[pos], tonumber(ARGV[pos + 1])
+  for i = pos + 2, pos + 2 * count, 2 do
+    redis.call('HSET', KEYS[g], ARGV[i], ARGV[i + 1])
+    if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then found[#found + 1] = ARGV[i + 1] end
+  end
+  pos = pos + 2 + 2 * count
 end
 return found
 """
 
-# KEYS due, lease, poked (one shard); ARGV message ids whose receipt was just pushed. A due
-# message is due now; a leased one is marked in ``poked`` (its reporter's commit makes it due
-# now); any other (final already, or unknown) is left alone.
+# KEYS (due, lease, poked) per group (a shard); ARGV per group: a count, then that many message
+# ids whose receipt was just pushed. A due message is due now; a leased one is marked in
+# ``poked`` (its reporter's commit makes it due now); any other (final already, or unknown) is
+# left alone.
 POKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], 'LT', now, ARGV[i])
-  elseif redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    redis.call('SADD', KEYS[3], ARGV[i])
+local pos = 1
+for g = 1, #KEYS / 3 do
+  local due, lease, poked = KEYS[3 * g - 2], KEYS[3 * g - 1], KEYS[3 * g]
+  local count = tonumber(ARGV[pos])
+  for i = pos + 1, pos + count do
+    if redis.call('ZSCORE', due, ARGV[i]) then
+      redis.call('ZADD', due, 'LT', now, ARGV[i])
+    elseif redis.call('ZSCORE', lease, ARGV[i]) then
+      redis.call('SADD', poked, ARGV[i])
+    end
   end
+  pos = pos + 1 + count
 end
 return 0
 """
@@ -273,19 +286,26 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return out
 """
 
-# KEYS receipt keys (one shard); ARGV[1] ttl (s), ARGV[2] the account's partner index (same
-# shard), then per receipt its partner id and packed result. Stores each receipt whose key is
-# free; returns {stored, message ids of the stored receipts found in the partner index...}: the
-# caller makes those due now (POKE), so a reporter publishes their finals at once.
+# KEYS receipt keys, group after group; ARGV[1] ttl (s), then per group (a shard): the account's
+# partner index there, a count, then that many (partner id, packed result) pairs, in the order
+# of the group's keys. Stores each receipt whose key is free; returns {stored, message ids of
+# the stored receipts found in the partner index...}: the caller makes those due now (POKE), so
+# a reporter publishes their finals at once.
 PUSH_RECEIPTS = """
 local ttl = tonumber(ARGV[1])
 local out = {0}
-for i = 1, #KEYS do
-  if redis.call('SET', KEYS[i], ARGV[2 * i + 2], 'EX', ttl, 'NX') then
-    out[1] = out[1] + 1
-    local mid = redis.call('HGET', ARGV[2], ARGV[2 * i + 1])
-    if mid then out[#out + 1] = mid end
+local pos, k = 2, 1
+while pos <= #ARGV do
+  local index, count = ARGV[pos], tonumber(ARGV[pos + 1])
+  for i = pos + 2, pos + 2 * count, 2 do
+    if redis.call('SET', KEYS[k], ARGV[i + 1], 'EX', ttl, 'NX') then
+      out[1] = out[1] + 1
+      local mid = redis.call('HGET', index, ARGV[i])
+      if mid then out[#out + 1] = mid end
+    end
+    k = k + 1
   end
+  pos = pos + 2 + 2 * count
 end
 return out
 """
@@ -300,6 +320,14 @@ while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
   i = i + n + 1
+end
+return 0
+"""
+
+# KEYS keys (one slot); ARGV[1] ttl (s), then one value per key: SET … EX for each.
+SET_MANY = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
 end
 return 0
 """
