@@ -4,15 +4,14 @@ master MTA_REDIS_URL names, and another one.
 
 Not collected by ``make test`` (its name does not start with ``test_``); ``make cluster-test``
 names it, so it runs there. What it found against the store of 773ccf8 (mta run with
-MTA_REDIS_WAIT_REPLICAS=1, CLUSTER_N=2000; 7 runs: 3 killing the URL's master, 4 another):
-5 passed, each with its last final ~62 s after the kill (with MTA_LEASE_S=10: ~12 s, so the
-stall is the lease of the claims the failover caught); one
-lost a batch (50 finals never came within 180 s; the URL's master killed); one had no final
-within 90 s of the kill (another master killed). CLUSTER_N=20000 (make cluster-test at
-aa0745e): the URL's master killed, 50 finals never came; another, all came, the last 61 s
-after the kill. Without MTA_REDIS_WAIT_REPLICAS one run
-had 100 duplicate OKs and one logged ``report round failed: Lua redis lib command arguments
-must be strings or integers`` (the CLAIM script). Once the store survives a failover,
+MTA_REDIS_WAIT_REPLICAS=1, CLUSTER_N=2000; 7 runs: 3 killing the URL's master, 4 another): 5
+passed, each with its last final ~62 s after the kill (with MTA_LEASE_S=10: ~12 s, so the stall
+is the lease of the claims the failover caught); one lost a batch (50 finals never came within
+180 s; the URL's master killed); one had no final within 90 s of the kill (another master
+killed). CLUSTER_N=20000 (make cluster-test at aa0745e): the URL's master killed, 50 finals
+never came; another, all came, the last 61 s after the kill. Without MTA_REDIS_WAIT_REPLICAS
+one run had 100 duplicate OKs and one logged ``report round failed: Lua redis lib command
+arguments must be strings or integers`` (the CLAIM script). Once the store survives a failover,
 rename this file to tests/test_cluster_redis_failover.py to run it in ``make test`` too.
 """
 
