@@ -8,7 +8,8 @@ collections for 150,000 messages. :func:`tune` moves what is alive once the proc
 started (modules, classes, settings, adapters) to the permanent generation (``gc.freeze``), so
 full collections no longer walk it, and raises the young threshold to 10,000 allocations:
 0.12 s of collector time for the same run. Reference cycles are still collected, a little
-later. Called once per process by the roles that start (the worker, ``mta smpp-server``).
+later. Called once per process by the roles that start (the worker, the reporter, ``mta
+smpp-server``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ _REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
     redis_errors.OutOfMemoryError,  # maxmemory reached: waits for memory, as for a restart
+    redis_errors.ClusterError,  # CLUSTERDOWN, MASTERDOWN, redirections exhausted in a failover
+    redis_errors.AskError,  # and MovedError: a slot moving while we wrote
+    redis_errors.SlotNotCoveredError,  # a slot without a master until a replica is promoted
 )
 #: Channel errors that a retry will meet again: the broker refused this request itself.
 _AMQP_REFUSALS: tuple[type[BaseException], ...] = (
@@ -54,8 +57,12 @@ def is_outage(exc: BaseException) -> bool:
     """True when ``exc`` says Redis or RabbitMQ is away (worth waiting for)."""
     if isinstance(exc, _AMQP_REFUSALS):
         return False
-    if isinstance(exc, redis_errors.RedisError):
+    if isinstance(exc, redis_errors.RedisError | redis_errors.SlotNotCoveredError):
         return isinstance(exc, _REDIS_OUTAGES)
+    if isinstance(exc, redis_errors.RedisClusterException):
+        # No node of the cluster answers (while the slot map is rebuilt); its other uses
+        # (cross-slot transactions, commands a cluster pipeline refuses) are bugs.
+        return "cannot be connected" in str(exc)
     return isinstance(exc, _AMQP_OUTAGES)
 
 

@@ -22,9 +22,10 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mta import metrics, outbox
+from mta import gctune, metrics, outbox
 from mta.adapter import (
     PermanentError,
     ReceiptMode,
@@ -44,6 +45,7 @@ from mta.contract import (
     with_note,
 )
 from mta.loops import repeat
+from mta.outage import until_back
 from mta.registry import AccountRuntime, Registry, State
 from mta.store import Claim, Pending, Store
 
@@ -80,6 +82,7 @@ class Reporter:
         self._m = metrics.Children()
 
     async def start(self) -> None:
+        gctune.tune()
         for n in range(max(1, self.settings.report_concurrency)):
             self._loops.append(asyncio.create_task(self._loop(), name=f"reporter-{n}"))
         self._loops.append(
@@ -107,9 +110,15 @@ class Reporter:
 
     async def round(self) -> bool:
         """One claim → Report → commit → publish round; False when nothing was due."""
-        claim = await self.store.claim(
-            self.settings.report_batch, int(self.settings.lease_s * 1000)
-        )
+        lease_ms = int(self.settings.lease_s * 1000)
+        token = self.store.new_token(lease_ms)
+        try:
+            claim = await self.store.claim(self.settings.report_batch, lease_ms, token)
+        except BaseException:
+            # The claim may have run with its answer lost (a failover): give back whatever
+            # it took once Redis answers, rather than after the lease.
+            await self._give_back(token)
+            raise
         if claim.orphans:
             await self.store.drop_orphans(claim.orphans)
         if not claim.records:
@@ -120,11 +129,19 @@ class Reporter:
         try:
             await self._process(claim)
         except BaseException:
-            # Whatever went wrong, give the claims back now rather than after the lease.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(claim.token, list(claim.records)))
+            # Whatever went wrong, give the claims back now rather than after the lease (a
+            # Redis failover: once the new master answers).
+            await self._give_back(claim.token)
             raise
         return True
+
+    async def _give_back(self, token: int) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                until_back(
+                    "claims release", lambda: self.store.release_token(token), self.stopping
+                )
+            )
 
     async def _process(self, claim: Claim) -> None:
         now = time.time()
@@ -191,7 +208,12 @@ class Reporter:
         committed: dict[str, bytes] = {}
         while True:
             entries = outbox.entries(store, self.topology, "r", todo.values())
-            lost = await store.finish(token, list(todo), todo_waits, entries)
+            # A commit that ran but whose answer an outage took comes back "lost" on the
+            # retry: its bodies are in the outbox, which publishes them after its grace.
+            lost = await until_back(
+                "report commit", _commit_step(store, token, list(todo), todo_waits, entries),
+                self.stopping,
+            )
             if not lost:
                 committed.update(entries)
                 return committed
@@ -285,6 +307,17 @@ class Reporter:
             answer.sendAt or record.send_at, answer.smsOperator,
             answer.smsMessageCount or record.count,
         )
+
+
+def _commit_step(
+    store: Store,
+    token: int,
+    finals: list[str],
+    waits: list[tuple[str, int]],
+    entries: dict[str, bytes],
+) -> Callable[[], Awaitable[list[str]]]:
+    """One commit attempt, retried as a whole through an outage."""
+    return lambda: store.finish(token, finals, waits, entries)
 
 
 def _error_kind(exc: BaseException) -> str:

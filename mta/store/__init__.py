@@ -379,6 +379,8 @@ class Store(ReceiptStore):
             ops[shard] += [("hdel", (keys.outbox, *names), {}),
                            ("zrem", (keys.outbox_due, *names), {})]
         await self._multi(ops)
+        # A delete lost in a failover would publish these again (the recovery): replicated.
+        await self.replicated(ops)
 
     async def take_outbox(self, limit: int = 100) -> list[tuple[str, bytes]]:
         """Lease outbox entries whose writer did not delete them in time (it died)."""
@@ -399,7 +401,20 @@ class Store(ReceiptStore):
         return out
 
     # --- reporter -----------------------------------------------------------------------
-    async def claim(self, limit: int, lease_ms: int) -> Claim:
+    @staticmethod
+    def new_token(lease_ms: int) -> int:
+        """A claim token: the lease's end (epoch µs) with random low digits."""
+        return int((time.time() * 1000 + lease_ms) * 1000) + random.randrange(1000)
+
+    async def release_token(self, token: int) -> None:
+        """Give back every claim made with ``token`` (a claim whose answer an outage took)."""
+        calls = []
+        for group in self._calls(range(self.n)):
+            keys = [k for s in group for k in (self.shards[s].lease, self.shards[s].due)]
+            calls.append((keys, [token, now_ms()]))
+        await self._eval_many(self._release_token, calls)
+
+    async def claim(self, limit: int, lease_ms: int, token: int | None = None) -> Claim:
         """Lease up to ``limit`` due messages, an even part from every shard first (expired
         leases return to ``due`` before): one script for all shards on a single node, one per
         shard (concurrently) on a cluster.
@@ -408,7 +423,8 @@ class Store(ReceiptStore):
         limit = min(limit, MAX_CLAIM)
         per = per_shard(limit, self.n)
         now = time.time()
-        token = int((now * 1000 + lease_ms) * 1000) + random.randrange(1000)
+        if token is None:
+            token = self.new_token(lease_ms)
         calls = []
         for group in self._calls(range(self.n)):
             keys = [k for s in group for k in (self.shards[s].due, self.shards[s].lease,

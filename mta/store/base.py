@@ -104,6 +104,7 @@ class StoreBase:
         self._admit = client.register_script(scripts.ADMIT_RECEIPTS)
         self._apply = client.register_script(scripts.APPLY)
         self._set_many = client.register_script(scripts.SET_MANY)
+        self._release_token = client.register_script(scripts.RELEASE_TOKEN)
         #: Replicas a write must reach before :meth:`replicated` returns (0: do not wait).
         self.wait_replicas = 0
         self.wait_ms = 1000

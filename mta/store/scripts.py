@@ -331,3 +331,22 @@ for i = 1, #KEYS do
 end
 return 0
 """
+
+# KEYS (lease, due) per shard; ARGV token, due_ms. Gives back every claim of one round (the
+# lease entries scored with its token), e.g. when the claim's answer was lost in an outage.
+RELEASE_TOKEN = """
+for g = 1, #KEYS / 2 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[2 * g - 1], ARGV[1], ARGV[1])
+  for c = 1, #ids, 1000 do
+    local part, again = {}, {}
+    for i = c, math.min(c + 999, #ids) do
+      part[#part + 1] = ids[i]
+      again[#again + 1] = ARGV[2]
+      again[#again + 1] = ids[i]
+    end
+    redis.call('ZREM', KEYS[2 * g - 1], unpack(part))
+    redis.call('ZADD', KEYS[2 * g], unpack(again))
+  end
+end
+return 0
+"""
