@@ -72,9 +72,8 @@ chaos: $(STAMP) services
 # Cluster (3 masters, 1 replica each) started on loopback by the tests (tests/clusters.py), the
 # pipeline on each, a RabbitMQ node and a Redis master killed -9 mid-run; prints msg/s and the
 # time to recover after each kill ([cluster-test] lines) and the finals counted per message.
-# tests/cluster_redis_failover.py is not (yet) in `make test`: see its docstring.
 CLUSTER_N ?= 20000
-CLUSTER_TESTS ?= tests/test_cluster_rabbit.py tests/test_cluster_redis.py tests/cluster_redis_failover.py
+CLUSTER_TESTS ?= tests/test_cluster_rabbit.py tests/test_cluster_redis.py tests/test_cluster_redis_failover.py
 cluster-test: $(STAMP) services
 	CLUSTER_N=$(CLUSTER_N) $(PY) -m pytest $(CLUSTER_TESTS) -s -q -o addopts="" -p no:cacheprovider --timeout 1800
 

@@ -3,9 +3,8 @@ MTA_REDIS_URL names one of its nodes, the store finds the others (mta/store).
 
 A run of the whole pipeline (on the shared RabbitMQ) counts finals per message from our own
 queue: every message has exactly one. ``CLUSTER_N`` (messages, default 2000) makes the run
-bigger: ``make cluster-test`` (which prints the figures). The run with a master killed -9
-mid-run is in tests/cluster_redis_failover.py (``make cluster-test`` runs it; ``make test``
-will once it is renamed test_cluster_redis_failover.py, see there).
+bigger: ``make cluster-test`` (which prints the figures). The runs with a master killed -9
+mid-run are in tests/test_cluster_redis_failover.py.
 """
 
 from __future__ import annotations

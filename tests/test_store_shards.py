@@ -206,3 +206,22 @@ def test_sentinel_urls() -> None:
     assert (service, options, password) == ("mymaster", {"db": 2, "password": "s3cret"}, "x")
     with pytest.raises(ValueError, match="service"):
         parse_sentinel_url("redis+sentinel://10.0.0.1:26379")
+
+
+async def test_a_retried_write_that_had_landed_writes_no_pending_record_again(env: Env) -> None:
+    """The worker retries a write whose answer an outage took; a reporter may have published
+    the finals meanwhile: the retry must not bring their pending records back."""
+    store = Store(aioredis.from_url(REDIS_URL), env.prefix)
+    outcome = _record("landed")
+    await store.record(outcome)
+    keys = store.batch_shard("landed")
+    await store.r.hdel(keys.pending, "landed:0", "landed:1")  # finals published
+    await store.r.zrem(keys.due, "landed:0", "landed:1")
+    await store.record(outcome)  # the retry
+    assert (await store.counts())["pending"] == 0
+    fresh = _record("fresh")
+    fresh.tried = True  # a retry whose first try never reached Redis writes everything
+    await store.record(fresh)
+    assert (await store.counts())["pending"] == 2
+    await store.delete_all()
+    await store.close()

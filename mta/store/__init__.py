@@ -52,6 +52,8 @@ Under the prefix's own tag ``P`` = ``{<prefix>}``:
 ``P:rate:<account>`` string  the account's next free send slot (epoch ms), shared by all
                             workers so N workers together keep the account's ``rate_limit``.
 ``P:signing``       string  the key (random, made once) that signs internal republishes.
+``T:rec:<token>``   string  a worker's write landed in this shard (an hour): its retry after an
+                            outage skips the shard instead of writing pending records again.
 ``P:fence``, ``T:fence``  string  a counter written just before a Redis WAIT (only with
                             ``MTA_REDIS_WAIT_REPLICAS``), see :meth:`StoreBase.replicated`.
 """
@@ -327,8 +329,23 @@ class Store(ReceiptStore):
                 keys = self.shards[shard]
                 ops[shard].append(("hset", (keys.outbox,), {"mapping": entries}))
                 ops[shard].append(("zadd", (keys.outbox_due, dict.fromkeys(entries, grace)), {}))
-        await self._multi(ops)
+        # A retry after an outage (the first try's answer lost, e.g. in a failover) must not
+        # write pending records again: a reporter may have published their finals meanwhile.
+        done = f"rec:{outcome.token}"
         touched = set(ops)
+        if outcome.tried:
+            shards = sorted(ops)
+            landed = await self._pipeline(
+                [("exists", (f"{self.shards[s].tag}:{done}",), {}) for s in shards]
+            )
+            for shard, found in zip(shards, landed, strict=True):
+                if found:
+                    del ops[shard]
+        outcome.tried = True
+        for shard, some in ops.items():
+            if some:
+                some.append(("set", (f"{self.shards[shard].tag}:{done}", 1), {"ex": DEDUP_TTL_S}))
+        await self._multi(ops)
         if outcome.partners:
             touched |= await self._index_partners(outcome.partners)
         await self.replicated(touched)

@@ -305,6 +305,8 @@ def apply_args(ops: Sequence[Op]) -> tuple[list[str], list[Any]]:
                 command += (score, member)
         elif name in ("zrem", "hdel"):
             command = [name.upper(), key, *rest]
+        elif name == "set":
+            command = ["SET", key, *rest, "EX", options["ex"]]
         else:  # pragma: no cover - a store bug
             raise ValueError(f"APPLY does not run {name}")
         args += (len(command), *command)

@@ -6,6 +6,7 @@ Plain data, packed as short JSON arrays or hash fields; the keys they live under
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,9 @@ class BatchRecord:
     outbox: dict[str, bytes]
     #: account → partner id → message id, for accounts whose partner pushes receipts
     partners: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: names this write: a retry after an outage skips the shards where it landed already
+    token: str = field(default_factory=lambda: os.urandom(8).hex())
+    tried: bool = False
 
 
 @dataclass(slots=True)
