@@ -329,7 +329,7 @@ def create_app(
             await asyncio.wait_for(store.r.ping(), timeout=2)
         except Exception as exc:
             problems.append(f"redis: {type(exc).__name__}: {exc}")
-        if broker is not None and (broker.connection is None or broker.connection.is_closed):
+        if broker is not None and not broker.open:  # closed, or reconnecting
             problems.append("rabbitmq: connection closed")
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)

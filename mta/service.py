@@ -117,8 +117,7 @@ class Service:
             await asyncio.wait_for(self.store.r.ping(), timeout=2)
         except Exception as exc:
             found.append(f"redis: {type(exc).__name__}")
-        connection = self.broker.connection
-        if connection is None or connection.is_closed:
+        if not self.broker.open:  # closed, or reconnecting (to this node or the next listed)
             found.append("rabbitmq: connection closed")
         return found
 
