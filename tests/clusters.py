@@ -45,13 +45,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 import redis
 
-from tests.faults import _CLI_DIST_PORTS, PrivateRabbit, PrivateRedis, PrivateServerError
+from tests.faults import (
+    _CLI_DIST_PORTS,
+    Managed,
+    PrivateRabbit,
+    PrivateRedis,
+    PrivateServerError,
+)
 
 NODE_TIMEOUT_MS = 2000
 
@@ -59,7 +63,7 @@ NODE_TIMEOUT_MS = 2000
 # -- RabbitMQ ------------------------------------------------------------------------------------
 
 
-class RabbitCluster:
+class RabbitCluster(Managed):
     """``size`` RabbitMQ nodes joined into one cluster (module docstring)."""
 
     def __init__(
@@ -193,22 +197,6 @@ class RabbitCluster:
             with contextlib.suppress(Exception):
                 node.close_sync()
 
-    def __enter__(self) -> Self:
-        try:
-            self.start_sync()
-        except BaseException:
-            self.close_sync()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_sync()
-
 
 # -- Redis Cluster -------------------------------------------------------------------------------
 
@@ -298,7 +286,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-class RedisCluster:
+class RedisCluster(Managed):
     """``masters`` Redis masters with ``replicas`` replicas each, in one Redis Cluster."""
 
     def __init__(self, masters: int = 3, replicas: int = 1) -> None:
@@ -453,22 +441,6 @@ class RedisCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.close_sync()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start_sync()
-        except BaseException:
-            self.close_sync()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_sync()
 
 
 # -- pytest glue -----------------------------------------------------------------------------------

@@ -145,7 +145,34 @@ class PrivateServerError(RuntimeError):
     """A private server would not start (the message ends with its log's tail)."""
 
 
-class _Private:
+class Managed:
+    """A (sync) context manager over ``start_sync`` / ``close_sync``: enter starts (closing
+    again if that fails), exit closes."""
+
+    def start_sync(self) -> None:
+        raise NotImplementedError
+
+    def close_sync(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start_sync()
+        except BaseException:
+            self.close_sync()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+
+class _Private(Managed):
     """One server process (and its process group) living in a private temporary directory."""
 
     kind = "server"
@@ -287,21 +314,6 @@ class _Private:
         await (self.kill() if hard else self.stop())
         await self.start()
 
-    def __enter__(self) -> Self:
-        try:
-            self.start_sync()
-        except BaseException:
-            self.close_sync()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_sync()
 
 
 class PrivateRedis(_Private):
