@@ -128,7 +128,7 @@ async def test_migrate_moves_every_kind_of_state_and_back(env: Env) -> None:
     assert await store.receipts("acct", ["p-b3:0"]) == {"p-b3:0": delivered}
     claim = await store.claim(1000, 60_000)  # all due now, the 5 that were leased too
     assert len(claim.records) == 40 and set(leased.records) <= set(claim.records)
-    await store.release(claim.token, list(claim.records))
+    await store.release_token(claim.token)
     await store.close()
 
     code, out, err = await run_mta(env, "migrate", "--yes", MTA_SHARDS="4")

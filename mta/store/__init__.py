@@ -102,6 +102,7 @@ from mta.store.records import (
     BatchRecord,
     Claim,
     Pending,
+    as_str,
     now_ms,
     pack_pending,
 )
@@ -133,7 +134,6 @@ __all__ = [
 
 class LayoutError(RuntimeError):
     """The prefix's state in Redis was written with another shard count than this process's."""
-
 
 
 class Store(ReceiptStore):
@@ -193,22 +193,16 @@ class Store(ReceiptStore):
     async def check_layout(self) -> None:
         """Record this prefix's shard count, or refuse to run with another one: with another
         count a batch would be looked for in the wrong shard (run ``mta migrate``)."""
-        recorded = await self.r.get(self.k_shards)
-        if recorded is None:
-            if self.n != 1 and await self._has_unsharded_state():
-                raise LayoutError(
-                    f"prefix {self.prefix!r} holds state written before sharding (one shard), "
-                    f"but MTA_SHARDS is {self.n}: stop every mta process and run "
-                    f"`mta migrate`, or set MTA_SHARDS=1"
-                )
+        count = await self.recorded_shards()
+        if count is None or count == self.n:
             await self.r.set(self.k_shards, self.n, nx=True)
-            recorded = await self.r.get(self.k_shards)
-        count = int(recorded or 0)
+            count = int(await self.r.get(self.k_shards) or 0)
         if count != self.n:
+            before = " (the layout before sharding)" if count == 1 else ""
             raise LayoutError(
-                f"prefix {self.prefix!r} holds state written with MTA_SHARDS={count}, but this "
-                f"process has MTA_SHARDS={self.n}: set MTA_SHARDS={count}, or stop every mta "
-                f"process and run `mta migrate`"
+                f"prefix {self.prefix!r} holds state written with MTA_SHARDS={count}{before}, "
+                f"but this process has MTA_SHARDS={self.n}: set MTA_SHARDS={count}, or stop "
+                f"every mta process and run `mta migrate`"
             )
 
     async def recorded_shards(self) -> int | None:
@@ -231,13 +225,7 @@ class Store(ReceiptStore):
 
     async def _has_unsharded_state(self) -> bool:
         old = ShardKeys.of(self.prefix, 0, 1)
-        return bool(
-            await self.r.exists(old.pending)
-            or await self.r.exists(old.due)
-            or await self.r.exists(old.held)
-            or await self.r.exists(old.outbox)
-        )
-
+        return bool(await self.r.exists(old.pending, old.due, old.held, old.outbox))
 
     # --- worker -------------------------------------------------------------------------
     async def begin(
@@ -259,7 +247,7 @@ class Store(ReceiptStore):
             return []
         else:
             out = await self._begin(keys=key, args=[ttl_s, accept, mark, "i", *indexes])
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in out]
+        return [as_str(v) for v in out]
 
     async def keep_markers(self, batch_id: str, ttl_s: int = DEAD_MARKERS_TTL_S) -> None:
         """Keep a dead-lettered batch's markers (if any) for ``ttl_s``: a replay then skips
@@ -301,7 +289,7 @@ class Store(ReceiptStore):
         value = await self.r.get(self.k_signing)
         if value is None:  # pragma: no cover - just set
             raise RuntimeError(f"Redis key {self.k_signing} vanished")
-        return bytes.fromhex(value.decode() if isinstance(value, bytes) else str(value))
+        return bytes.fromhex(as_str(value))
 
     async def record(self, outcome: BatchRecord) -> None:
         """Write a batch's outcomes: markers, pending + due, held and outbox atomically per
@@ -361,7 +349,7 @@ class Store(ReceiptStore):
             keys=[keys.markers(batch), keys.held, keys.held_data],
             args=[index, message_id, CANCEL_TTL_S],
         )
-        return out.decode() if isinstance(out, bytes) else str(out)
+        return as_str(out)
 
     async def take_held(self, limit: int, lease_ms: int) -> tuple[list[str], list[bytes | None]]:
         """Lease held messages whose startTime has come; :meth:`drop_held` once republished."""
@@ -383,7 +371,6 @@ class Store(ReceiptStore):
             keys = self.shards[shard]
             ops[shard] += [("zrem", (keys.held, *some), {}), ("hdel", (keys.held_data, *some), {})]
         await self._multi(ops)
-
 
     # --- outbox -------------------------------------------------------------------------
     async def outbox_done(self, entries: Sequence[str]) -> None:
@@ -510,16 +497,6 @@ class Store(ReceiptStore):
         """The shards a :meth:`finish` that lost ``lost`` left unchanged (None: all)."""
         return {shard_of_message(m, self.n) for m in lost} if self.cluster else None
 
-    async def release(self, token: int, ids: Sequence[str]) -> None:
-        """Give leased messages back to ``due`` now (graceful stop)."""
-        if ids:
-            now = now_ms()
-            await self._eval_many(
-                self._release,
-                [([self.shards[s].lease, self.shards[s].due], [token, now, *some])
-                 for s, some in group_by_shard(ids, self.n).items()],
-            )
-
     async def drop_orphans(self, ids: Sequence[str]) -> None:
         ops: list[Op] = []
         for s, some in group_by_shard(ids, self.n).items():
@@ -538,7 +515,6 @@ class Store(ReceiptStore):
             args=[now_ms(), 1000.0 / per_second, messages, max_wait_ms],
         )
         return None if int(wait) < 0 else int(wait)
-
 
     # --- inspection and clean-up --------------------------------------------------------
     async def counts(self, due_by_ms: int | None = None) -> dict[str, int]:

@@ -22,7 +22,6 @@ from mta.store.keys import (
     DEFAULT_SHARDS,
     MAX_SHARDS,
     ShardKeys,
-    outbox_entry_name,
     receipt_shard_of,
     shard_of,
     shard_of_entry,
@@ -53,6 +52,7 @@ class PackingConnection(Connection):
         ):
             args = (*first.split(), *args[1:])
         return [_pack(args)]
+
 
 #: One command for a pipeline: method name, positional and keyword arguments.
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -95,7 +95,6 @@ class StoreBase:
         self._claim = client.register_script(scripts.CLAIM)
         self._finish = client.register_script(scripts.FINISH)
         self._take = client.register_script(scripts.TAKE)
-        self._release = client.register_script(scripts.RELEASE)
         self._reserve = client.register_script(scripts.RESERVE)
         self._cancel = client.register_script(scripts.CANCEL)
         self._pidx_add = client.register_script(scripts.PIDX_ADD)
@@ -110,7 +109,6 @@ class StoreBase:
         self.wait_ms = 1000
         self._short = LogLimiter(burst=1, window_s=60.0)
         self._alone_until = 0.0  # after a short WAIT: no replica to wait for until then
-
 
     # --- replication ------------------------------------------------------------------
     async def replicated(self, shards: Iterable[int]) -> None:
@@ -183,11 +181,6 @@ class StoreBase:
         """The shard of an outbox entry (its name says it)."""
         return shard_of_entry(entry, self.n)
 
-    def entry_name(self, writer: str, token: str, message_id: str, n: int) -> str:
-        """The name of the ``n``-th outbox entry of a write whose results are all in
-        ``message_id``'s shard."""
-        return outbox_entry_name(writer, token, shard_of_message(message_id, self.n), n)
-
     def markers_key(self, batch_id: str) -> str:
         return self.batch_shard(batch_id).markers(batch_id)
 
@@ -214,7 +207,6 @@ class StoreBase:
 
     def smpp_claims_key(self) -> str:
         return f"{self.tag}:smpp:rcs"
-
 
     # --- running commands over shards ---------------------------------------------------
     async def _multi(self, ops: dict[int, list[Op]]) -> None:
@@ -274,13 +266,11 @@ class StoreBase:
                 raise result
         return out
 
-
     def _split_entries(self, entries: dict[str, bytes]) -> dict[int, dict[str, bytes]]:
         out: dict[int, dict[str, bytes]] = defaultdict(dict)
         for name, value in entries.items():
             out[shard_of_entry(name, self.n)][name] = value
         return out
-
 
 
 def per_shard(limit: int, shards: int) -> int:

@@ -20,13 +20,9 @@ from mta.store.keys import (
     shard_of_entry,
     shard_of_message,
 )
-from mta.store.records import now_ms
+from mta.store.records import as_str, now_ms
 
 CHUNK = 500
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Migration:
@@ -59,7 +55,7 @@ class Migration:
         whose record is gone are dropped (a reporter would drop them as orphans)."""
         now = now_ms()
         while True:
-            ids = [_s(m) for m in await self.r.zrange(old.lease, 0, CHUNK - 1)]
+            ids = [as_str(m) for m in await self.r.zrange(old.lease, 0, CHUNK - 1)]
             if not ids:
                 break
             for mid in ids:
@@ -85,7 +81,7 @@ class Migration:
         while True:
             cursor, chunk = await self.r.zscan(index, cursor, count=CHUNK)
             for raw_id, score in chunk:
-                mid = _s(raw_id)
+                mid = as_str(raw_id)
                 new = self._target(mid)
                 new_index = getattr(new, kind[0])
                 if new_index == index:
@@ -106,9 +102,9 @@ class Migration:
             await self.r.hdel(data, *part)
 
     async def _outbox(self, old: ShardKeys) -> None:
-        entries = {_s(k): v for k, v in (await self.r.hgetall(old.outbox)).items()}
+        entries = {as_str(k): v for k, v in (await self.r.hgetall(old.outbox)).items()}
         scored = await self.r.zrange(old.outbox_due, 0, -1, withscores=True)
-        due = {_s(k): int(v) for k, v in scored}
+        due = {as_str(k): int(v) for k, v in scored}
         gone: list[str] = []
         for name, value in entries.items():
             new = self.new[shard_of_entry(name, self.n)]
@@ -123,7 +119,7 @@ class Migration:
             await self.r.zrem(old.outbox_due, *gone[i : i + CHUNK])
 
     async def _scan(self, pattern: str) -> list[str]:
-        return [_s(k) async for k in self.r.scan_iter(match=pattern, count=1000)]
+        return [as_str(k) async for k in self.r.scan_iter(match=pattern, count=1000)]
 
     async def _markers(self, old: ShardKeys) -> None:
         head = f"{old.tag}:m:"
@@ -148,7 +144,7 @@ class Migration:
         head = f"{old.tag}:pidx:"
         for key in await self._scan(f"{head}*"):
             account = key[len(head) :]
-            entries = {_s(k): v for k, v in (await self.r.hgetall(key)).items()}
+            entries = {as_str(k): v for k, v in (await self.r.hgetall(key)).items()}
             moved: list[str] = []
             for partner_id, message_id in entries.items():
                 new = self.new[receipt_shard_of(account, partner_id, self.n)]

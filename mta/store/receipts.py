@@ -7,9 +7,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from mta.store.base import Op, StoreBase
-from mta.store.keys import receipt_shard_of, shard_of_message
-from mta.store.records import RECEIPT_TTL_S
+from mta.store.base import Op, StoreBase, group_by_shard
+from mta.store.keys import receipt_shard_of
+from mta.store.records import RECEIPT_TTL_S, as_str
 
 
 class ReceiptStore(StoreBase):
@@ -37,7 +37,7 @@ class ReceiptStore(StoreBase):
             calls.append((index_keys, args))
         found: list[str] = []
         for out in await self._eval_many(self._pidx_add, calls):
-            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out]
+            found += [as_str(m) for m in out]
         await self.poke(found)
         return set(groups)
 
@@ -45,9 +45,7 @@ class ReceiptStore(StoreBase):
         """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""
         if not message_ids:
             return
-        groups: dict[int, list[str]] = defaultdict(list)
-        for message_id in message_ids:
-            groups[shard_of_message(message_id, self.n)].append(message_id)
+        groups = group_by_shard(message_ids, self.n)
         calls: list[tuple[list[str], list[Any]]] = []
         for call in self._calls(sorted(groups)):
             keys: list[str] = []
@@ -81,7 +79,7 @@ class ReceiptStore(StoreBase):
                 args=[RECEIPT_TTL_S, max(0, cap), *receipts],
             )
             refused = int(out[0])
-            admitted = {p.decode() if isinstance(p, bytes) else str(p) for p in out[1:]}
+            admitted = {as_str(p) for p in out[1:]}
             receipts = {pid: v for pid, v in receipts.items() if pid in admitted}
             if not receipts:
                 return 0, refused
@@ -104,7 +102,7 @@ class ReceiptStore(StoreBase):
         found: list[str] = []
         for out in await self._eval_many(self._push, calls):
             stored += int(out[0])
-            found += [m.decode() if isinstance(m, bytes) else str(m) for m in out[1:]]
+            found += [as_str(m) for m in out[1:]]
         await self.replicated(groups)
         await self.poke(found)
         return stored, refused

@@ -30,6 +30,11 @@ DEDUP_TTL_S = 3600
 DEAD_MARKERS_TTL_S = 7 * 86400
 
 
+def as_str(value: Any) -> str:
+    """A Redis reply (bytes, or already text) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

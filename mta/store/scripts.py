@@ -244,20 +244,6 @@ redis.call('ZADD', KEYS[1], unpack(again))
 return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
 """
 
-# KEYS lease, due; ARGV token, due_ms, ids... Gives back claims this reporter will not finish.
-RELEASE = """
-local token = tonumber(ARGV[1])
-for i = 3, #ARGV do
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if s and tonumber(s) == token then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
-  end
-end
-return 0
-"""
-
-
 # KEYS[1] the account's receipt index (under the prefix's tag); ARGV[1] ttl (s), ARGV[2] cap,
 # then partner ids. For partners whose receipts are capped (unsigned webhooks): drops expired
 # index entries (their keys expired with them), then admits each partner id not indexed yet
