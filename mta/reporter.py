@@ -200,9 +200,10 @@ class Reporter:
     async def _commit(
         self, token: int, finals: dict[str, ReportResult], waits: list[tuple[str, int]]
     ) -> dict[str, bytes]:
-        """Commit the round shard by shard; a shard where a lease was lost commits again
-        without the lost finals (another reporter owns them now). Drops the lost ones from
-        ``finals``; returns the outbox entries committed."""
+        """Commit the round; what a lost lease left unchanged (on one node the whole round, on
+        a cluster that shard: :meth:`Store.failed`) commits again without the lost finals
+        (another reporter owns them now). Drops the lost ones from ``finals``; returns the
+        outbox entries committed."""
         store = self.store
         todo, todo_waits = dict(finals), waits
         committed: dict[str, bytes] = {}
