@@ -77,6 +77,14 @@ HELD_IDLE_S = 1.0
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _delivery_lost(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel ``message`` came on is gone (it can be neither acked nor nacked)."""
+    try:
+        return bool(message.channel.is_closed)
+    except Exception:  # aio-pika raises ChannelInvalidStateError for a closed channel
+        return True
+
+
 def batch_id_of(message_id: str | None, body: bytes) -> str:
     """The batch's stable id: its AMQP message_id, else a hash of its body."""
     if message_id:
@@ -200,6 +208,17 @@ class Worker:
         except Exception as exc:
             if self.stopping.is_set() and is_outage(exc):
                 raise  # the batch stays unacked and comes back
+            if _delivery_lost(message):
+                # Its channel died with its broker node (the ack failed): the broker delivers
+                # the batch again, whose markers skip what was recorded. Dead-lettering it
+                # would leave a stray copy in <prefix>.dead.
+                log.warning(
+                    "batch %r: its channel closed before the ack (%s); it comes back",
+                    batch_id,
+                    type(exc).__name__,
+                    extra={"batch_id": batch_id},
+                )
+                return
             # A bug or a deterministic refusal: park the batch with the reason, keep going.
             log.error(  # the traceback is masked by the process's log formatter
                 "batch %r: unexpected error (%s); sent to %s",

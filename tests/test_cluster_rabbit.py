@@ -231,5 +231,13 @@ async def test_node_killed_mid_run(
     figures(f"OKs: {len(set(ledger.oks))} of {N} messages, {late:.1f} s after their last final")
     assert set(ledger.oks) == expected
     assert not ledger.doubles(ledger.oks)
+    # A batch whose ack died with the node comes back and is skipped, not dead-lettered.
+    connection = await aio_pika.connect(rabbit_cluster.urls[1])
+    try:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(env.topology.dead_queue, passive=True)
+        assert dead.declaration_result.message_count == 0, "batches in <prefix>.dead"
+    finally:
+        await connection.close()
     with contextlib.suppress(Exception):
         await rabbit_cluster.start(victim)
