@@ -7,10 +7,11 @@ after the broker confirmed a body never publishes that body again (it only delay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mta import metrics
 from mta.broker import Broker
@@ -24,6 +25,8 @@ from mta.topology import Topology
 log = logging.getLogger(__name__)
 
 RECOVERY_EVERY_S = 5.0
+#: A deferred delete that no record took along is made on its own within this many seconds.
+FORGET_EVERY_S = 0.1
 
 
 #: Results per report message: with partnerDetail cut to 1000 characters, a report body stays
@@ -66,13 +69,70 @@ def entries(
     return out
 
 
+class Forgetting:
+    """Deletes of published entries deferred to the writer's next record (one Redis round trip
+    less per batch), or made on their own by :meth:`loop` when no record takes them along.
+
+    A writer dying before the delete leaves its entries to the recovery, as with an immediate
+    delete; deferring only widens that window by up to :data:`FORGET_EVERY_S`.
+    """
+
+    def __init__(self, store: Store, stopping: asyncio.Event) -> None:
+        self.store = store
+        self.stopping = stopping
+        self._names: list[str] = []
+
+    def add(self, names: list[str]) -> None:
+        """Entries the broker confirmed: delete them soon."""
+        self._names += names
+
+    def take(self) -> list[str]:
+        """The names a record deletes (:meth:`give_back` them if the record fails)."""
+        names, self._names = self._names, []
+        return names
+
+    def give_back(self, names: list[str]) -> None:
+        self._names[:0] = names
+
+    async def flush(self) -> None:
+        """Delete what waits now, through outages (until stopping)."""
+        names = self.take()
+        if not names:
+            return
+        try:
+            await until_back("outbox delete", lambda: self.store.outbox_done(names), self.stopping)
+        except BaseException:
+            self.give_back(names)
+            raise
+
+    async def loop(self) -> None:
+        async def step() -> bool:
+            await self.flush()
+            return False
+
+        await repeat("outbox delete", step, self.stopping, FORGET_EVERY_S, log=log)
+
+    async def close(self) -> None:
+        """A last delete at stop; what it cannot delete the recovery publishes again."""
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._names:
+            log.warning(
+                "%d published report message(s) not deleted from the outbox at stop: the "
+                "outbox recovery publishes them again (same message_id)",
+                len(self._names),
+            )
+
+
 async def publish(
     store: Store,
     broker: Broker,
     entries: dict[str, bytes],
     stopping: asyncio.Event | None = None,
+    forget: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Publish recorded entries with confirms in flight together, then delete them.
+    """Publish recorded entries with confirms in flight together, then delete them (or hand
+    their names to *forget*, e.g. :meth:`Forgetting.add`, to delete them later).
 
     Each entry is published (and retried through outages) on its own, and the delete is a
     step of its own: an entry the broker confirmed is never published again because another
@@ -111,7 +171,10 @@ async def publish(
         failures = [x for x in outcomes if isinstance(x, BaseException)]
     if done:
         metrics.REPORTS_PUBLISHED.inc(len(done))
-        await until_back("outbox delete", lambda: store.outbox_done(done), stopping)
+        if forget is not None:
+            forget(done)
+        else:
+            await until_back("outbox delete", lambda: store.outbox_done(done), stopping)
     if failures:
         raise failures[0]
 

@@ -122,6 +122,7 @@ class Worker:
         # Metrics are counted per batch, only when this process serves them.
         self._metrics = bool(settings.metrics_listen)
         self._m = metrics.Children()
+        self._forget = outbox.Forgetting(store, self.stopping)
         self.sender = Sender(
             store, self.stats, self._m, self._infra, self._policy_fail, self._metrics
         )
@@ -145,6 +146,7 @@ class Worker:
             tag = await queue.consume(self._consumer(lane))
             self._consumers.append((queue, tag))
         self._loops.append(asyncio.create_task(self._held_loop(), name="held-release"))
+        self._loops.append(asyncio.create_task(self._forget.loop(), name="outbox-delete"))
         self._loops.append(
             asyncio.create_task(
                 outbox.recovery_loop(self.store, self.broker, self.stopping), name="outbox-recovery"
@@ -174,6 +176,7 @@ class Worker:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._forget.close()
 
     def _consumer(self, lane: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -403,10 +406,17 @@ class Worker:
             held_data=work.held_data,
             outbox=entries,
             partners=work.partners,
+            forget=self._forget.take(),  # earlier batches' published entries
         )
-        await self._infra("record", lambda: self.store.record(outcome))
+        try:
+            await self._infra("record", lambda: self.store.record(outcome))
+        except BaseException:
+            self._forget.give_back(outcome.forget)
+            raise
         if entries:
-            await outbox.publish(self.store, self.broker, entries, self.stopping)
+            await outbox.publish(
+                self.store, self.broker, entries, self.stopping, self._forget.add
+            )
         await message.ack()
         if work.tally:
             for (account, status), n in work.tally.items():

@@ -293,8 +293,9 @@ class Store(ReceiptStore):
 
     async def record(self, outcome: BatchRecord) -> None:
         """Write a batch's outcomes: markers, pending + due, held and outbox atomically per
-        shard (a batch's are in one shard); then the partner index, whose receipts may have
-        come first (their messages are due at once)."""
+        shard (a batch's are in one shard), the deletes of earlier batches' published outbox
+        entries (``forget``); and the partner index, whose receipts may have come first (their
+        messages are due at once): in the same MULTI on a single node, after it on a cluster."""
         n = self.n
         ops: dict[int, list[Op]] = defaultdict(list)
         for batch_id, markers in outcome.markers.items():
@@ -317,6 +318,10 @@ class Store(ReceiptStore):
                 keys = self.shards[shard]
                 ops[shard].append(("hset", (keys.outbox,), {"mapping": entries}))
                 ops[shard].append(("zadd", (keys.outbox_due, dict.fromkeys(entries, grace)), {}))
+        for shard, names in self._group_entries(outcome.forget).items():
+            keys = self.shards[shard]
+            ops[shard] += [("hdel", (keys.outbox, *names), {}),
+                           ("zrem", (keys.outbox_due, *names), {})]
         # A retry after an outage (the first try's answer lost, e.g. in a failover) must not
         # write pending records again: a reporter may have published their finals meanwhile.
         done = f"rec:{outcome.token}"
@@ -333,9 +338,16 @@ class Store(ReceiptStore):
         for shard, some in ops.items():
             if some:
                 some.append(("set", (f"{self.shards[shard].tag}:{done}", 1), {"ex": DEDUP_TTL_S}))
-        await self._multi(ops)
-        if outcome.partners:
-            touched |= await self._index_partners(outcome.partners)
+        if outcome.partners and not self.cluster:
+            # One node: the partner index joins the MULTI (one round trip less per batch).
+            [(index_keys, args)], indexed = self._partner_calls(outcome.partners)
+            found = await self._multi(ops, (self._pidx_add, index_keys, args))
+            await self.poke([as_str(m) for m in found])
+            touched |= indexed
+        else:
+            await self._multi(ops)
+            if outcome.partners:
+                touched |= await self._index_partners(outcome.partners)
         await self.replicated(touched)
 
 
@@ -373,12 +385,16 @@ class Store(ReceiptStore):
         await self._multi(ops)
 
     # --- outbox -------------------------------------------------------------------------
-    async def outbox_done(self, entries: Sequence[str]) -> None:
-        ops: dict[int, list[Op]] = defaultdict(list)
+    def _group_entries(self, entries: Sequence[str]) -> dict[int, list[str]]:
         by_shard: dict[int, list[str]] = defaultdict(list)
         for name in entries:
             by_shard[shard_of_entry(name, self.n)].append(name)
-        for shard, names in by_shard.items():
+        return by_shard
+
+    async def outbox_done(self, entries: Sequence[str]) -> None:
+        """Delete published outbox entries (their writer's grace is then not needed)."""
+        ops: dict[int, list[Op]] = defaultdict(list)
+        for shard, names in self._group_entries(entries).items():
             keys = self.shards[shard]
             ops[shard] += [("hdel", (keys.outbox, *names), {}),
                            ("zrem", (keys.outbox_due, *names), {})]

@@ -56,6 +56,8 @@ class PackingConnection(Connection):
 
 #: One command for a pipeline: method name, positional and keyword arguments.
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+#: One script run: the script, its keys, its arguments.
+ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[Any]]
 _V = TypeVar("_V")
 
 
@@ -209,22 +211,42 @@ class StoreBase:
         return f"{self.tag}:smpp:rcs"
 
     # --- running commands over shards ---------------------------------------------------
-    async def _multi(self, ops: dict[int, list[Op]]) -> None:
+    async def _multi(
+        self, ops: dict[int, list[Op]], script: ScriptCall | None = None
+    ) -> Any:
         """Run each shard's commands in a MULTI/EXEC: on a single node one MULTI for all
-        shards (one round trip), on a cluster one per shard, concurrently."""
+        shards (one round trip), on a cluster one per shard, concurrently.
+
+        *script* (single node only: its keys may be in any shard) runs in the same MULTI,
+        after the commands; its result is returned (None without one). A node that does not
+        know the script yet runs it on its own right after (the MULTI's commands stand)."""
         ops = {i: some for i, some in ops.items() if some}
+        if script is not None:
+            assert not self.cluster, "a script joins a MULTI on a single node only"
+            pipe = self.r.pipeline(transaction=True)
+            for some in ops.values():
+                queue_ops(pipe, some)
+            code, keys, args = script
+            pipe.evalsha(code.sha, len(keys), *keys, *args)
+            out = (await pipe.execute(raise_on_error=False))[-1]
+            if isinstance(out, NoScriptError):
+                return await code(keys=keys, args=args)
+            if isinstance(out, Exception):
+                raise out
+            return out
         if not ops:
-            return
+            return None
         if not self.cluster:
             pipe = self.r.pipeline(transaction=True)
             for some in ops.values():
                 queue_ops(pipe, some)
             await pipe.execute()
-            return
+            return None
 
         # A script, not MULTI: redis-py's cluster transactions run every queued command in a
         # thread of its own with an event loop of its own (~300 us each, the loop blocked).
         await self._eval_many(self._apply, [apply_args(some) for some in ops.values()])
+        return None
 
     def _calls(self, shards: Sequence[int]) -> list[list[int]]:
         """How shards are grouped into script calls: all in one on a single node (one step,

@@ -18,6 +18,18 @@ class ReceiptStore(StoreBase):
     async def _index_partners(self, partners: dict[str, dict[str, str]]) -> set[int]:
         """Write the partner index (one script on a single node, one per shard on a cluster);
         returns the shards written."""
+        calls, shards = self._partner_calls(partners)
+        found: list[str] = []
+        for out in await self._eval_many(self._pidx_add, calls):
+            found += [as_str(m) for m in out]
+        await self.poke(found)
+        return shards
+
+    def _partner_calls(
+        self, partners: dict[str, dict[str, str]]
+    ) -> tuple[list[tuple[list[str], list[Any]]], set[int]]:
+        """The PIDX_ADD calls that write the partner index (one on a single node), and the
+        shards they write."""
         groups: dict[int, list[tuple[str, str, list[str]]]] = defaultdict(list)
         for account, ids in partners.items():
             pairs: dict[int, list[str]] = defaultdict(list)
@@ -35,11 +47,7 @@ class ReceiptStore(StoreBase):
                     index_keys.append(index)
                     args += (prefix, len(some) // 2, *some)
             calls.append((index_keys, args))
-        found: list[str] = []
-        for out in await self._eval_many(self._pidx_add, calls):
-            found += [as_str(m) for m in out]
-        await self.poke(found)
-        return set(groups)
+        return calls, set(groups)
 
     async def poke(self, message_ids: Sequence[str]) -> None:
         """Make messages whose receipt was pushed due now (a leased one: when its lease ends)."""

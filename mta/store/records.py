@@ -98,6 +98,8 @@ class BatchRecord:
     outbox: dict[str, bytes]
     #: account → partner id → message id, for accounts whose partner pushes receipts
     partners: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: outbox entries of earlier batches, confirmed by the broker: deleted in this write
+    forget: list[str] = field(default_factory=list)
     #: names this write: a retry after an outage skips the shards where it landed already
     token: str = field(default_factory=lambda: os.urandom(8).hex())
     tried: bool = False
