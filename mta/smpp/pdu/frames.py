@@ -1,10 +1,14 @@
 """Frames: encode a PDU into one whole SMPP frame, and decode a frame strictly, never trusting a
-length (a frame that cannot be decoded raises ``PduError`` with the status to answer)."""
+length (a frame that cannot be decoded raises ``PduError`` with the status to answer).
+
+``encode`` and ``decode`` run each class's generated function (:mod:`mta.smpp.pdu.compiled`);
+``encode_generic`` and ``decode_generic`` are the table-driven reference they are tested
+against."""
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from mta.smpp.constants import (
     RESPONSE_BIT,
@@ -27,6 +31,7 @@ from mta.smpp.pdu.commands import (
     _RAW_IDS,
     RawPdu,
 )
+from mta.smpp.pdu.compiled import Decoder, Encoder, build_decoder, build_encoder
 
 # --- encode -------------------------------------------------------------------------------
 
@@ -34,6 +39,14 @@ from mta.smpp.pdu.commands import (
 def encode(pdu: Pdu) -> bytes:
     """The frame of *pdu* (header included). Raises :class:`PduEncodeError` if a field does
     not fit (a C-string at or over its maximum, a short_message over 254 octets)."""
+    encoder = _ENCODERS.get(type(pdu))
+    if encoder is None:
+        return encode_generic(pdu)
+    return encoder(pdu)
+
+
+def encode_generic(pdu: Pdu) -> bytes:
+    """:func:`encode` by the table-driven loop (the reference of the generated encoders)."""
     cls = type(pdu)
     try:
         if cls is RawPdu:
@@ -80,6 +93,56 @@ def encode(pdu: Pdu) -> bytes:
 
 def decode(frame: bytes) -> Pdu:
     """The PDU in *frame* (exactly one PDU, header included).
+
+    Raises :class:`PduError` with the status to answer: ``ESME_RINVCMDLEN`` for a bad
+    ``command_length`` or a truncated body, ``ESME_RINVCMDID`` for an unknown command id,
+    ``ESME_RINVMSGLEN`` for a short_message longer than the body, the field's own status for
+    an over-long C-string (e.g. ``ESME_RINVSRCADR``), ``ESME_RINVOPTPARSTREAM`` /
+    ``ESME_RINVPARLEN`` for broken TLVs.
+    """
+    if not isinstance(frame, bytes):
+        frame = bytes(frame)
+    n = len(frame)
+    if n < 16:
+        raise PduError(S.ESME_RINVCMDLEN, f"frame of {n} octets is shorter than a header")
+    length, cid, status, seq = HEADER.unpack_from(frame)
+    if length != n:
+        raise PduError(
+            S.ESME_RINVCMDLEN,
+            f"command_length {length} but frame of {n} octets",
+            sequence=seq,
+            command_id=cid,
+        )
+    return decode_body(frame, cid, status, seq)
+
+
+def decode_body(frame: bytes, cid: int, status: int, seq: int) -> Pdu:
+    """:func:`decode` of a frame whose header the caller has read (*cid*, *status*, *seq*)
+    and whose ``command_length`` it has checked to be ``len(frame)`` (at least 16)."""
+    decoder = _DECODERS.get(cid)
+    if decoder is None or len(frame) == 16:
+        return _decode_rest(frame, cid, status, seq)
+    return decoder(frame, len(frame), seq, status, cid)
+
+
+def _decode_rest(frame: bytes, cid: int, status: int, seq: int) -> Pdu:
+    """What the generated decoders leave: bodiless frames, raw and unknown command ids."""
+    cls = _BY_ID.get(cid)
+    if cls is None:
+        if cid in _RAW_IDS:
+            return RawPdu(raw_id=cid, body=frame[16:], sequence=seq, status=status)
+        raise PduError(
+            S.ESME_RINVCMDID, f"unknown command_id 0x{cid:08X}", sequence=seq, command_id=cid
+        )
+    if cid & RESPONSE_BIT or not cls._ops:
+        return cls(sequence=seq, status=status)
+    raise PduError(
+        S.ESME_RINVCMDLEN, f"{cls.__name__} without a body", sequence=seq, command_id=cid
+    )
+
+
+def decode_generic(frame: bytes) -> Pdu:
+    """:func:`decode` by the table-driven loop (the reference of the generated decoders).
 
     Raises :class:`PduError` with the status to answer: ``ESME_RINVCMDLEN`` for a bad
     ``command_length`` or a truncated body, ``ESME_RINVCMDID`` for an unknown command id,
@@ -159,9 +222,14 @@ def _truncated(cls: type[Pdu], seq: int, cid: int) -> PduError:
     )
 
 
+#: TLV_SIZES keyed by plain ints (a lookup with an int key is then an int comparison).
+_TLV_BOUNDS: Final[dict[int, tuple[int, int]]] = {int(t): b for t, b in TLV_SIZES.items()}
+
+
 def _decode_tlvs(frame: bytes, pos: int, n: int, seq: int, cid: int) -> dict[int, bytes]:
     tlvs: dict[int, bytes] = {}
     unpack = _TLV_HEADER.unpack_from
+    bounds_of = _TLV_BOUNDS.get
     while pos < n:
         if pos + 4 > n:
             raise PduError(
@@ -180,7 +248,7 @@ def _decode_tlvs(frame: bytes, pos: int, n: int, seq: int, cid: int) -> dict[int
                 sequence=seq,
                 command_id=cid,
             )
-        bounds = TLV_SIZES.get(tag)
+        bounds = bounds_of(tag)
         if bounds is not None and not bounds[0] <= length <= bounds[1]:
             raise PduError(
                 S.ESME_RINVPARLEN,
@@ -209,3 +277,8 @@ def _check_layout() -> None:
 
 
 _check_layout()
+
+_DECODERS: dict[int, Decoder] = {
+    cid: build_decoder(cls, _decode_tlvs) for cid, cls in _BY_ID.items()
+}
+_ENCODERS: dict[type[Pdu], Encoder] = {cls: build_encoder(cls) for cls in _BY_ID.values()}
