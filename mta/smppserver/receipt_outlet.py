@@ -4,17 +4,19 @@ A :class:`ReceiptOutlet` takes receipts (:class:`~mta.smppserver.records.Receipt
 one session bound as receiver or transceiver and sends them as ``deliver_sm``, pipelined up to
 the session's ``window`` (requests outstanding at once): each ``deliver_sm_resp`` frees a slot
 and the next waiting receipt goes out at once — no timer, no sleep per receipt.
-:meth:`ReceiptOutlet.offer` returns a future that says what became of the receipt: True when it
-is done with (answered ESME_ROK, or refused for good and dropped), False when it must be
-stashed in Redis (not answered in time, a temporary refusal, the session closed, or it waited
-too long here).
+:meth:`ReceiptOutlet.offer` queues a receipt on a :class:`Ticket` (the receipts of one report
+message, or of one claim from the stash) and the ticket says what became of each: done with
+(answered ESME_ROK, or refused for good and dropped), or back — to be stashed in Redis (not
+answered in time, a temporary refusal, the session closed, or it waited too long here). A
+ticket counts down instead of a future per receipt: its future is set once every receipt on
+it was settled.
 
 What keeps a slow or silent client from holding receipts (and, through them, the report
 messages of the shared queue) up, and memory bounded:
 
 * at most ``cap`` receipts wait here; :attr:`ReceiptOutlet.accepting` is False beyond it, so the
   router stashes the next ones at once;
-* a receipt that waited ``hold_s`` without being sent goes back (False);
+* a receipt that waited ``hold_s`` without being sent goes back;
 * a session whose window is full with no answer for ``hold_s`` is *stalled*: it accepts
   nothing and its waiting receipts go back at once;
 * a ``deliver_sm`` not answered within ``timeout_s`` goes back, and the outlet pauses (accepts
@@ -30,7 +32,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from typing import Final
+from typing import Any, Final
 
 from mta import metrics
 from mta.smpp import pdu as P
@@ -38,26 +40,43 @@ from mta.smpp.receipt import MessageState, format_receipt
 from mta.smpp.session import ResponseTimeout, Session, SessionClosed
 from mta.smppserver.records import ReceiptDelivery
 
-__all__ = ["ReceiptOutlet", "receipt_pdu"]
+__all__ = ["ReceiptOutlet", "Ticket", "receipt_pdu"]
 
 log = logging.getLogger(__name__)
-_m = metrics.Children()  # mta_smpp_receipts_total children, one per client
 
 S = P.CommandStatus
 RETRY_LATER: Final = frozenset(
     {S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_APPN, S.ESME_RSYSERR, S.ESME_RINVBNDSTS}
 )
 _SLOW_DOWN: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL})
+_STATES: Final[dict[int, MessageState]] = {int(s): s for s in MessageState}
+_DATES_MAX: Final = 4096  # cached seconds → datetime of one outlet
 
 
-def receipt_pdu(job: ReceiptDelivery, tz: tzinfo) -> P.DeliverSm:
+def _date(cache: dict[int, datetime], ms: int, tz: tzinfo) -> datetime:
+    """The moment *ms* in *tz*, to the second (a receipt shows minutes): the datetimes of a
+    report's receipts repeat (one done date, submit dates of the same seconds), so they are
+    built once."""
+    second = ms // 1000
+    found = cache.get(second)
+    if found is None:
+        if len(cache) >= _DATES_MAX:
+            cache.clear()
+        found = cache[second] = datetime.fromtimestamp(second, tz)
+    return found
+
+
+def receipt_pdu(
+    job: ReceiptDelivery, tz: tzinfo, dates: dict[int, datetime] | None = None
+) -> P.DeliverSm:
     """The ``deliver_sm`` receipt of *job* (esm_class 0x04, Appendix B text, TLVs)."""
     record = job.record
+    cache = {} if dates is None else dates
     text, tlvs = format_receipt(
         job.message_id,
-        MessageState(job.state),
-        submit_date=datetime.fromtimestamp(record.submit_ms / 1000, tz),
-        done_date=datetime.fromtimestamp(job.done_ms / 1000, tz),
+        _STATES.get(job.state) or MessageState(job.state),
+        submit_date=_date(cache, record.submit_ms, tz),
+        done_date=_date(cache, job.done_ms, tz),
         err=record.err,
         text=record.text,
     )
@@ -74,6 +93,47 @@ def receipt_pdu(job: ReceiptDelivery, tz: tzinfo) -> P.DeliverSm:
     )
 
 
+class Ticket:
+    """Receipts offered together, counted down as each is settled. ``back`` collects those to
+    stash (or give back to the stash), ``sent`` — when asked for — those done with; ``future``
+    is set once :meth:`close` was called and none is left. ``on_settle`` (optional) is called
+    after each one."""
+
+    __slots__ = ("_open", "back", "future", "left", "on_settle", "sent")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        keep_sent: bool = False,
+        on_settle: Callable[[], None] | None = None,
+    ) -> None:
+        self.left = 0
+        self._open = True
+        self.back: list[ReceiptDelivery] = []
+        self.sent: list[ReceiptDelivery] | None = [] if keep_sent else None
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.on_settle = on_settle
+
+    def settle(self, job: ReceiptDelivery, done: bool) -> None:
+        if done:
+            if self.sent is not None:
+                self.sent.append(job)
+        else:
+            self.back.append(job)
+        self.left -= 1
+        if not self.left and not self._open and not self.future.done():
+            self.future.set_result(None)
+        if self.on_settle is not None:
+            self.on_settle()
+
+    def close(self) -> None:
+        """Nothing more will be offered on it."""
+        self._open = False
+        if not self.left and not self.future.done():
+            self.future.set_result(None)
+
+
 class ReceiptOutlet:
     """The receipts waiting for, and in flight to, one receiving session."""
 
@@ -88,6 +148,7 @@ class ReceiptOutlet:
         timeout_s: float,
         throttle_s: float = 1.0,
         on_progress: Callable[[ReceiptOutlet], None] | None = None,
+        system_id: str = "",
     ) -> None:
         self.session = session
         self.tz = tz
@@ -100,7 +161,7 @@ class ReceiptOutlet:
         self.window = session.window
         self.in_flight = 0
         self.peak = 0  # most receipts waiting here at once (for tests and status)
-        self._waiting: deque[tuple[ReceiptDelivery, asyncio.Future[bool], float]] = deque()
+        self._waiting: deque[tuple[ReceiptDelivery, Ticket, float]] = deque()
         self._loop = asyncio.get_running_loop()
         self._last_answer = self._loop.time()
         self._paused_until = 0.0
@@ -108,6 +169,10 @@ class ReceiptOutlet:
         self._resume: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._dates: dict[int, datetime] = {}
+        # mta_smpp_receipts_total: counted here, added to the counter once per loop turn
+        self._sent_metric: Any = metrics.SMPP_RECEIPTS.labels(system_id) if system_id else None
+        self._unflushed = 0
 
     @property
     def waiting(self) -> int:
@@ -133,19 +198,33 @@ class ReceiptOutlet:
             and not self.stalled
         )
 
-    def offer(self, job: ReceiptDelivery) -> asyncio.Future[bool]:
-        """Queue *job* (check :attr:`accepting` first); the future says whether it is done
-        with (True) or must be stashed (False)."""
-        future: asyncio.Future[bool] = self._loop.create_future()
-        if not self.accepting:
-            future.set_result(False)
-            return future
-        self._waiting.append((job, future, self._loop.time()))
-        self.peak = max(self.peak, len(self._waiting))
+    def offer(self, job: ReceiptDelivery, ticket: Ticket) -> bool:
+        """Queue *job* on *ticket* (which then settles it once); False — and nothing queued —
+        when this outlet takes nothing now (:attr:`accepting`)."""
+        if len(self._waiting) >= self.cap or not self.accepting:
+            return False
+        self._queue(job, ticket)
         self._pump()
-        if self._waiting and self._sweeper is None:
+        return True
+
+    def offer_many(self, jobs: list[ReceiptDelivery], ticket: Ticket) -> int:
+        """Queue the first of *jobs* on *ticket* while this outlet accepts them; how many."""
+        if not jobs or not self.accepting:
+            return 0
+        room = min(len(jobs), self.cap - len(self._waiting))
+        for job in jobs[:room] if room < len(jobs) else jobs:
+            self._queue(job, ticket)
+        self._pump()
+        return room
+
+    def _queue(self, job: ReceiptDelivery, ticket: Ticket) -> None:
+        ticket.left += 1
+        waiting = self._waiting
+        waiting.append((job, ticket, self._loop.time()))
+        if len(waiting) > self.peak:
+            self.peak = len(waiting)
+        if self._sweeper is None:
             self._sweeper = self._loop.call_later(self.hold_s, self._sweep)
-        return future
 
     def close(self) -> None:
         """The session is gone: everything waiting goes back (in-flight ones fail with it)."""
@@ -155,59 +234,72 @@ class ReceiptOutlet:
             if handle is not None:
                 handle.cancel()
         self._sweeper = self._resume = None
+        self._flush_metric()
 
     # --- sending ------------------------------------------------------------------------
 
     def _pump(self) -> None:
         if self._paused_until > self._loop.time():
             return
-        while self._waiting and self.in_flight < self.window:
-            job, future, _ = self._waiting.popleft()
-            if future.done():
-                continue
+        waiting = self._waiting
+        session = self.session
+        while waiting and self.in_flight < self.window:
+            job, ticket, _ = waiting.popleft()
             self.in_flight += 1
-            if self.session.try_slot():  # the usual case: no task, a callback per answer
+            if session.try_slot():  # the usual case: no task, a callback per answer
                 try:
-                    answer = self.session.start_request(receipt_pdu(job, self.tz), self.timeout_s)
+                    answer = session.start_request(
+                        receipt_pdu(job, self.tz, self._dates), self.timeout_s
+                    )
                 except Exception as exc:  # settled here: _done would pump again
                     self.in_flight -= 1
-                    if not future.done():
-                        future.set_result(self._failed(job, exc))
+                    ticket.settle(job, self._failed(job, exc))
                     continue
-                answer.add_done_callback(functools.partial(self._answered, job, future))
+                answer.add_done_callback(functools.partial(self._answered, job, ticket))
                 continue
-            task = self._loop.create_task(self._send(job, future))
+            task = self._loop.create_task(self._send(job, ticket))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, job: ReceiptDelivery, future: asyncio.Future[bool]) -> None:
+    async def _send(self, job: ReceiptDelivery, ticket: Ticket) -> None:
         done = False
         try:
             done = await self._exchange(job)
         finally:
-            self._done(future, done)
+            self._done(job, ticket, done)
 
     def _answered(
-        self, job: ReceiptDelivery, future: asyncio.Future[bool], answer: asyncio.Future[P.Pdu]
+        self, job: ReceiptDelivery, ticket: Ticket, answer: asyncio.Future[P.Pdu]
     ) -> None:
         if answer.cancelled():
-            self._done(future, False)
+            self._done(job, ticket, False)
             return
         exc = answer.exception()
-        self._done(future, self._failed(job, exc) if exc else self._result(job, answer.result()))
+        if exc is not None:
+            self._done(job, ticket, self._failed(job, exc))
+            return
+        resp = answer.result()
+        if resp.status == 0:  # the usual answer, as _result takes it
+            self._last_answer = self._loop.time()
+            self.stats["receipts_sent"] += 1
+            self._count_sent()
+            self._done(job, ticket, True)
+            return
+        self._done(job, ticket, self._result(job, resp))
 
-    def _done(self, future: asyncio.Future[bool], done: bool) -> None:
+    def _done(self, job: ReceiptDelivery, ticket: Ticket, done: bool) -> None:
         self.in_flight -= 1
-        if not future.done():
-            future.set_result(done)
-        if not self._closed:
+        ticket.settle(job, done)
+        if not self._closed and self._waiting:
             self._pump()
         if self.on_progress is not None:
             self.on_progress(self)
 
     async def _exchange(self, job: ReceiptDelivery) -> bool:
         try:
-            resp = await self.session.request(receipt_pdu(job, self.tz), self.timeout_s)
+            resp = await self.session.request(
+                receipt_pdu(job, self.tz, self._dates), self.timeout_s
+            )
         except (SessionClosed, ResponseTimeout, P.PduError) as exc:
             return self._failed(job, exc)
         return self._result(job, resp)
@@ -227,7 +319,7 @@ class ReceiptOutlet:
         self._last_answer = self._loop.time()
         if resp.status == S.ESME_ROK:
             self.stats["receipts_sent"] += 1
-            _m.inc(metrics.SMPP_RECEIPTS, job.record.system_id)
+            self._count_sent()
             return True
         if resp.status in RETRY_LATER:
             if resp.status in _SLOW_DOWN:
@@ -241,6 +333,16 @@ class ReceiptOutlet:
             P.status_name(resp.status),
         )
         return True
+
+    def _count_sent(self) -> None:
+        self._unflushed += 1
+        if self._unflushed == 1:
+            self._loop.call_soon(self._flush_metric)
+
+    def _flush_metric(self) -> None:
+        if self._unflushed and self._sent_metric is not None:
+            self._sent_metric.inc(self._unflushed)
+        self._unflushed = 0
 
     # --- giving receipts back -------------------------------------------------------------
 
@@ -263,9 +365,8 @@ class ReceiptOutlet:
 
     def _give_back(self) -> None:
         while self._waiting:
-            _, future, _ = self._waiting.popleft()
-            if not future.done():
-                future.set_result(False)
+            job, ticket, _ = self._waiting.popleft()
+            ticket.settle(job, False)
 
     def _sweep(self) -> None:
         """Give back what waited ``hold_s`` (all of it when the session is stalled)."""
@@ -274,9 +375,8 @@ class ReceiptOutlet:
             self._give_back()
         limit = self._loop.time() - self.hold_s
         while self._waiting and self._waiting[0][2] <= limit:
-            _, future, _ = self._waiting.popleft()
-            if not future.done():
-                future.set_result(False)
+            job, ticket, _ = self._waiting.popleft()
+            ticket.settle(job, False)
         if self._waiting and not self._closed:
             delay = max(0.01, self._waiting[0][2] + self.hold_s - self._loop.time())
             self._sweeper = self._loop.call_later(delay, self._sweep)

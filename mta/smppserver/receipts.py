@@ -48,7 +48,7 @@ from mta.broker import Broker
 from mta.contract import ApiStatus
 from mta.smpp.receipt import MessageState, receipt_state, wants_receipt
 from mta.smpp.session import Session
-from mta.smppserver.receipt_outlet import ReceiptOutlet
+from mta.smppserver.receipt_outlet import ReceiptOutlet, Ticket
 from mta.smppserver.receipt_stash import ReceiptStash
 from mta.smppserver.records import MessageRecord, MessageRecords, ReceiptDelivery
 
@@ -57,6 +57,8 @@ __all__ = ["ReceiptRouter"]
 log = logging.getLogger(__name__)
 
 _FINAL_STATUSES: Final = (ApiStatus.DELIVERED, ApiStatus.FAIL, ApiStatus.TIMEOUT)
+#: apiStatus of a final → the receipt's state (receipt_state, looked up once)
+_STATE_OF: Final[dict[str, MessageState]] = {s.value: receipt_state(s) for s in _FINAL_STATUSES}
 _CLAIM_MAX: Final = 1000  # stashed receipts claimed at once
 
 
@@ -97,6 +99,7 @@ class ReceiptRouter:
         self._wake: dict[str, asyncio.Event] = {}
         self._more: set[str] = set()  # system_ids whose stash may hold receipts
         self._ticker: asyncio.Task[None] | None = None
+        self._wants: dict[tuple[int, int], bool] = {}  # wants_receipt, computed once per pair
 
     async def start(self, account_ids: Iterable[int]) -> None:
         """Declare, bind and consume the receipts queue; start the periodic drain."""
@@ -151,6 +154,7 @@ class ReceiptRouter:
             hold_s=self.hold_s,
             timeout_s=self.receipt_timeout_s,
             on_progress=lambda _outlet: self._progress(system_id),
+            system_id=system_id,
         )
         self.receivers.setdefault(system_id, []).append(outlet)
         self.drain_soon(system_id)
@@ -184,13 +188,15 @@ class ReceiptRouter:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("SMPP receipts: a report body that is not a result list; ignored")
             return
-        finals: dict[str, dict[str, Any]] = {}
+        finals: dict[str, tuple[MessageState, dict[str, Any]]] = {}
+        state_of = _STATE_OF
         for result in results:
             if not isinstance(result, dict):
                 continue
             message_id = result.get("messageId")
-            if isinstance(message_id, str) and result.get("apiStatus") in _FINAL_STATUSES:
-                finals[message_id] = result
+            status = result.get("apiStatus")
+            if isinstance(message_id, str) and isinstance(status, str) and status in state_of:
+                finals[message_id] = (state_of[status], result)
         if not finals:
             return
         records = await self.records.get(list(finals))
@@ -199,44 +205,63 @@ class ReceiptRouter:
         now_ms = int(time.time() * 1000)
         changed: dict[str, MessageRecord] = {}
         jobs: list[ReceiptDelivery] = []
+        wants = self._wants
+        deleted, delivered = MessageState.DELETED, MessageState.DELIVERED
         for message_id, record in records.items():
-            result = finals[message_id]
-            if record.state == MessageState.DELETED:
-                state = MessageState.DELETED  # our own cancel's FAIL
-            else:
-                state = receipt_state(result["apiStatus"])
+            state, result = finals[message_id]
+            if record.state == deleted:
+                state = deleted  # our own cancel's FAIL
             if not record.final:
                 record.state = state
                 record.final_ms = now_ms
-                record.err = 0 if state == MessageState.DELIVERED else _err_code(result)
+                record.err = 0 if state == delivered else _err_code(result)
                 changed[message_id] = record
-            if wants_receipt(record.registered_delivery, state):
+            key = (record.registered_delivery, state)
+            want = wants.get(key)
+            if want is None:
+                want = wants[key] = wants_receipt(record.registered_delivery, state)
+            if want:
                 done = record.final_ms or now_ms
-                for given in (message_id, *record.parts):
+                jobs.append(ReceiptDelivery(message_id, state, done, record))
+                for given in record.parts:
                     jobs.append(ReceiptDelivery(given, state, done, record))
         await self.records.put(changed)
         if jobs:
             await self._deliver(jobs)
 
-    def _outlet(self, system_id: str) -> ReceiptOutlet | None:
-        """A receiving session of *system_id* here that takes receipts now (round robin)."""
-        outlets = self._accepting(system_id)
-        if not outlets:
-            return None
-        return outlets[next(self._rr) % len(outlets)]
-
-    def _offer(self, job: ReceiptDelivery) -> asyncio.Future[bool] | None:
-        outlet = None if self.stopping else self._outlet(job.record.system_id)
-        return None if outlet is None else outlet.offer(job)
+    def _offer(self, jobs: Sequence[ReceiptDelivery], ticket: Ticket) -> list[ReceiptDelivery]:
+        """Queue *jobs* on *ticket* to receiving sessions here (round robin over those of each
+        system_id that take receipts now); those none took."""
+        by_client: dict[str, list[ReceiptDelivery]] = {}
+        for job in jobs:
+            system_id = job.record.system_id
+            group = by_client.get(system_id)
+            if group is None:
+                group = by_client[system_id] = []
+            group.append(job)
+        left: list[ReceiptDelivery] = []
+        for system_id, group in by_client.items():
+            outlets = [] if self.stopping else self._accepting(system_id)
+            if len(outlets) == 1:  # the usual case: all to the one session, in order
+                taken = outlets[0].offer_many(group, ticket)
+                left += group[taken:]
+                continue
+            for job in group:
+                for _ in range(len(outlets)):
+                    if outlets[next(self._rr) % len(outlets)].offer(job, ticket):
+                        break
+                else:
+                    left.append(job)
+        return left
 
     async def _deliver(self, jobs: Sequence[ReceiptDelivery]) -> int:
         """Send each receipt to a receiving session here, or stash it in Redis; how many were
         stashed. Returns once each one was answered or stashed."""
-        futures = [self._offer(job) for job in jobs]
-        waiting = [f for f in futures if f is not None]
-        if waiting:
-            await asyncio.wait(waiting)
-        later = [job for job, f in zip(jobs, futures, strict=True) if f is None or not f.result()]
+        ticket = Ticket(asyncio.get_running_loop())
+        later = self._offer(jobs, ticket)
+        ticket.close()
+        await ticket.future
+        later += ticket.back
         if later:
             await self.receipt_stash.stash(later)
             self.stats["receipts_stashed"] += len(later)
@@ -265,35 +290,33 @@ class ReceiptRouter:
         """Claim stashed receipts as the receiving sessions have room for them (two windows
         each, waiting or in flight); settle each as it is answered or given back."""
         wake = self._wake[system_id] = asyncio.Event()
-        pending: dict[asyncio.Future[bool], bytes] = {}
+        ticket = Ticket(asyncio.get_running_loop(), keep_sent=True)
         try:
             while True:
                 wake.clear()
                 outlets = [] if self.stopping else self._accepting(system_id)
                 want = min(_CLAIM_MAX, sum(max(0, 2 * o.window - o.load) for o in outlets))
                 enough = max(1, min((o.window for o in outlets), default=1) // 2)
-                if system_id in self._more and want and (want >= enough or not pending):
+                if system_id in self._more and want and (want >= enough or not ticket.left):
                     claimed = await self.receipt_stash.claim(system_id, want)
                     if len(claimed) < want:
                         self._more.discard(system_id)  # the list is empty (for now)
-                    back = []
-                    for raw, job in claimed:
-                        future = self._offer(job)
-                        if future is None:
-                            back.append(raw)
-                        else:
-                            pending[future] = raw
-                    if back:
+                    refused = self._offer([job for _, job in claimed], ticket)
+                    if refused:
+                        back = [job.raw for job in refused]
                         await self.receipt_stash.settle(system_id, (), back)
                     continue
-                settled = [f for f in pending if f.done()]
-                if settled:
-                    done = [pending.pop(f) for f in settled if f.result()]
-                    back = [pending.pop(f) for f in settled if f in pending]
+                sent = ticket.sent
+                if sent or ticket.back:
+                    done = [job.raw for job in sent] if sent else []
+                    back = [job.raw for job in ticket.back]
+                    ticket.back.clear()
+                    if sent:
+                        sent.clear()
                     await self.receipt_stash.settle(system_id, done, back)
                     self.stats["receipts_stashed"] += len(back)
                     continue
-                if not pending and (not outlets or system_id not in self._more):
+                if not ticket.left and (not outlets or system_id not in self._more):
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.flush_s)

@@ -31,6 +31,7 @@ from mta.store import Store
 __all__ = ["RECORD_TTL_S", "MessageRecord", "MessageRecords", "ReceiptDelivery"]
 
 RECORD_TTL_S: Final = 48 * 3600
+_FINAL_STATES: Final = frozenset(int(s) for s in MessageState if s.final)
 
 
 @dataclass(slots=True)
@@ -61,10 +62,7 @@ class MessageRecord:
 
     @property
     def final(self) -> bool:
-        try:
-            return MessageState(self.state).final
-        except ValueError:
-            return False
+        return self.state in _FINAL_STATES
 
     def pack(self) -> bytes:
         return orjson.dumps(
@@ -94,12 +92,14 @@ class MessageRecord:
 
 @dataclass(slots=True)
 class ReceiptDelivery:
-    """One receipt to send: the id the client knows, the state, and the message's record."""
+    """One receipt to send: the id the client knows, the state, and the message's record
+    (``raw``: what it was unpacked from, for one taken from the stash)."""
 
     message_id: str
     state: int
     done_ms: int
     record: MessageRecord
+    raw: bytes = b""
 
     def pack(self) -> bytes:
         return orjson.dumps(
@@ -109,7 +109,7 @@ class ReceiptDelivery:
     @classmethod
     def unpack(cls, raw: bytes) -> ReceiptDelivery:
         message_id, state, done_ms, record = orjson.loads(raw)
-        return cls(message_id, state, done_ms, MessageRecord(*record))
+        return cls(message_id, state, done_ms, MessageRecord(*record), raw)
 
 
 class MessageRecords:
