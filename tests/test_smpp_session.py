@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -492,3 +493,82 @@ async def test_unbind_lets_outstanding_requests_finish(serve: Callable[..., Any]
     assert [t.result().status for t in in_flight] == [0] * 5
     assert client.closed
     await asyncio.wait_for(server.sessions[0].wait_closed(), 2)
+
+
+async def test_start_call_answers_expires_in_deadline_order_and_closes(
+    serve: Callable[..., Any],
+) -> None:
+    def hold_some(session: Session, pdu: P.Pdu) -> P.Pdu | None:
+        assert isinstance(pdu, P.SubmitSm)
+        return None if pdu.short_message.startswith(b"hold") else answer_submits(session, pdu)
+
+    server = await serve(on_request=hold_some)
+    client = await connect("127.0.0.1", server.port, window=4, response_timeout=5)
+    loop = asyncio.get_running_loop()
+    answers: dict[str, tuple[float, P.Pdu | None, BaseException | None]] = {}
+    long_done = asyncio.Event()
+
+    def hook(name: str) -> Callable[[P.Pdu | None, BaseException | None], None]:
+        def on_answer(pdu: P.Pdu | None, error: BaseException | None) -> None:
+            assert name not in answers  # called once
+            answers[name] = (loop.time(), pdu, error)
+            if name == "long":
+                long_done.set()
+
+        return on_answer
+
+    start = loop.time()
+    for name, pdu, timeout in [
+        ("ok", submit(7), None),
+        ("long", P.SubmitSm(short_message=b"hold-long"), 1.0),
+        ("short", P.SubmitSm(short_message=b"hold-short"), 0.2),  # before "long" expires
+        ("closed", P.SubmitSm(short_message=b"hold-closed"), None),
+    ]:
+        assert client.try_slot()
+        client.start_call(pdu, hook(name), timeout)
+    assert not client.try_slot()  # the window of 4 is full
+    await asyncio.wait_for(long_done.wait(), 5)
+    at, response, error = answers["ok"]
+    assert isinstance(response, P.SubmitSmResp) and response.message_id == "id-7" and not error
+    at, response, error = answers["short"]
+    assert isinstance(error, ResponseTimeout) and response is None
+    assert 0.19 <= at - start < 0.9
+    at, response, error = answers["long"]
+    assert isinstance(error, ResponseTimeout) and 0.99 <= at - start < 4.0
+    assert client.outstanding == 1 and client.try_slot()  # three slots came back
+    client.start_call(P.SubmitSm(short_message=b"hold-too"), hook("too"))
+    await client.close()
+    assert isinstance(answers["closed"][2], SessionClosed)
+    assert isinstance(answers["too"][2], SessionClosed) and client.outstanding == 0
+    with pytest.raises(SessionClosed):
+        client.start_call(submit(8), hook("late"))
+
+
+async def test_answered_requests_leave_no_deadline_behind(serve: Callable[..., Any]) -> None:
+    server = await serve(on_request=answer_submits)
+    client = await connect("127.0.0.1", server.port, window=20)
+    await asyncio.gather(*(client.request(submit(i)) for i in range(300)))
+    assert client.outstanding == 0 and len(client._deadlines) <= 20
+    await client.close()
+
+
+async def test_frames_split_anywhere_are_read_whole(serve: Callable[..., Any]) -> None:
+    server = await serve(on_request=answer_submits)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    frames = b"".join(
+        P.encode(P.SubmitSm(short_message=b"%d" % i, sequence=i)) for i in range(1, 7)
+    )
+    cuts = [0, 1, 5, 16, 17, 40, 90, 91, 200, len(frames)]  # inside headers, bodies, between
+    for a, b in itertools.pairwise(cuts):
+        writer.write(frames[a:b])
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    answers = []
+    for _ in range(6):
+        header = await asyncio.wait_for(reader.readexactly(16), 3)
+        body = await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
+        answers.append(P.decode(header + body))
+    assert [(a.sequence, a.message_id) for a in answers if isinstance(a, P.SubmitSmResp)] == [
+        (i, f"id-{i}") for i in range(1, 7)
+    ]
+    writer.close()

@@ -6,7 +6,9 @@ cannot be resynchronised), numbers requests 1..0x7FFFFFFF with wrap-around, and 
 responses by sequence number in a dict of futures (O(1)). :meth:`Session.request` waits for a
 free slot of the ``window`` (outstanding requests), honours :meth:`Session.pause` (set when the
 peer answers ESME_RTHROTTLED / ESME_RMSGQFUL) and the optional ``throughput`` pacing, and fails
-with :class:`ResponseTimeout` after its response timeout.
+with :class:`ResponseTimeout` after its response timeout (the deadlines of a session are kept
+with one timer, :mod:`mta.smpp.deadlines`). :meth:`Session.start_call` is the same request
+answered through a callback instead of a future, for senders with many requests in flight.
 
 Incoming requests go to the owner's ``on_request(session, pdu)``: it returns the response
 (sent at once), an awaitable of it (run as a task, so slow answers such as a publish with
@@ -37,14 +39,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from mta.loglimit import LogLimiter
 from mta.smpp.constants import RESPONSE_BIT
+from mta.smpp.deadlines import Deadlines
+from mta.smpp.incoming import IncomingRequests
 from mta.smpp.link import keepalive, peer_name, set_nodelay
 from mta.smpp.pdu import (
     HEADER,
@@ -57,11 +60,10 @@ from mta.smpp.pdu import (
     Unbind,
     UnbindResp,
     command_name,
-    decode,
     encode,
     generic_nack,
-    response_for,
 )
+from mta.smpp.pdu.frames import decode_body
 from mta.smpp.window import Window
 
 __all__ = [
@@ -77,11 +79,14 @@ log = logging.getLogger(__name__)
 
 RequestHandler = Callable[["Session", Pdu], "Pdu | Awaitable[Pdu | None] | None"]
 CloseHook = Callable[["Session", "BaseException | None"], None]
+#: ``on_answer(response, None)`` or ``on_answer(None, error)`` of :meth:`Session.start_call`.
+AnswerHook = Callable[["Pdu | None", "BaseException | None"], None]
+#: What waits for a response: a future (request, start_request) or a call (start_call:
+#: its hook, and whether it holds a window slot).
+_Waiter: TypeAlias = "asyncio.Future[Pdu] | tuple[AnswerHook, bool]"
 
 _READ_CHUNK: Final = 1 << 16
 _HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
-_NO_ANSWER: Final = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
-_MAX_DEFERRED: Final = 1 << 16  # requests tracked for unbind; beyond, unbind waits for none
 _SLICE_S: Final = 0.0005  # seconds of handling PDUs before the read loop yields to others
 _WARNINGS: Final = LogLimiter(burst=20, window_s=60.0)  # protocol warnings, process-wide
 
@@ -94,7 +99,7 @@ class ResponseTimeout(TimeoutError):
     """No response to a request within its response timeout."""
 
 
-class Session:
+class Session(IncomingRequests):
     """An SMPP session on (*reader*, *writer*); call :meth:`start` inside the loop.
 
     ``window``: requests outstanding at once. ``response_timeout``: default seconds to wait
@@ -138,7 +143,8 @@ class Session:
         self.nacked = 0  # incoming PDUs answered with generic_nack
         self._loop = asyncio.get_running_loop()
         self._window = Window(window)
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._pending: dict[int, _Waiter] = {}
+        self._deadlines = Deadlines(self._loop, self._pending, self._expire)
         self._seq = 0
         self._paused_until = 0.0
         self._interval = 1.0 / throughput if throughput > 0 else 0.0
@@ -205,9 +211,12 @@ class Session:
         self._stopped.set_result(None)
         detail = f": {reason}" if reason else ""
         error = SessionClosed(f"SMPP session {self.name} closed{detail}")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._deadlines.close()
+        for seq, waiter in list(self._pending.items()):
+            if isinstance(waiter, tuple):
+                self._settle_call(seq, waiter, None, error)
+            elif not waiter.done():
+                waiter.set_exception(error)
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -285,9 +294,7 @@ class Session:
             return False
         return self._paused_until <= self._loop.time() and self._window.try_take()
 
-    def start_request(
-        self, pdu: Pdu, response_timeout: float | None = None
-    ) -> asyncio.Future[Pdu]:
+    def start_request(self, pdu: Pdu, response_timeout: float | None = None) -> asyncio.Future[Pdu]:
         """Write request *pdu* in the slot :meth:`slot` took; the future of its response (it
         fails as :meth:`request` raises). The slot is given back once the future is done."""
         if self._closed or self._closing:
@@ -295,22 +302,33 @@ class Session:
             self._check_open()
         return self._start(pdu, response_timeout, True)
 
+    def start_call(
+        self, pdu: Pdu, on_answer: AnswerHook, response_timeout: float | None = None
+    ) -> None:
+        """:meth:`start_request` without a future: ``on_answer(response, None)`` — or
+        ``on_answer(None, error)`` with the error :meth:`request` would raise — is called once,
+        from the read loop (or the timer, or :meth:`close`), after the slot is given back."""
+        if self._closed or self._closing:
+            self._window.give()
+            self._check_open()
+        seq = pdu.sequence = self._next_sequence()
+        try:
+            frame = encode(pdu)
+        except Exception:
+            self._window.give()
+            raise
+        call = (on_answer, True)
+        self._pending[seq] = call
+        self._deadlines.add(
+            seq, call, self.response_timeout if response_timeout is None else response_timeout
+        )
+        self._write(frame)
+
     def send(self, pdu: Pdu) -> None:
         """Write *pdu* as it is (a response, with its sequence already set)."""
         if self._closed:
             raise SessionClosed(f"SMPP session {self.name} is closed")
         self._write(encode(pdu))
-
-    def reply(self, request: Pdu, response: Pdu) -> None:
-        """Answer *request* with *response* (the sequence is copied); dropped if closed."""
-        response.sequence = request.sequence
-        if self._deferred:
-            self._deferred.discard(request.sequence)
-            self._check_settled()
-        if self._closed:
-            log.debug("SMPP %s: %s after close dropped", self.name, response.name)
-            return
-        self._write(encode(response))
 
     async def _exchange(self, pdu: Pdu, wait: float | None, closing_ok: bool = False) -> Pdu:
         """A request outside the window (unbind, enquire_link)."""
@@ -328,26 +346,39 @@ class Session:
             raise
         future: asyncio.Future[Pdu] = self._loop.create_future()
         self._pending[seq] = future
-        delay = self.response_timeout if wait is None else wait
-        timer = self._loop.call_later(delay, self._expire, seq, delay)
-        future.add_done_callback(functools.partial(self._answered, seq, timer, slot))
+        self._deadlines.add(seq, future, self.response_timeout if wait is None else wait)
+        future.add_done_callback(functools.partial(self._answered, seq, slot))
         self._write(frame)
         return future
 
-    def _answered(self, seq: int, timer: asyncio.TimerHandle, slot: bool, _: object) -> None:
-        timer.cancel()
+    def _answered(self, seq: int, slot: bool, _: object) -> None:
         del self._pending[seq]
+        self._deadlines.trim()
         if not self._pending and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if slot:
             self._window.give()
 
-    def _expire(self, seq: int, delay: float) -> None:
-        future = self._pending.get(seq)
-        if future is not None and not future.done():
-            future.set_exception(
-                ResponseTimeout(f"SMPP {self.name}: no response to sequence {seq} in {delay:g} s")
-            )
+    def _settle_call(
+        self,
+        seq: int,
+        call: tuple[AnswerHook, bool],
+        response: Pdu | None,
+        error: BaseException | None,
+    ) -> None:
+        """The answer (or *error*) of a :meth:`start_call` request, as :meth:`_answered`."""
+        self._answered(seq, call[1], None)
+        try:
+            call[0](response, error)
+        except Exception:
+            log.exception("SMPP %s: answer hook failed", self.name)
+
+    def _expire(self, seq: int, waiter: object, delay: float) -> None:
+        error = ResponseTimeout(f"SMPP {self.name}: no response to sequence {seq} in {delay:g} s")
+        if isinstance(waiter, tuple):
+            self._settle_call(seq, waiter, None, error)
+        elif isinstance(waiter, asyncio.Future) and not waiter.done():
+            waiter.set_exception(error)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -403,7 +434,7 @@ class Session:
 
     async def _read_loop(self) -> None:
         reason: BaseException | None = None
-        buffer = bytearray()
+        rest = bytearray()  # the start of a frame not yet whole
         unpack = HEADER.unpack_from
         clock = self._loop.time
         slice_started = 0.0
@@ -414,11 +445,21 @@ class Session:
                     reason = SessionClosed("connection closed by peer")
                     break
                 self.last_received = slice_started = clock()
-                buffer += chunk
+                if rest:  # frames are cut from bytes: one copy each, none of what waits
+                    rest += chunk
+                    if len(rest) < 16:
+                        continue
+                    length = unpack(rest)[0]
+                    if 16 <= length <= self.max_pdu_size and len(rest) < length:
+                        continue
+                    data = bytes(rest)
+                    rest.clear()
+                else:
+                    data = chunk
                 pos = 0
-                size = len(buffer)
+                size = len(data)
                 while size - pos >= 16:
-                    length, cid, _status, seq = unpack(buffer, pos)
+                    length, cid, status, seq = unpack(data, pos)
                     if length < 16 or length > self.max_pdu_size:
                         self.nacked += 1
                         self._write(encode(generic_nack(CommandStatus.ESME_RINVCMDLEN, seq)))
@@ -431,10 +472,10 @@ class Session:
                         break
                     if size - pos < length:
                         break
-                    frame = bytes(buffer[pos : pos + length])
+                    frame = data[pos : pos + length]
                     pos += length
                     try:
-                        self._dispatch(frame, cid, seq)
+                        self._dispatch(frame, cid, status, seq)
                     except Exception:  # a bug in one PDU's path must not end the session
                         log.exception(
                             "SMPP %s: dispatch of %s failed", self.name, command_name(cid)
@@ -448,7 +489,8 @@ class Session:
                             break
                 if reason is not None or self._closing_by_peer or self._closed:
                     break
-                del buffer[:pos]
+                if pos < size:
+                    rest += memoryview(data)[pos:]
                 if self._out or self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
                     await self._back_pressure()
                 if len(self._incoming) >= self.max_incoming:
@@ -482,33 +524,21 @@ class Session:
                 f"octets of responses in {self.response_timeout:g} s"
             ) from None
 
-    async def _settle(self) -> None:
-        """Wait (up to ``response_timeout``) until every request received was answered."""
-        if not self._incoming and not self._deferred:
-            return
-        self._settled = self._loop.create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._settled), self.response_timeout)
-
-    def _check_settled(self) -> None:
-        settled = self._settled
-        if settled is None or settled.done() or self._incoming or self._deferred:
-            return
-        settled.set_result(None)
-
-    def _dispatch(self, frame: bytes, cid: int, seq: int) -> None:
+    def _dispatch(self, frame: bytes, cid: int, status: int, seq: int) -> None:
         try:
-            pdu = decode(frame)
+            pdu = decode_body(frame, cid, status, seq)
         except PduError as exc:
             self._on_bad_pdu(exc, cid, seq)
             return
         if cid & RESPONSE_BIT:
-            future = self._pending.get(seq)
-            if future is None or future.done():
+            waiter = self._pending.get(seq)
+            if isinstance(waiter, tuple):
+                self._settle_call(seq, waiter, pdu, None)
+            elif waiter is None or waiter.done():
                 self.unmatched += 1
                 log.debug("SMPP %s: unmatched %s seq %d", self.name, command_name(cid), seq)
-                return
-            future.set_result(pdu)
+            else:
+                waiter.set_result(pdu)
             return
         if cid == CommandId.ENQUIRE_LINK:
             self._write(encode(EnquireLinkResp(sequence=seq)))
@@ -531,69 +561,14 @@ class Session:
                 f" ({suppressed} similar warnings suppressed)" if suppressed else "",
             )
         if cid & RESPONSE_BIT:
-            future = self._pending.get(seq)
-            if future is not None and not future.done():
-                future.set_exception(exc)
+            waiter = self._pending.get(seq)
+            if isinstance(waiter, tuple):
+                self._settle_call(seq, waiter, None, exc)
+            elif waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
         if cid != CommandId.GENERIC_NACK:
             self.nacked += 1
             self._write(encode(generic_nack(exc.status, seq)))
-
-    def _handle_request(self, pdu: Pdu, cid: int) -> None:
-        handler = self.on_request
-        if handler is None:
-            if cid not in _NO_ANSWER:
-                self._write(encode(response_for(pdu, CommandStatus.ESME_RINVCMDID)))
-            return
-        try:
-            result = handler(self, pdu)
-        except Exception:
-            log.exception("SMPP %s: handler failed on %s", self.name, pdu.name)
-            self._answer_error(pdu, cid)
-            return
-        if result is None:
-            if cid not in _NO_ANSWER and len(self._deferred) < _MAX_DEFERRED:
-                self._deferred.add(pdu.sequence)  # the owner answers it later with reply()
-            return
-        if isinstance(result, Pdu):
-            self._safe_reply(pdu, cid, result)
-            return
-        if inspect.isawaitable(result):
-            task = self._loop.create_task(self._answer_later(pdu, cid, result))
-            self._incoming.add(task)
-            task.add_done_callback(self._incoming_done)
-            return
-        log.error("SMPP %s: handler returned %r for %s", self.name, result, pdu.name)
-        self._answer_error(pdu, cid)
-
-    async def _answer_later(self, pdu: Pdu, cid: int, result: Awaitable[Pdu | None]) -> None:
-        try:
-            response = await result
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("SMPP %s: handler failed on %s", self.name, pdu.name)
-            self._answer_error(pdu, cid)
-            return
-        if response is not None:
-            self._safe_reply(pdu, cid, response)
-
-    def _safe_reply(self, pdu: Pdu, cid: int, response: Pdu) -> None:
-        try:
-            self.reply(pdu, response)
-        except Exception:
-            log.exception("SMPP %s: cannot encode the answer %r", self.name, response)
-            self._answer_error(pdu, cid)
-
-    def _incoming_done(self, task: asyncio.Task[None]) -> None:
-        self._incoming.discard(task)
-        if len(self._incoming) < self.max_incoming:
-            self._incoming_room.set()
-        self._check_settled()
-
-    def _answer_error(self, pdu: Pdu, cid: int) -> None:
-        if cid in _NO_ANSWER or self._closed:
-            return
-        self._write(encode(response_for(pdu, CommandStatus.ESME_RSYSERR)))
 
 
 async def connect(
