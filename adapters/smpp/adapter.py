@@ -312,13 +312,15 @@ class SmppAdapter:
                     part.flight = None
 
     async def _place(
-        self, parts: list[outcomes.Part], done: asyncio.Future[None],
+        self,
+        parts: list[outcomes.Part],
+        done: asyncio.Future[None],
         others: list[asyncio.Future[None]],
     ) -> None:
         """Submit the parts in order, each as soon as a slot of the least busy session is free,
         without a task of their own; an accepted one is settled here, any other answer (or a
         part no session could take) goes through :meth:`_submit`, which retries as it says."""
-        flights: list[asyncio.Future[Pdu]] = []
+        flights = outcomes.Flights()
         for part in parts:
             unit = self.client.pick()
             session = unit.session if unit is not None else None
@@ -329,33 +331,42 @@ class SmppAdapter:
             try:
                 await session.slot()
                 part.pdu.sequence = 0
-                future = session.start_request(part.pdu)
+                part.flight = (unit, session, None)
+                session.start_call(part.pdu, functools.partial(self._answered, part, done, flights))
             except (SessionClosed, PduError):  # nothing written: _submit decides
+                part.flight = None
                 unit.assigned -= 1
                 others.append(asyncio.ensure_future(self._submit(part, done)))
                 continue
-            part.flight = (unit, session, future)
-            future.add_done_callback(functools.partial(self._answered, part, done))
-            flights.append(future)
-        if flights:
-            await asyncio.wait(flights)
+            flights.started += 1
+        await flights.wait()
         for part in parts:
             if part.flight is not None and part.state == outcomes.PENDING:
                 others.append(asyncio.ensure_future(self._submit(part, done, part.flight)))
                 part.flight = None
 
     def _answered(
-        self, part: outcomes.Part, done: asyncio.Future[None], future: asyncio.Future[Pdu]
+        self,
+        part: outcomes.Part,
+        done: asyncio.Future[None],
+        flights: outcomes.Flights,
+        response: Pdu | None,
+        error: BaseException | None,
     ) -> None:
-        """An accepted part is settled at once (receipts overtaking the Send find it)."""
-        if future.cancelled() or future.exception() is not None or part.flight is None:
+        """An accepted part is settled at once (receipts overtaking the Send find it); any
+        other answer is kept on the part for :meth:`_submit`."""
+        flights.answered()
+        flight = part.flight
+        if flight is None:  # the Send was cancelled meanwhile
             return
-        response = future.result()
-        if response.status == 0 and isinstance(response, SubmitSmResp):
-            part.flight[0].assigned -= 1
-            part.flight[0].throttle_level = 0
+        if response is not None and response.status == 0 and isinstance(response, SubmitSmResp):
+            flight[0].assigned -= 1
+            flight[0].throttle_level = 0
             part.flight = None
             self._accepted(part, response, done)
+            return
+        answer = error if error is not None else response
+        part.flight = (flight[0], flight[1], answer)
 
     def _accepted(
         self, part: outcomes.Part, response: SubmitSmResp, done: asyncio.Future[None]
@@ -398,8 +409,10 @@ class SmppAdapter:
         return SmsResponse("", results)
 
     async def _submit(
-        self, part: outcomes.Part, done: asyncio.Future[None],
-        first: tuple[Unit, Session, asyncio.Future[Pdu]] | None = None,
+        self,
+        part: outcomes.Part,
+        done: asyncio.Future[None],
+        first: tuple[Unit, Session, Pdu | BaseException] | None = None,
     ) -> None:
         """Submit one part (or settle the answer of its *first* submit, placed by
         :meth:`_place`), retrying as the module docstring says."""
@@ -409,7 +422,8 @@ class SmppAdapter:
         session: Session | None
         while True:
             if first is not None:
-                unit, session, answer = first
+                unit, session, first_answer = first
+                answer: Pdu | BaseException | None = first_answer
                 first = None
             else:
                 answer = None
@@ -424,7 +438,12 @@ class SmppAdapter:
                 pdu.sequence = 0
                 unit.assigned += 1
             try:
-                response = await session.request(pdu) if answer is None else answer.result()
+                if answer is None:
+                    response = await session.request(pdu)
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    response = answer
             except ResponseTimeout as exc:
                 self._unknown(part, f"no submit_sm_resp: {exc}")
                 return

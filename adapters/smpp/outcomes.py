@@ -7,6 +7,7 @@ SmsResult (docs/protocols.md §1.8); :func:`from_states` does the same for query
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,9 +40,32 @@ class Part:
     detail: str = ""
     status_code: int = 0
     throttled: bool = False
-    #: (unit, session, response future) while its first submit_sm is in flight (Send places
-    #: the parts itself; see SmppAdapter.send)
+    #: (unit, session, None) while its first submit_sm is in flight, (unit, session, answer or
+    #: error) once answered other than accepted (Send places the parts itself; see
+    #: SmppAdapter.send)
     flight: Any = None
+
+
+class Flights:
+    """The first submit_sm of each part of a Send, in flight: a wait until all are answered."""
+
+    __slots__ = ("_all", "_answered", "started")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self._answered = 0
+        self._all: asyncio.Future[None] | None = None
+
+    def answered(self) -> None:
+        self._answered += 1
+        if self._answered >= self.started and self._all is not None and not self._all.done():
+            self._all.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once every submit started so far is answered (or failed)."""
+        if self._answered < self.started:
+            self._all = asyncio.get_running_loop().create_future()
+            await self._all
 
 
 @dataclass(eq=False, slots=True)
@@ -101,6 +125,7 @@ def job_result(job: Job) -> SmsResult:
     if not accepted and refused.status in ("NOT_SUBMITTED", *RETRYABLE_REFUSALS):
         result.reason = REASON_RETRY  # never accepted: the worker sends it again later
     return result
+
 
 def job_records(job: Job, pid: str, now: float) -> dict[str, dict[str, Any]]:
     """What the receipt book keeps of a submitted message (its parts' SMSC ids, its source)."""
