@@ -41,7 +41,7 @@ from mta.smpp import pdu as P
 from mta.smpp.constants import RESPONSE_BIT
 from mta.smpp.receipt import MessageState
 from mta.smpp.session import Session, SessionClosed
-from mta.smppserver.auth import BindLimiter, ClientDirectory, SmppLimits
+from mta.smppserver.auth import BindLimiter, ClientDirectory, SmppLimits, ThroughputBucket
 from mta.smppserver.batcher import AcceptedSubmit, SubmitBatcher
 from mta.smppserver.reassembly import Reassembly
 from mta.smppserver.receipts import ReceiptRouter
@@ -123,6 +123,17 @@ class ClientConnection:
     client: SmppClient | None = None
     binding: bool = False
     deadline: asyncio.TimerHandle | None = None  # closes it unless bound by then
+    bucket: ThroughputBucket | None = None  # the client's throughput, once bound
+    lane: str = LANE_BULK  # of its submits without priority_flag
+    accepted: int = 0  # submits accepted since mta_smpp_submits_total was last added to
+    accepted_metric: Any = None  # that counter's child for the client
+
+
+def _count_accepted(conn: ClientConnection) -> None:
+    """Add the submits *conn* accepted since the last time to ``mta_smpp_submits_total``."""
+    if conn.accepted and conn.accepted_metric is not None:
+        conn.accepted_metric.inc(conn.accepted)
+    conn.accepted = 0
 
 
 class CommandHandlers:
@@ -215,6 +226,9 @@ class CommandHandlers:
                 conn.deadline = None
             conn.bound = kind
             conn.client = client
+            conn.bucket = self.directory.bucket(client.system_id)
+            conn.lane = LANE_PRIORITY if client.priority else LANE_BULK
+            conn.accepted_metric = self._m.child(metrics.SMPP_SUBMITS, client.system_id, "accepted")
             self.stats["binds"] += 1
             self._m.inc(metrics.SMPP_BINDS, client.system_id, kind)
             self._m.child(metrics.SMPP_SESSIONS, client.system_id).inc()
@@ -259,9 +273,11 @@ class CommandHandlers:
             return P.SubmitSmResp(status=S.ESME_RINVBNDSTS)
         if self._stopping:
             return P.SubmitSmResp(status=S.ESME_RSYSERR)
-        self.stats["submits"] += 1
-        if not self.directory.bucket(client.system_id).take():
-            self.stats["throttled"] += 1
+        stats = self.stats
+        stats["submits"] += 1
+        bucket = conn.bucket
+        if bucket is not None and not bucket.take():
+            stats["throttled"] += 1
             self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "throttled")
             return P.SubmitSmResp(status=S.ESME_RTHROTTLED)
         batcher = self._batcher
@@ -269,7 +285,7 @@ class CommandHandlers:
         if batcher.pending >= batcher.max_pending:
             self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "queue_full")
             return P.SubmitSmResp(status=S.ESME_RMSGQFUL)
-        evicted = self._reassembly.evicted(client.system_id)
+        evicted = self._reassembly.evictions
         try:
             message, record, parts = self._reader.read(client, pdu)
         except SubmitRefused as exc:
@@ -286,18 +302,20 @@ class CommandHandlers:
             )
             return P.SubmitSmResp(status=exc.status)
         finally:
-            if self._reassembly.evicted(client.system_id) > evicted:
-                self.stats["parts_evicted"] += 1
+            if self._reassembly.evictions != evicted:  # only ever this client's (its budget)
+                stats["parts_evicted"] += 1
                 self._warn(
                     "reassembly-budget",
                     "SMPP client %r: oldest incomplete long message dropped (its reassembly "
                     "budget is full: complete or stop sending parts)",
                     client.system_id,
                 )
-        self._m.inc(metrics.SMPP_SUBMITS, client.system_id, "accepted")
+        conn.accepted += 1
+        if conn.accepted == 1:  # counted once per loop turn, not once per submit
+            asyncio.get_running_loop().call_soon(_count_accepted, conn)
         if message is None:  # a part of a long message: its own id, answered now
             return P.SubmitSmResp(message_id=parts[-1])
-        lane = LANE_PRIORITY if pdu.priority_flag > 0 or client.priority else LANE_BULK
+        lane = LANE_PRIORITY if pdu.priority_flag > 0 else conn.lane
         batcher.add(lane, AcceptedSubmit(message, record, parts, session, pdu))
         return None
 

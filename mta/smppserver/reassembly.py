@@ -91,6 +91,7 @@ class Reassembly:
         self.timeout = timeout
         self.budget = budget or Budget()
         self.expired = 0
+        self.evictions = 0  # incomplete messages dropped for their owner's budget, in all
         self._clock = clock
         self._new_id = new_id
         self._messages: OrderedDict[_Slot, _Message] = OrderedDict()  # oldest first
@@ -181,6 +182,7 @@ class Reassembly:
                 continue
             self._drop(oldest)
             usage.evicted += 1
+            self.evictions += 1
 
     def _drop(self, slot: _Slot) -> None:
         message = self._messages.pop(slot)

@@ -8,7 +8,7 @@
   tag every key of the prefix shares):
 
   ``P:smpp:m:<batchId>``  hash  index → :class:`MessageRecord` (a short JSON array) of the
-                          message ``<batchId>:<index>``; one HSET per published micro-batch,
+                          message ``<batchId>:<index>``; written by one script per micro-batch,
                           expires ``RECORD_TTL_S`` (48 h) after its last update.
   ``P:smpp:a:<partId>``   string  the MMP message id of the long message a non-final part
                           belongs to (see :mod:`mta.smppserver` on part ids), same TTL.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -31,6 +31,26 @@ from mta.store import Store
 __all__ = ["RECORD_TTL_S", "MessageRecord", "MessageRecords", "ReceiptDelivery"]
 
 RECORD_TTL_S: Final = 48 * 3600
+
+# KEYS: the batch's hash, then the key of each part id; ARGV: ttl, n, the n packed records
+# (fields 0..n-1), then the message id of each part id (one command for the whole batch)
+_ADD_BATCH: Final = """
+local ttl = ARGV[1]
+local n = tonumber(ARGV[2])
+for i = 1, n, 500 do
+  local args = {}
+  for j = i, math.min(i + 499, n) do
+    args[#args + 1] = tostring(j - 1)
+    args[#args + 1] = ARGV[2 + j]
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+for k = 2, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[1 + n + k], 'EX', ttl)
+end
+return n
+"""
 _FINAL_STATES: Final = frozenset(int(s) for s in MessageState if s.final)
 
 
@@ -119,18 +139,22 @@ class MessageRecords:
         self.r = store.r
         self.batch_key = store.smpp_batch_key
         self.part_key = store.smpp_part_key
+        self._add_batch = self.r.register_script(_ADD_BATCH)
 
     async def add_batch(
         self, batch_id: str, records: Sequence[MessageRecord], parts: dict[str, str]
     ) -> None:
-        """Record a micro-batch's messages (index → record) and its part ids, in one trip."""
-        pipe = self.r.pipeline(transaction=False)
-        key = self.batch_key(batch_id)
-        pipe.hset(key, mapping={str(i): r.pack() for i, r in enumerate(records)})
-        pipe.expire(key, RECORD_TTL_S)
-        for part_id, message_id in parts.items():
-            pipe.set(self.part_key(part_id), message_id, ex=RECORD_TTL_S)
-        await pipe.execute()
+        """Record a micro-batch's messages (index → record) and its part ids: one script, so
+        one command and one answer however many there are."""
+        if not records:
+            return
+        keys = [self.batch_key(batch_id)]
+        args: list[Any] = [RECORD_TTL_S, len(records)]
+        args += [r.pack() for r in records]
+        if parts:
+            keys += [self.part_key(part_id) for part_id in parts]
+            args += parts.values()
+        await self._add_batch(keys=keys, args=args)
 
     async def resolve(self, given_id: str) -> str | None:
         """The MMP message id of an id we gave out (itself, or the one a part id maps to)."""

@@ -12,6 +12,7 @@ yields the whole message.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
@@ -30,6 +31,12 @@ S = P.CommandStatus
 MAX_TEXT: Final = 1600  # contract.Rules.max_text
 TEXT_CODINGS: Final = frozenset({0x00, 0x01, 0x03, 0x08})
 NO_RECORD: Final = MessageRecord(0, 0, "", 0, 0, 0, "", 0, 0, "", 0, "")
+# plain ints of the enum members read per submit (an enum member costs a look-up each time)
+_UDHI: Final = int(P.EsmClass.UDHI)
+_PAYLOAD: Final = int(P.Tag.MESSAGE_PAYLOAD)
+_SAR_TOTAL: Final = int(P.Tag.SAR_TOTAL_SEGMENTS)
+_ENROUTE: Final = int(MessageState.ENROUTE)
+_BULK: Final = SmsType.BULK.value
 
 
 class SubmitRefused(Exception):
@@ -73,30 +80,19 @@ class SubmitReader:
                 S.ESME_RSUBMITFAIL, f"data_coding {pdu.data_coding}: only 0, 1, 3 and 8 are texts"
             )
         tlvs = pdu.tlvs
-        payload = tlvs.get(P.Tag.MESSAGE_PAYLOAD)
+        payload = tlvs.get(_PAYLOAD) if tlvs else None
         if payload is not None and pdu.short_message:
             raise SubmitRefused(S.ESME_RINVMSGLEN, "short_message and message_payload both given")
-        now = datetime.now(UTC)
         start = expire = ""
-        try:
-            start_at = parse_smpp_time(pdu.schedule_delivery_time, now)
-        except TimeError as exc:
-            raise SubmitRefused(S.ESME_RINVSCHED, f"schedule_delivery_time {exc}") from None
-        try:
-            expire_at = parse_smpp_time(pdu.validity_period, now)
-        except TimeError as exc:
-            raise SubmitRefused(S.ESME_RINVEXPIRY, f"validity_period {exc}") from None
-        if start_at is not None and start_at > now:
-            start = to_mmp_time(start_at, self.tz)
-        if expire_at is not None:
-            if expire_at <= now or (start_at is not None and expire_at <= start_at):
-                raise SubmitRefused(
-                    S.ESME_RINVEXPIRY, f"validity_period {pdu.validity_period} is over"
-                )
-            expire = to_mmp_time(expire_at, self.tz)
+        if pdu.schedule_delivery_time or pdu.validity_period:
+            now = datetime.now(UTC)
+            submit_ms = int(now.timestamp() * 1000)
+            start, expire = self._times(pdu, now)
+        else:
+            submit_ms = int(time.time() * 1000)
         parts: list[str] = []
         esm = pdu.esm_class
-        if esm & P.EsmClass.UDHI or P.Tag.SAR_TOTAL_SEGMENTS in tlvs:
+        if esm & _UDHI or (tlvs and _SAR_TOTAL in tlvs):
             try:
                 info = concat_info(esm, pdu.short_message, tlvs)
             except CodingError as exc:
@@ -125,7 +121,7 @@ class SubmitReader:
             "mobileNumber": dest,
             "text": text,
             "accountId": client.account_id,
-            "smsType": SmsType.BULK.value,
+            "smsType": _BULK,
         }
         if sender:
             message["sender"] = sender
@@ -134,7 +130,7 @@ class SubmitReader:
         if expire:
             message["expireTime"] = expire
         record = MessageRecord(
-            MessageState.ENROUTE,
+            _ENROUTE,
             0,
             client.system_id,
             pdu.registered_delivery,
@@ -144,10 +140,32 @@ class SubmitReader:
             pdu.dest_addr_ton,
             pdu.dest_addr_npi,
             pdu.destination_addr,
-            int(now.timestamp() * 1000),
+            submit_ms,
             text[:20],
             0,
             parts,
             client.account_id,
         )
         return message, record, parts
+
+    def _times(self, pdu: P.SubmitSm, now: datetime) -> tuple[str, str]:
+        """(startTime, expireTime) of *pdu* — each ``""`` when not asked — or
+        :class:`SubmitRefused`."""
+        start = expire = ""
+        try:
+            start_at = parse_smpp_time(pdu.schedule_delivery_time, now)
+        except TimeError as exc:
+            raise SubmitRefused(S.ESME_RINVSCHED, f"schedule_delivery_time {exc}") from None
+        try:
+            expire_at = parse_smpp_time(pdu.validity_period, now)
+        except TimeError as exc:
+            raise SubmitRefused(S.ESME_RINVEXPIRY, f"validity_period {exc}") from None
+        if start_at is not None and start_at > now:
+            start = to_mmp_time(start_at, self.tz)
+        if expire_at is not None:
+            if expire_at <= now or (start_at is not None and expire_at <= start_at):
+                raise SubmitRefused(
+                    S.ESME_RINVEXPIRY, f"validity_period {pdu.validity_period} is over"
+                )
+            expire = to_mmp_time(expire_at, self.tz)
+        return start, expire
