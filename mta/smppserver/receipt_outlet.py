@@ -246,16 +246,16 @@ class ReceiptOutlet:
         while waiting and self.in_flight < self.window:
             job, ticket, _ = waiting.popleft()
             self.in_flight += 1
-            if session.try_slot():  # the usual case: no task, a callback per answer
+            if session.try_slot():  # the usual case: no task, no future, a call per answer
                 try:
-                    answer = session.start_request(
-                        receipt_pdu(job, self.tz, self._dates), self.timeout_s
+                    session.start_call(
+                        receipt_pdu(job, self.tz, self._dates),
+                        functools.partial(self._answered, job, ticket),
+                        self.timeout_s,
                     )
                 except Exception as exc:  # settled here: _done would pump again
                     self.in_flight -= 1
                     ticket.settle(job, self._failed(job, exc))
-                    continue
-                answer.add_done_callback(functools.partial(self._answered, job, ticket))
                 continue
             task = self._loop.create_task(self._send(job, ticket))
             self._tasks.add(task)
@@ -269,16 +269,16 @@ class ReceiptOutlet:
             self._done(job, ticket, done)
 
     def _answered(
-        self, job: ReceiptDelivery, ticket: Ticket, answer: asyncio.Future[P.Pdu]
+        self,
+        job: ReceiptDelivery,
+        ticket: Ticket,
+        resp: P.Pdu | None,
+        exc: BaseException | None,
     ) -> None:
-        if answer.cancelled():
-            self._done(job, ticket, False)
+        """The session's answer to a deliver_sm (Session.start_call's hook)."""
+        if resp is None:
+            self._done(job, ticket, self._failed(job, exc or SessionClosed("no answer")))
             return
-        exc = answer.exception()
-        if exc is not None:
-            self._done(job, ticket, self._failed(job, exc))
-            return
-        resp = answer.result()
         if resp.status == 0:  # the usual answer, as _result takes it
             self._last_answer = self._loop.time()
             self.stats["receipts_sent"] += 1
