@@ -1,19 +1,34 @@
-"""The generated per-class codec (mta.smpp.pdu.compiled) against the table-driven reference:
-the same PDU or the same PduError (status, text, sequence, command id) for any frame, the
-same bytes or a PduEncodeError for any PDU; and the session's constant answers."""
+"""The fast paths of the SMPP layer against the plain ones they replace: the generated
+per-class codec (mta.smpp.pdu.compiled) against the table-driven reference — the same PDU or
+the same PduError (status, text, sequence, command id) for any frame, the same bytes or a
+PduEncodeError for any PDU — and the receipt text written and read the fast way."""
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mta.adapters.smpp.validity import relative_time, validity_period
 
+from mta.sdk import seconds_until
 from mta.smpp import pdu as P
 from mta.smpp.pdu import frames
 from mta.smpp.pdu.base import _BY_ID, _KIND
+from mta.smpp.receipt import (
+    _PRINTABLE,
+    MessageState,
+    format_receipt,
+    is_receipt,
+    parse_receipt,
+    quick_receipt,
+    stat_name,
+)
 
 FAST = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = sorted(_BY_ID.values(), key=lambda cls: cls.command_id)
@@ -135,3 +150,167 @@ def test_encode_errors_name_the_same_field() -> None:
             assert str(exc) == "SubmitSm: field 4 'xxxxxxxxxxxxxxxxxxxxx' too long"
         else:
             raise AssertionError("not refused")
+
+
+# --- receipts: the fast formatting and reading against the plain ones ----------------------
+
+
+def _reference_receipt(
+    message_id: str,
+    state: MessageState,
+    submit_date: datetime,
+    done_date: datetime,
+    err: int,
+    text: str,
+    submitted: int,
+    delivered: int | None,
+) -> bytes:
+    """format_receipt's text as it was written before it was made fast."""
+    if delivered is None:
+        delivered = submitted if state is MessageState.DELIVERED else 0
+    safe = "".join(c if c in _PRINTABLE else "?" for c in text[:20])
+    return (
+        f"id:{message_id} sub:{submitted:03d} dlvrd:{delivered:03d}"
+        f" submit date:{submit_date:%y%m%d%H%M} done date:{done_date:%y%m%d%H%M}"
+        f" stat:{stat_name(state)} err:{err:03d} text:{safe}"
+    ).encode("ascii")
+
+
+ZONES = [
+    None,
+    UTC,
+    timezone(timedelta(hours=3)),
+    ZoneInfo("Europe/Istanbul"),
+    ZoneInfo("America/New_York"),
+]
+
+
+@FAST
+@given(
+    st.text(alphabet="0123456789abcdefABCDEF-", min_size=1, max_size=40),
+    st.sampled_from(list(MessageState)),
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
+    st.sampled_from(ZONES),
+    st.integers(0, 999),
+    st.text(max_size=30),
+    st.integers(0, 999),
+    st.one_of(st.none(), st.integers(0, 999)),
+)
+def test_format_receipt_is_byte_identical_to_the_plain_one(
+    message_id: str,
+    state: MessageState,
+    submit: datetime,
+    done: datetime,
+    zone: Any,
+    err: int,
+    text: str,
+    submitted: int,
+    delivered: int | None,
+) -> None:
+    if zone is not None:  # wall times in a zone, folds and gaps included
+        submit, done = submit.replace(tzinfo=zone), done.replace(tzinfo=zone, fold=1)
+    expected = _reference_receipt(message_id, state, submit, done, err, text, submitted, delivered)
+    for _ in range(2):  # the second time from the dates' cache
+        short_message, tlvs = format_receipt(
+            message_id,
+            state,
+            submit_date=submit,
+            done_date=done,
+            err=err,
+            text=text,
+            submitted=submitted,
+            delivered=delivered,
+        )
+        assert short_message == expected
+        assert tlvs == {
+            P.Tag.RECEIPTED_MESSAGE_ID: message_id.encode() + b"\0",
+            P.Tag.MESSAGE_STATE: bytes((state,)),
+        }
+
+
+@FAST
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "id:",
+                " sub:",
+                " dlvrd:",
+                " submit date:",
+                " done date:",
+                " stat:",
+                " err:",
+                " text:",
+                "DELIVRD",
+                "undeliv",
+                "ab12",
+                "001",
+                "2611221030",
+                " ",
+                "\xa0",
+                "\x1c",
+                "\x85",
+                "\t",
+                "\n",
+                "é",
+                "ÿ",
+                "",
+                "ID:",
+                " Stat:",
+            ]
+        ),
+        max_size=24,
+    ),
+    st.sampled_from([b"\x02", b"\x05", b"\x09", b"\x0b", b""]),
+)
+def test_quick_receipt_agrees_with_parse_receipt(pieces: list[str], state: bytes) -> None:
+    standard = (
+        "id:ab12 sub:001 dlvrd:001 submit date:2611221030 done date:2611221031 stat:DELIVRD"
+        " err:000 text:hi"
+    )
+    for text in ("".join(pieces), standard + "".join(pieces)):
+        short_message = text.encode("latin-1")
+        tlvs: dict[int, bytes] = {P.Tag.RECEIPTED_MESSAGE_ID: b"ab12\0", P.Tag.MESSAGE_STATE: state}
+        quick = quick_receipt(short_message, tlvs)
+        if quick is None:
+            continue
+        full = parse_receipt(short_message, tlvs)
+        assert full is not None
+        assert quick == (full.message_id, full.state, full.stat, full.err, full.done_date)
+
+
+def test_is_receipt_reads_the_message_type_bits() -> None:
+    for esm_class in range(256):
+        kind = esm_class & 0x3C
+        assert is_receipt(esm_class) == (kind in (0x04, 0x20))
+
+
+def test_response_frames_are_the_encoded_empty_responses() -> None:
+    for cls in CLASSES:
+        request = cls(sequence=77)
+        for status in (0, 8, 0x58, 0xFFFFFFFF):
+            assert P.response_frame(request, status) == P.encode(P.response_for(request, status))
+    raw = P.RawPdu(raw_id=P.CommandId.SUBMIT_MULTI, sequence=5)
+    assert P.response_frame(raw, 3) == P.encode(P.response_for(raw, 3))
+
+
+def test_validity_period_as_computed_each_time() -> None:
+    zone = ZoneInfo("Europe/Istanbul")
+    now = datetime.now(zone)
+    for value in (
+        "",
+        "bad",
+        "20200101000",
+        "202001010000",
+        *((now + timedelta(minutes=m)).strftime("%Y%m%d%H%M") for m in (1, 90, 3000, 10**6)),
+    ):
+        for _ in range(2):  # the second from the caches
+            before = _plain_validity(value, zone)
+            got = validity_period(value, zone)
+            assert got in (before, _plain_validity(value, zone)), value
+
+
+def _plain_validity(value: str, zone: Any) -> str:
+    left = seconds_until(value, zone)
+    return "" if left is None else relative_time(math.ceil(left))

@@ -117,6 +117,9 @@ MAX_THROTTLE_PAUSE_S: Final = 30.0
 RETRY_TRIES: Final = 3
 RETRY_FEW_TRIES: Final = 2
 
+_MESSAGES: Final = (DeliverSm, DataSm)  # tuples: a union is built anew at each isinstance
+_NOTICES: Final = (AlertNotification, Outbind)
+
 
 class SmppAdapter:
     """SMPP 3.4 client adapter: see the module docstring."""
@@ -224,7 +227,7 @@ class SmppAdapter:
 
     # --- incoming requests (receipts, MO) -----------------------------------------------------
     def _on_request(self, session: Session, pdu: Pdu) -> Pdu | Any | None:
-        if isinstance(pdu, DeliverSm | DataSm):
+        if isinstance(pdu, _MESSAGES):
             if is_receipt(pdu.esm_class):
                 return self.book.on_receipt(session, pdu)
             self.book.stats["mo"] += 1
@@ -236,7 +239,7 @@ class SmppAdapter:
                 pdu.destination_addr,
             )
             return response_for(pdu)
-        if isinstance(pdu, AlertNotification | Outbind):
+        if isinstance(pdu, _NOTICES):
             return None
         return response_for(pdu, CommandStatus.ESME_RINVCMDID)
 

@@ -293,16 +293,22 @@ class ReceiptBook:
                     self.stats["failed"] += len(queued)
                     log.warning(
                         "%s: %d receipt(s) not stored (%s: %s); answered ESME_RX_T_APPN so the "
-                        "SMSC sends them again", self.where, len(queued), type(exc).__name__, exc,
+                        "SMSC sends them again",
+                        self.where,
+                        len(queued),
+                        type(exc).__name__,
+                        exc,
                     )
-                for session, pdu, result in queued:
-                    if status == CommandStatus.ESME_ROK:
-                        self.local.pop(result.partnerMessageId, None)  # its final is stored
-                    session.reply(pdu, response_for(pdu, status))
+                if status == CommandStatus.ESME_ROK:
+                    local_pop = self.local.pop
+                    for _, _, result in queued:
+                        local_pop(result.partnerMessageId, None)  # its final is stored
+                for session, pdu, _ in queued:
+                    session.answer(pdu, status)
         finally:
             self._flusher = None
             for session, pdu, _ in self._queued:  # cancelled: answered, so the SMSC resends
-                session.reply(pdu, response_for(pdu, CommandStatus.ESME_RX_T_APPN))
+                session.answer(pdu, CommandStatus.ESME_RX_T_APPN)
             self._queued = []
 
     @staticmethod
@@ -371,7 +377,11 @@ class ReceiptBook:
         final = self._final(pid, receipt, status)
         if record is not None and "f" in record:
             await self._store_part(
-                record["f"], int(record["i"]), int(record["n"]), status, receipt,
+                record["f"],
+                int(record["i"]),
+                int(record["n"]),
+                status,
+                receipt,
                 final.partnerDetail,
             )
             return

@@ -13,7 +13,9 @@ field stays empty and the SMSC's default validity applies.
 from __future__ import annotations
 
 import math
+import time
 from datetime import tzinfo
+from typing import Final
 
 from mta.sdk import seconds_until
 
@@ -34,7 +36,28 @@ def relative_time(seconds: int) -> str:
 def validity_period(expire_time: str, tz: tzinfo) -> str:
     """The ``validity_period`` of a message expiring at ``expire_time`` (MMP ``yyyyMMddHHmm``
     in ``tz``); ``""`` (the SMSC's default) when it has none."""
-    left = seconds_until(expire_time, tz)
-    if left is None:
+    if not expire_time:
         return ""
-    return relative_time(math.ceil(left))
+    key = (expire_time, tz)
+    try:
+        moment = _MOMENTS[key]
+    except KeyError:
+        if len(_MOMENTS) >= _CACHED:
+            _MOMENTS.clear()
+        moment = _MOMENTS[key] = seconds_until(expire_time, tz, 0.0)  # epoch s (or None)
+    if moment is None:
+        return ""
+    seconds = math.ceil(moment - time.time())  # as seconds_until(expire_time, tz)
+    text = _TEXTS.get(seconds)
+    if text is None:
+        if len(_TEXTS) >= _CACHED:
+            _TEXTS.clear()
+        text = _TEXTS[seconds] = relative_time(seconds)
+    return text
+
+
+# A batch's messages mostly share an expireTime, and a second's worth of them one validity:
+# both steps are kept (bounded) instead of parsing and formatting per message.
+_CACHED: Final = 4096
+_MOMENTS: dict[tuple[str, tzinfo], float | None] = {}
+_TEXTS: dict[int, str] = {}

@@ -220,7 +220,8 @@ def encode_parts(
     """The submit_sm parts of *text*: one part when it fits one SMS (or in ``payload``
     mode), else one per :func:`mta.text.split` part carrying the concatenation reference
     *ref* (its low 8 bits in a UDH, 16 bits in SAR). An empty text gives one empty part."""
-    mode = LongMode(mode)
+    if type(mode) is not LongMode:
+        mode = LongMode(mode)
     pieces = split(text)
     if len(pieces) <= 1:
         data_coding, data = encode_text(text)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, cast
 
-from mta.smpp.pdu import CommandId, CommandStatus, Pdu, encode, response_for
+from mta.smpp.pdu import CommandId, CommandStatus, Pdu, encode, response_for, response_frame
 
 if TYPE_CHECKING:
     from mta.smpp.session import RequestHandler, Session
@@ -52,6 +52,17 @@ class IncomingRequests:
             log.debug("SMPP %s: %s after close dropped", self.name, response.name)
             return
         self._write(encode(response))
+
+    def answer(self, request: Pdu, status: int = 0) -> None:
+        """``reply(request, response_for(request, status))`` without building the response
+        (its frame is written from a precomputed body)."""
+        if self._deferred:
+            self._deferred.discard(request.sequence)
+            self._check_settled()
+        if self._closed:
+            log.debug("SMPP %s: answer to %s after close dropped", self.name, request.name)
+            return
+        self._write(response_frame(request, status))
 
     async def _settle(self) -> None:
         """Wait (up to ``response_timeout``) until every request received was answered."""

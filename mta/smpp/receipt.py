@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Final
 
 from mta.contract import ApiStatus
-from mta.smpp.pdu import EsmClass, RegisteredDelivery, Tag, cstr, tlv_cstr, tlv_int, u8
+from mta.smpp.pdu import EsmClass, RegisteredDelivery, Tag, tlv_cstr, tlv_int, u8
 
 __all__ = [
     "IdBase",
@@ -141,11 +141,14 @@ def api_status(
     return ApiStatus.WAITING
 
 
+_TYPE_MASK: Final = int(EsmClass.TYPE_MASK)  # plain ints: IntFlag's & runs in Python
+_RECEIPT_TYPES: Final = frozenset({int(EsmClass.DELIVERY_RECEIPT), int(EsmClass.INTERMEDIATE)})
+
+
 def is_receipt(esm_class: int) -> bool:
     """True if a deliver_sm/data_sm with *esm_class* is an SMSC receipt or an intermediate
     notification (message type bits 5..2 = 0001 or 1000), not a mobile-originated message."""
-    kind = esm_class & EsmClass.TYPE_MASK
-    return kind == EsmClass.DELIVERY_RECEIPT or kind == EsmClass.INTERMEDIATE
+    return esm_class & _TYPE_MASK in _RECEIPT_TYPES
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -286,8 +289,8 @@ def quick_receipt(
     message_id = (raw_id[:end] if end >= 0 else raw_id).decode("latin-1").strip()
     if not message_id:
         return None
-    stat = match.group(6).upper() or _STAT[state]
-    return message_id, state, stat, match.group(7), match.group(5)
+    done, stat, err = match.group(5, 6, 7)
+    return message_id, state, stat.upper() or _STAT[state], err, done
 
 
 def parse_receipt_date(value: str) -> datetime | None:
@@ -395,6 +398,25 @@ def wants_receipt(registered_delivery: int, state: MessageState) -> bool:
 
 
 _PRINTABLE: Final = frozenset(string.ascii_letters + string.digits + " .,;:!?'-+/()#%&*=<>")
+_STATE_TLV: Final = {state: u8(state) for state in MessageState}
+_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
+_MESSAGE_STATE: Final = Tag.MESSAGE_STATE
+_DATES: dict[tuple[datetime, object], str] = {}  # (date, its UTC offset) → yyMMddhhmm
+_DATES_MAX: Final = 4096
+
+
+def _receipt_date(when: datetime) -> str:
+    """``when`` as ``yyMMddhhmm`` (``%y%m%d%H%M``); one instant at one offset is one wall time,
+    so the text is kept per (date, offset)."""
+    key = (when, when.utcoffset())
+    text = _DATES.get(key)
+    if text is None:
+        if len(_DATES) >= _DATES_MAX:
+            _DATES.clear()
+        text = _DATES[key] = (
+            f"{when.year % 100:02d}{when.month:02d}{when.day:02d}{when.hour:02d}{when.minute:02d}"
+        )
+    return text
 
 
 def format_receipt(
@@ -415,15 +437,18 @@ def format_receipt(
     ``network_error_code`` when given (3 octets: network type, error code)."""
     if delivered is None:
         delivered = submitted if state is MessageState.DELIVERED else 0
-    safe = "".join(c if c in _PRINTABLE else "?" for c in text[:20])
+    safe = text[:20]
+    if not _PRINTABLE.issuperset(safe):
+        safe = "".join(c if c in _PRINTABLE else "?" for c in safe)
+    submit_text = _receipt_date(submit_date)
+    done_text = _receipt_date(done_date)
     body = (
-        f"id:{message_id} sub:{submitted:03d} dlvrd:{delivered:03d}"
-        f" submit date:{submit_date:%y%m%d%H%M} done date:{done_date:%y%m%d%H%M}"
-        f" stat:{_STAT[state]} err:{err:03d} text:{safe}"
+        f"id:{message_id} sub:{submitted:03d} dlvrd:{delivered:03d} submit date:{submit_text}"
+        f" done date:{done_text} stat:{_STAT[state]} err:{err:03d} text:{safe}"
     )
     tlvs: dict[int, bytes] = {
-        Tag.RECEIPTED_MESSAGE_ID: cstr(message_id),
-        Tag.MESSAGE_STATE: u8(state),
+        _RECEIPTED_MESSAGE_ID: message_id.encode("latin-1") + b"\0",  # cstr()
+        _MESSAGE_STATE: _STATE_TLV.get(state) or u8(state),
     }
     if network_error is not None:
         if len(network_error) != 3:

@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mta.smpp import pdu as P
-from mta.smpp.receipt import MessageState, format_receipt, normalise_id, quick_receipt
+from mta.smpp.receipt import (
+    MessageState,
+    format_receipt,
+    is_receipt,
+    normalise_id,
+    quick_receipt,
+)
 
 RECEIPT_TEXT = (
     b"id:4f2a9c sub:001 dlvrd:001 submit date:2611221030 done date:2611221031"
@@ -54,6 +60,12 @@ def cases() -> dict[str, Callable[[], Any]]:
         "decode deliver_sm receipt": lambda: P.decode(receipt_frame),
         "encode deliver_sm_resp": lambda: P.encode(deliver_resp),
         "response_for deliver_sm": lambda: P.response_for(receipt),
+        "deliver_sm_resp frame": (
+            (lambda: P.response_frame(receipt, 0))
+            if hasattr(P, "response_frame")
+            else (lambda: P.encode(P.response_for(receipt, 0)))
+        ),
+        "is_receipt": lambda: is_receipt(4),
         "quick_receipt": lambda: quick_receipt(receipt.short_message, receipt.tlvs),
         "normalise_id": lambda: normalise_id("4f2a9c"),
         "format_receipt": lambda: format_receipt(

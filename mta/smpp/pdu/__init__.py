@@ -83,6 +83,7 @@ from mta.smpp.pdu.commands import (
 from mta.smpp.pdu.frames import (
     decode,
     encode,
+    response_frame,
 )
 
 __all__ = [
@@ -133,6 +134,7 @@ __all__ = [
     "generic_nack",
     "is_response",
     "response_for",
+    "response_frame",
     "status_name",
     "tlv_cstr",
     "tlv_int",

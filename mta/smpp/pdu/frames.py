@@ -30,6 +30,7 @@ from mta.smpp.pdu.base import (
 from mta.smpp.pdu.commands import (
     _RAW_IDS,
     RawPdu,
+    response_for,
 )
 from mta.smpp.pdu.compiled import Decoder, Encoder, build_decoder, build_encoder
 
@@ -278,6 +279,21 @@ def _check_layout() -> None:
 
 _check_layout()
 
+
+def response_frame(request: Pdu, status: int = 0) -> bytes:
+    """``encode(response_for(request, status))``: the frame of the empty response to
+    *request*, written from its class's precomputed body instead of a response object."""
+    known = _EMPTY_RESPONSES.get(type(request))
+    if known is None:
+        return encode(response_for(request, status))
+    cid, body = known
+    return HEADER.pack(16 + len(body), cid, status, request.sequence) + body
+
+
+_EMPTY_RESPONSES: dict[type[Pdu], tuple[int, bytes]] = {
+    request: (response.command_id, encode_generic(response())[16:])
+    for request, response in _RESPONSE_OF.items()
+}
 _DECODERS: dict[int, Decoder] = {
     cid: build_decoder(cls, _decode_tlvs) for cid, cls in _BY_ID.items()
 }
