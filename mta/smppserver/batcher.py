@@ -23,9 +23,8 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-import aio_pika
 import aiormq
 import orjson
 
@@ -39,6 +38,7 @@ __all__ = ["IN_FLIGHT", "AcceptedSubmit", "SubmitBatcher"]
 
 #: Batches of one lane published and not yet confirmed before new submits wait (group commit).
 IN_FLIGHT = 1
+_PERSISTENT: Final = 2  # delivery_mode
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +134,20 @@ class SubmitBatcher:
             part_map = {p: mid for e, mid in zip(entries, ids, strict=True) for p in e.parts}
             await self.records.add_batch(batch_id, [e.record for e in entries], part_map)
             body = orjson.dumps({"messages": [e.message for e in entries]})
-            exchange = self.broker.exchanges[self.broker.topology.send_exchange]
-            await exchange.publish(
-                aio_pika.Message(
-                    body,
-                    message_id=batch_id,
+            assert self.broker.channel is not None
+            # aiormq's publish under aio-pika's Exchange.publish (which adds a Message object
+            # and its properties, ~30 us of CPU per batch): the same frames and confirm, the
+            # same PublishError (returned) and DeliveryError (nacked)
+            channel = await self.broker.channel.get_underlay_channel()
+            await channel.basic_publish(
+                body,
+                exchange=self.broker.topology.send_exchange,
+                routing_key=lane,
+                properties=aiormq.spec.Basic.Properties(
                     content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    delivery_mode=_PERSISTENT,
+                    message_id=batch_id,
                 ),
-                lane,
                 mandatory=True,
                 timeout=self.broker.publish_timeout_s,
             )
