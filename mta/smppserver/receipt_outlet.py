@@ -211,9 +211,15 @@ class ReceiptOutlet:
         """Queue the first of *jobs* on *ticket* while this outlet accepts them; how many."""
         if not jobs or not self.accepting:
             return 0
-        room = min(len(jobs), self.cap - len(self._waiting))
-        for job in jobs[:room] if room < len(jobs) else jobs:
-            self._queue(job, ticket)
+        waiting = self._waiting
+        room = min(len(jobs), self.cap - len(waiting))
+        now = self._loop.time()
+        waiting.extend([(job, ticket, now) for job in (jobs[:room] if room < len(jobs) else jobs)])
+        ticket.left += room
+        if len(waiting) > self.peak:
+            self.peak = len(waiting)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self.hold_s, self._sweep)
         self._pump()
         return room
 
@@ -279,13 +285,21 @@ class ReceiptOutlet:
         if resp is None:
             self._done(job, ticket, self._failed(job, exc or SessionClosed("no answer")))
             return
-        if resp.status == 0:  # the usual answer, as _result takes it
-            self._last_answer = self._loop.time()
-            self.stats["receipts_sent"] += 1
-            self._count_sent()
-            self._done(job, ticket, True)
+        if resp.status:
+            self._done(job, ticket, self._result(job, resp))
             return
-        self._done(job, ticket, self._result(job, resp))
+        # the usual answer, as _result and _done take it
+        self._last_answer = self._loop.time()
+        self.stats["receipts_sent"] += 1
+        self._unflushed += 1
+        if self._unflushed == 1:
+            self._loop.call_soon(self._flush_metric)
+        self.in_flight -= 1
+        ticket.settle(job, True)
+        if self._waiting and not self._closed:
+            self._pump()
+        if self.on_progress is not None:
+            self.on_progress(self)
 
     def _done(self, job: ReceiptDelivery, ticket: Ticket, done: bool) -> None:
         self.in_flight -= 1

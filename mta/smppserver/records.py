@@ -169,23 +169,27 @@ class MessageRecords:
 
     async def get(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
         """The records of MMP message ids (``batch:index``); unknown ids are left out."""
-        by_batch: dict[str, list[str]] = {}
+        by_batch: dict[str, tuple[list[str], list[str]]] = {}  # batch → (ids, indexes)
         for message_id in message_ids:
             batch, _, index = message_id.rpartition(":")
             if batch and index.isdigit():
-                by_batch.setdefault(batch, []).append(message_id)
+                found = by_batch.get(batch)
+                if found is None:
+                    by_batch[batch] = ([message_id], [index])
+                else:
+                    found[0].append(message_id)
+                    found[1].append(index)
         if not by_batch:
             return {}
         pipe = self.r.pipeline(transaction=False)
-        order: list[list[str]] = []
-        for batch, ids in by_batch.items():
-            pipe.hmget(self.batch_key(batch), [i.rpartition(":")[2] for i in ids])
-            order.append(ids)
+        for batch, (_, indexes) in by_batch.items():
+            pipe.hmget(self.batch_key(batch), indexes)
         out: dict[str, MessageRecord] = {}
-        for ids, values in zip(order, await pipe.execute(), strict=True):
+        loads, record = orjson.loads, MessageRecord
+        for (ids, _), values in zip(by_batch.values(), await pipe.execute(), strict=True):
             for message_id, raw in zip(ids, values, strict=True):
                 if raw is not None:
-                    out[message_id] = MessageRecord.unpack(raw)
+                    out[message_id] = record(*loads(raw))
         return out
 
     async def put(self, records: dict[str, MessageRecord]) -> None:
@@ -195,7 +199,10 @@ class MessageRecords:
         by_batch: dict[str, dict[str, bytes]] = {}
         for message_id, record in records.items():
             batch, _, index = message_id.rpartition(":")
-            by_batch.setdefault(batch, {})[index] = record.pack()
+            mapping = by_batch.get(batch)
+            if mapping is None:
+                mapping = by_batch[batch] = {}
+            mapping[index] = record.pack()
         pipe = self.r.pipeline(transaction=False)
         for batch, mapping in by_batch.items():
             key = self.batch_key(batch)
