@@ -6,6 +6,7 @@ PduEncodeError for any PDU — and the receipt text written and read the fast wa
 from __future__ import annotations
 
 import math
+import string
 import struct
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,21 +15,27 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mta.adapters.smpp import SmppAdapter
 from mta.adapters.smpp.validity import relative_time, validity_period
 
+from mta.contract import SmsMessage
 from mta.sdk import seconds_until
+from mta.smpp import coding
 from mta.smpp import pdu as P
 from mta.smpp.pdu import frames
 from mta.smpp.pdu.base import _BY_ID, _KIND
 from mta.smpp.receipt import (
     _PRINTABLE,
+    IdBase,
     MessageState,
     format_receipt,
     is_receipt,
+    normalise_id,
     parse_receipt,
     quick_receipt,
     stat_name,
 )
+from mta.text import GSM7_BASIC, GSM7_EXTENSION, is_gsm7
 
 FAST = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = sorted(_BY_ID.values(), key=lambda cls: cls.command_id)
@@ -314,3 +321,94 @@ def test_validity_period_as_computed_each_time() -> None:
 def _plain_validity(value: str, zone: Any) -> str:
     left = seconds_until(value, zone)
     return "" if left is None else relative_time(math.ceil(left))
+
+
+# --- the Send's per-message work ----------------------------------------------------------
+
+GSM_TEXT = st.text(
+    alphabet=st.sampled_from([*sorted(GSM7_BASIC | GSM7_EXTENSION), "é", "€", "ß", "😀", "Ω"]),
+    max_size=200,
+)
+
+
+@FAST
+@given(GSM_TEXT)
+def test_encode_text_fast_gsm_path_gives_the_same_septets(text: str) -> None:
+    if is_gsm7(text):
+        expected = (0, text.translate(coding._ENCODE_MAP).encode("latin-1"))
+    else:
+        expected = (8, text.encode("utf-16-be", "surrogatepass"))
+    assert coding.encode_text(text) == expected
+    assert coding.gsm7_decode(expected[1]) == text or not is_gsm7(text)
+
+
+def test_encode_text_fast_gsm_path_every_character() -> None:
+    for code in range(0x3000):
+        char = chr(code)
+        if is_gsm7(char):
+            assert coding.encode_text(char) == (0, coding.gsm7_encode(char)), repr(char)
+
+
+def _reference_normalise_id(message_id: str, base: IdBase | str = IdBase.AUTO) -> str:
+    """normalise_id as it was written before its fast path for ``auto``."""
+    value = message_id.strip().strip("\0")
+    base = IdBase(base)
+    if base is IdBase.DEC and value.isascii() and value.isdigit():
+        return str(int(value))
+    hexa = bool(value) and frozenset(string.hexdigits).issuperset(value)
+    if base is IdBase.HEX and hexa:
+        return str(int(value, 16))
+    if base is IdBase.AUTO and hexa:
+        return value.lower().lstrip("0") or "0"
+    return value
+
+
+@FAST
+@given(
+    st.text(alphabet="0123456789abcdefABCDEFxX-_ \0\t", max_size=20),
+    st.sampled_from([*IdBase, "auto", "hex", "dec"]),
+)
+def test_normalise_id_as_before(message_id: str, base: IdBase | str) -> None:
+    assert normalise_id(message_id, base) == _reference_normalise_id(message_id, base)
+
+
+def test_submit_sm_of_a_message_has_every_field_in_place() -> None:
+    adapter = SmppAdapter(
+        {
+            "host": "127.0.0.1",
+            "system_id": "acct",
+            "service_type": "CMT",
+            "dest_ton": 1,
+            "dest_npi": 1,
+        }
+    )
+    message = SmsMessage(
+        mobileNumber="905332141354",
+        text="Your code is 4821",
+        sender="ACME",
+        priority="yes",
+        expireTime="209912312359",
+    )
+    job = adapter._job(message)
+    (part,) = job.parts
+    expected = P.SubmitSm(
+        service_type="CMT",
+        source_addr_ton=5,
+        source_addr_npi=0,
+        source_addr="ACME",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="905332141354",
+        esm_class=0,
+        protocol_id=0,
+        priority_flag=1,
+        schedule_delivery_time="",
+        validity_period=part.pdu.validity_period,
+        registered_delivery=1,
+        replace_if_present_flag=0,
+        data_coding=0,
+        sm_default_msg_id=0,
+        short_message=b"Your code is 4821",
+        tlvs={},
+    )
+    assert part.pdu == expected and part.pdu.validity_period.endswith("000R")

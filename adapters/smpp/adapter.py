@@ -265,21 +265,26 @@ class SmppAdapter:
         ton, npi = self._source(sender)
         priority = 1 if message.priority.lower() in ("yes", "true", "1", "y") else 0
         validity = validity_period(message.expireTime, self.context.tz)
+        number = message.mobileNumber
         for n, part in enumerate(parts, 1):
-            pdu = SubmitSm(
-                service_type=self.service_type,
-                source_addr_ton=ton,
-                source_addr_npi=npi,
-                source_addr=sender,
-                dest_addr_ton=self.dest_ton,
-                dest_addr_npi=self.dest_npi,
-                destination_addr=message.mobileNumber,
-                esm_class=part.esm_class,
-                priority_flag=priority,
-                registered_delivery=1,
-                validity_period=validity,
-                data_coding=part.data_coding,
-                short_message=part.short_message,
+            pdu = SubmitSm(  # positional (half the cost of keywords), in the spec's field order:
+                self.service_type,  # service_type
+                ton,  # source_addr_ton
+                npi,  # source_addr_npi
+                sender,  # source_addr
+                self.dest_ton,  # dest_addr_ton
+                self.dest_npi,  # dest_addr_npi
+                number,  # destination_addr
+                part.esm_class,  # esm_class
+                0,  # protocol_id
+                priority,  # priority_flag
+                "",  # schedule_delivery_time
+                validity,  # validity_period
+                1,  # registered_delivery
+                0,  # replace_if_present_flag
+                part.data_coding,  # data_coding
+                0,  # sm_default_msg_id
+                part.short_message,  # short_message
                 tlvs=part.tlvs,
             )
             job.parts.append(outcomes.Part(pdu, n))
@@ -332,7 +337,8 @@ class SmppAdapter:
                 continue
             unit.assigned += 1
             try:
-                await session.slot()
+                if not session.try_slot():  # (a free slot needs no coroutine)
+                    await session.slot()
                 part.pdu.sequence = 0
                 part.flight = (unit, session, None)
                 session.start_call(part.pdu, functools.partial(self._answered, part, done, flights))
@@ -393,9 +399,10 @@ class SmppAdapter:
         results = [outcomes.job_result(job) for job in jobs]
         now = time.time()
         records: dict[str, dict[str, Any]] = {}
+        ok = ApiStatus.OK
         for job, result in zip(jobs, results, strict=True):
-            if result.apiStatus == ApiStatus.OK:
-                records.update(outcomes.job_records(job, result.partnerMessageId, now))
+            if result.apiStatus == ok:
+                outcomes.add_records(records, job, result.partnerMessageId, now)
         self.book.keep_local(records)
         done.set_result(None)  # receipts that overtook this Send find their records now
         if records:

@@ -85,7 +85,7 @@ def job_result(job: Job) -> SmsResult:
     parts = job.parts
     total = len(parts)
     first = parts[0].pid
-    if all(p.state == OK for p in parts):
+    if parts[0].state == OK and (total == 1 or all(p.state == OK for p in parts)):
         return SmsResult(
             partnerMessageId=first,
             partnerStatus="ESME_ROK",
@@ -127,22 +127,22 @@ def job_result(job: Job) -> SmsResult:
     return result
 
 
-def job_records(job: Job, pid: str, now: float) -> dict[str, dict[str, Any]]:
-    """What the receipt book keeps of a submitted message (its parts' SMSC ids, its source)."""
+def add_records(out: dict[str, dict[str, Any]], job: Job, pid: str, now: float) -> None:
+    """What the receipt book keeps of a submitted message (its parts' SMSC ids, its source),
+    written into *out* (the records of a Send's messages)."""
     first = job.parts[0].pdu
     record: dict[str, Any] = {
         "t": now,
         "r": job.parts[0].message_id,
         "s": [first.source_addr_ton, first.source_addr_npi, first.source_addr],
     }
-    out = {pid: record}
+    out[pid] = record
     if len(job.parts) > 1:
         pids = [p.pid for p in job.parts]
         record["p"] = pids
         record["pr"] = [p.message_id for p in job.parts]
         for n, part_pid in enumerate(pids[1:], 2):
             out[part_pid] = {"f": pid, "i": n, "n": len(pids)}
-    return out
 
 
 def fail(status: str, detail: str) -> SmsResult:

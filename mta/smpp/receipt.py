@@ -321,6 +321,7 @@ class IdBase(enum.StrEnum):
 
 
 _HEX: Final = frozenset(string.hexdigits)
+_AUTO: Final = IdBase.AUTO
 
 
 def _is_hex(value: str) -> bool:
@@ -342,14 +343,16 @@ def normalise_id(message_id: str, base: IdBase | str = IdBase.AUTO) -> str:
     Whitespace and NULs around the id are dropped in every base.
     """
     value = message_id.strip().strip("\0")
+    if base is _AUTO or base == "auto":  # the usual base first, without the enum's lookups
+        if value and _HEX.issuperset(value):
+            return value.lower().lstrip("0") or "0"
+        return value
     if type(base) is not IdBase:
         base = IdBase(base)
     if base is IdBase.DEC and _is_dec(value):
         return str(int(value))
     if base is IdBase.HEX and _is_hex(value):
         return str(int(value, 16))
-    if base is IdBase.AUTO and _is_hex(value):
-        return value.lower().lstrip("0") or "0"
     return value
 
 
