@@ -36,7 +36,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from typing import Any, Final
 
@@ -153,9 +153,10 @@ class ReceiptRouter:
             cap=self.queue_cap,
             hold_s=self.hold_s,
             timeout_s=self.receipt_timeout_s,
-            on_progress=lambda _outlet: self._progress(system_id),
             system_id=system_id,
         )
+        if system_id in self._wake:  # a drain runs: it hears of this one's progress too
+            outlet.on_progress = self._progress_hook(system_id)
         self.receivers.setdefault(system_id, []).append(outlet)
         self.drain_soon(system_id)
 
@@ -290,6 +291,7 @@ class ReceiptRouter:
         """Claim stashed receipts as the receiving sessions have room for them (two windows
         each, waiting or in flight); settle each as it is answered or given back."""
         wake = self._wake[system_id] = asyncio.Event()
+        self._watch(system_id, self._progress_hook(system_id))
         ticket = Ticket(asyncio.get_running_loop(), keep_sent=True)
         try:
             while True:
@@ -325,9 +327,19 @@ class ReceiptRouter:
         finally:
             if self._wake.get(system_id) is wake:
                 del self._wake[system_id]
+                self._watch(system_id, None)
 
     def _accepting(self, system_id: str) -> list[ReceiptOutlet]:
         return [o for o in self.receivers.get(system_id, ()) if o.accepting]
+
+    def _progress_hook(self, system_id: str) -> Callable[[ReceiptOutlet], None]:
+        return lambda _outlet: self._progress(system_id)
+
+    def _watch(self, system_id: str, hook: Callable[[ReceiptOutlet], None] | None) -> None:
+        """Outlets tell of their progress (a receipt settled, room again) only while a drain
+        of their system_id waits for it: no call per receipt otherwise."""
+        for outlet in self.receivers.get(system_id, ()):
+            outlet.on_progress = hook
 
     def _progress(self, system_id: str) -> None:
         wake = self._wake.get(system_id)
