@@ -49,6 +49,7 @@ from mta.sdk import ApiStatus, ReceiptSink, SmsResult
 from mta.smpp.pdu import CommandStatus, DataSm, DeliverSm, Pdu, response_for
 from mta.smpp.receipt import (
     IdBase,
+    MessageState,
     Receipt,
     api_status,
     id_twins,
@@ -207,13 +208,18 @@ class ReceiptBook:
         self._remember = Coalescer(self._remember_many)
         self._push = Coalescer(self._push_many)
         self._queued: list[tuple[Session, DeliverSm | DataSm, SmsResult]] = []
+        #: the apiStatus of each final MessageState for this partner (quick receipts)
+        self._finals = {
+            state: status
+            for state in MessageState
+            if (status := api_status(state, accepted=accepted)).final
+        }
         self._flusher: asyncio.Task[None] | None = None
 
     # --- records ----------------------------------------------------------------------------
     def keep_local(self, records: dict[str, dict[str, Any]]) -> None:
         """Keep the records of accepted messages in this process."""
-        for pid, record in records.items():
-            self.local[pid] = record
+        self.local.update(records)
         while len(self.local) > LOCAL_RECORDS:
             self.local.popitem(last=False)
 
@@ -258,9 +264,11 @@ class ReceiptBook:
         if quick is None:
             return self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
         message_id, state, stat, err, done = quick
-        status = api_status(state, accepted=self.accepted)
+        status = self._finals.get(state)  # api_status(state, accepted) when final, else None
+        if status is None:
+            return self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
         pid = self.ids.received(message_id)
-        record = self.local.get(pid) if status.final else None
+        record = self.local.get(pid)
         if record is None or "f" in record or "p" in record or not self.sink.bound:
             return self.handle_parsed(pdu, parse_receipt(short_message, pdu.tlvs))
         self.stats["receipts"] += 1

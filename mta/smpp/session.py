@@ -88,6 +88,8 @@ _Waiter: TypeAlias = "asyncio.Future[Pdu] | tuple[AnswerHook, bool]"
 _READ_CHUNK: Final = 1 << 16
 _HIGH_WATER: Final = 1 << 18  # buffered output (octets) above which writers await drain
 _SLICE_S: Final = 0.0005  # seconds of handling PDUs before the read loop yields to others
+_ENQUIRE_LINK: Final = int(CommandId.ENQUIRE_LINK)  # plain ints: no enum lookup per PDU
+_UNBIND: Final = int(CommandId.UNBIND)
 _WARNINGS: Final = LogLimiter(burst=20, window_s=60.0)  # protocol warnings, process-wide
 
 
@@ -540,10 +542,10 @@ class Session(IncomingRequests):
             else:
                 waiter.set_result(pdu)
             return
-        if cid == CommandId.ENQUIRE_LINK:
+        if cid == _ENQUIRE_LINK:
             self._write(encode(EnquireLinkResp(sequence=seq)))
             return
-        if cid == CommandId.UNBIND:  # answered once what came before it is (_read_loop)
+        if cid == _UNBIND:  # answered once what came before it is (_read_loop)
             self._unbind_seq = seq
             self._closing_by_peer = True
             return
