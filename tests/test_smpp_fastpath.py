@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import string
 import struct
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from mta.smpp import coding
 from mta.smpp import pdu as P
 from mta.smpp.pdu import frames
 from mta.smpp.pdu.base import _BY_ID, _KIND
+from mta.smpp.pdu.compiled import build_decoder
 from mta.smpp.receipt import (
     _PRINTABLE,
     IdBase,
@@ -412,3 +413,18 @@ def test_submit_sm_of_a_message_has_every_field_in_place() -> None:
         tlvs={},
     )
     assert part.pdu == expected and part.pdu.validity_period.endswith("000R")
+
+
+@dataclass(slots=True)
+class _Noted(P.SubmitSmResp):
+    """A PDU class with a field that is not on the wire."""
+
+    note: str = "kept"
+
+
+def test_a_class_with_a_field_off_the_wire_is_built_by_its_init() -> None:
+    decoder = build_decoder(_Noted, frames._decode_tlvs)
+    frame = P.encode(P.SubmitSmResp(message_id="abc", sequence=9))
+    pdu = decoder(frame, len(frame), 9, 0, P.CommandId.SUBMIT_SM_RESP)
+    assert isinstance(pdu, _Noted) and pdu.message_id == "abc" and pdu.note == "kept"
+    assert pdu.sequence == 9 and pdu.tlvs == {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, Final
 
 from mta.smpp.constants import CommandStatus as S
 from mta.smpp.pdu.base import _CSTR, _KIND, _TLV_HEADER, HEADER, Pdu, PduEncodeError, PduError
@@ -24,6 +24,8 @@ from mta.smpp.pdu.base import _CSTR, _KIND, _TLV_HEADER, HEADER, Pdu, PduEncodeE
 Decoder = Callable[[bytes, int, int, int, int], Pdu]
 Encoder = Callable[[Pdu], bytes]
 
+#: The fields of every PDU besides its body's (header values and TLVs).
+_HEADER_FIELDS: Final = ("sequence", "status", "tlvs")
 #: The one-octet ``sm_length`` of each short_message length (0..254); over that is refused.
 _SM_LENGTH = tuple(bytes((n,)) for n in range(255))
 
@@ -107,17 +109,17 @@ def build_decoder(
             fixed = False
     if fixed:
         body.append(f"pos = {at}")
-    body.append("pdu = new(cls)")
-    for name, v in zip(_field_names(cls), names, strict=True):
-        body.append(f"pdu.{name} = {v}")
-    body.append("pdu.sequence = seq")
-    body.append("pdu.status = status")
-    body.append("pdu.tlvs = decode_tlvs(frame, pos, n, seq, cid) if pos < n else {}")
-    body.append("return pdu")
+    body.append("tlvs = decode_tlvs(frame, pos, n, seq, cid) if pos < n else {}")
+    if {f.name for f in fields(cls)} == {*_field_names(cls), *_HEADER_FIELDS}:
+        body.append("pdu = new(cls)")  # every field is set here: __init__ is not needed
+        for name, v in zip(_field_names(cls), names, strict=True):
+            body.append(f"pdu.{name} = {v}")
+        body += ["pdu.sequence = seq", "pdu.status = status", "pdu.tlvs = tlvs", "return pdu"]
+    else:  # a field that is not on the wire: __init__ gives it its default
+        body.append(f"return cls({', '.join(names)}, sequence=seq, status=status, tlvs=tlvs)")
     source = "def decode(frame, n, seq, status, cid):\n" + "".join(f"    {b}\n" for b in body)
-    exec(
-        compile(source, f"<decode {cls.__name__}>", "exec"), env
-    )  # our own source, from the class's ops
+    # our own source, written from the class's ops
+    exec(compile(source, f"<decode {cls.__name__}>", "exec"), env)
     decoder: Decoder = env["decode"]
     return decoder
 
@@ -180,9 +182,8 @@ def build_encoder(cls: type[Pdu]) -> Encoder:
         + "    except (struct_error, UnicodeEncodeError, AttributeError, TypeError) as exc:\n"
         + "        raise PduEncodeError(f'{name}: {exc}') from exc\n"
     )
-    exec(
-        compile(source, f"<encode {cls.__name__}>", "exec"), env
-    )  # our own source, from the class's ops
+    # our own source, written from the class's ops
+    exec(compile(source, f"<encode {cls.__name__}>", "exec"), env)
     encoder: Encoder = env["encode"]
     return encoder
 
