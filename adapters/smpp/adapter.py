@@ -117,6 +117,7 @@ MAX_THROTTLE_PAUSE_S: Final = 30.0
 RETRY_TRIES: Final = 3
 RETRY_FEW_TRIES: Final = 2
 
+_SENDERS_KEPT: Final = 4096  # senders whose TON/NPI _job keeps
 _MESSAGES: Final = (DeliverSm, DataSm)  # tuples: a union is built anew at each isinstance
 _NOTICES: Final = (AlertNotification, Outbind)
 
@@ -167,6 +168,7 @@ class SmppAdapter:
         self.book = ReceiptBook(self.context.receipts, self.where, self.ids, accepted)
         self.client = Client(self.config, self._on_request)
         self._ref = random.randrange(0x10000)
+        self._sources: dict[str, tuple[int, int]] = {}  # sender → (TON, NPI), for _job
         self.stats = {"submitted": 0, "unknown": 0, "throttled": 0, "queries": 0}
 
     def __repr__(self) -> str:  # never the password
@@ -253,16 +255,21 @@ class SmppAdapter:
     def _job(self, message: SmsMessage) -> outcomes.Job:
         job = outcomes.Job(message)
         sender = message.sender
-        if len(sender.encode("latin-1", "replace")) > 20:
-            detail = f"sender {sender!r} is longer than 20 octets"
-            job.result = outcomes.fail("INVALID_SENDER", detail)
-            return job
+        source = self._sources.get(sender)  # senders repeat: checked and typed once each
+        if source is None:
+            if len(sender.encode("latin-1", "replace")) > 20:
+                detail = f"sender {sender!r} is longer than 20 octets"
+                job.result = outcomes.fail("INVALID_SENDER", detail)
+                return job
+            if len(self._sources) >= _SENDERS_KEPT:
+                self._sources.clear()
+            source = self._sources[sender] = self._source(sender)
         try:
             parts = encode_parts(message.text, self.long_mode, ref=self._next_ref())
         except CodingError as exc:
             job.result = outcomes.fail("INVALID_TEXT", f"text cannot be sent over SMPP: {exc}")
             return job
-        ton, npi = self._source(sender)
+        ton, npi = source
         priority = 1 if message.priority.lower() in ("yes", "true", "1", "y") else 0
         validity = validity_period(message.expireTime, self.context.tz)
         number = message.mobileNumber
