@@ -55,7 +55,9 @@ uuid, routing key ``priority`` when ``priority_flag`` > 0 or the client is confi
 Redis before the publish, and each submit_sm_resp carries the message's MMP ``messageId``
 (``<batch uuid>:<index>``, ≤ 64 characters) only after the confirm. While a lane's batch
 waits for its confirm, the lane's new submits wait for it (group commit,
-:data:`mta.smppserver.batcher.IN_FLIGHT`), so batches grow with the broker's latency.
+:data:`mta.smppserver.batcher.IN_FLIGHT`), so batches grow with the broker's latency; and once
+a batch was answered, the next one waits (2 ms at most) for the submits those answers let the
+clients send, so a window's worth travels as one batch.
 Waiting for the loop to turn rather than a fixed linger was measured better: a
 client's window of submits arrives in one or two reads, so it becomes one batch without adding
 latency (window 50: 7.9k submit_sm/s with it, 5.2k with a 2 ms linger, 4.9k with 5 ms;

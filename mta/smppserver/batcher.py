@@ -15,6 +15,15 @@ a batch of their own, so batches grow with the broker's latency instead of multi
 client with window 50 through the whole pipeline (``mta bench --partner smpp --ingress``)
 made batches of 11 messages on average without it, each costing the worker its per-batch
 round trips.
+
+Resubmits: the answers of a confirmed batch free as many slots of the clients' windows, and
+the clients fill them at once. With ``linger_s`` 0 the lane counts them (``expect``) and its
+next batch waits — :data:`RESUBMIT_WAIT_S` at most, never while a batch is in flight —
+until that many submits came, so they travel together: a window-50 client's submits go in
+batches of 50 instead of alternating halves (25 on average, often 1 and 49), which halves
+the publishes, confirms and record writes per message here and the batches the workers
+take. A client that sends one submit at a time never waits (its one resubmit is the one
+expected); one that stops sending costs its last batch :data:`RESUBMIT_WAIT_S` once.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ __all__ = ["IN_FLIGHT", "AcceptedSubmit", "SubmitBatcher"]
 
 #: Batches of one lane published and not yet confirmed before new submits wait (group commit).
 IN_FLIGHT = 1
+#: After a lane's batch was answered, how long its next batch waits (at most) for the submits
+#: those answers let the clients send, so that it carries them too.
+RESUBMIT_WAIT_S: Final = 0.002
 _PERSISTENT: Final = 2  # delivery_mode
 
 log = logging.getLogger(__name__)
@@ -62,6 +74,8 @@ class _Lane:
     entries: list[AcceptedSubmit] = field(default_factory=list)
     timer: asyncio.Handle | None = None
     in_flight: int = 0
+    expect: int = 0  # submits answered whose clients' next submits have not come yet
+    waiting: bool = False  # the timer is the RESUBMIT_WAIT_S one
 
 
 class SubmitBatcher:
@@ -92,31 +106,59 @@ class SubmitBatcher:
         lane = self.lanes[lane_name]
         lane.entries.append(entry)
         self.pending += 1
+        if lane.expect:
+            lane.expect -= 1
         if len(lane.entries) >= self.batch_size:
             self.flush(lane)
-        elif lane.timer is None and lane.in_flight < IN_FLIGHT:
+        elif lane.in_flight >= IN_FLIGHT:
+            return  # group commit: they wait for the batch in flight
+        elif lane.timer is None:
             if self.linger_s > 0:
                 lane.timer = self.loop.call_later(self.linger_s, self.flush, lane)
             else:  # what the session decoded from this read: flushed once the loop turns
-                lane.timer = self.loop.call_soon(self.flush, lane)
+                lane.timer = self.loop.call_soon(self._ready, lane)
+        elif lane.waiting and not lane.expect:  # the submits it waited for are here
+            lane.timer.cancel()
+            lane.waiting = False
+            lane.timer = self.loop.call_soon(self._ready, lane)
+
+    def _ready(self, lane: _Lane) -> None:
+        """The loop turned: publish — unless the lane's last answers are still bringing
+        submits back (then wait for them, RESUBMIT_WAIT_S at most)."""
+        lane.timer = None
+        waits = lane.expect and not self.linger_s and not lane.in_flight
+        if waits and len(lane.entries) < self.batch_size:
+            lane.waiting = True
+            lane.timer = self.loop.call_later(RESUBMIT_WAIT_S, self._waited, lane)
+            return
+        self.flush(lane)
+
+    def _waited(self, lane: _Lane) -> None:
+        lane.timer = None
+        lane.waiting = False
+        lane.expect = 0  # what did not come by now is not waited for again
+        self.flush(lane)
 
     def flush(self, lane: _Lane) -> None:
         if lane.timer is not None:
             lane.timer.cancel()
             lane.timer = None
+            lane.waiting = False
         if not lane.entries:
             return
         entries, lane.entries = lane.entries, []
         lane.in_flight += 1
         task = self.loop.create_task(self._publish(lane.name, entries))
         self.tasks.add(task)
-        task.add_done_callback(lambda done: self._published(lane, done))
+        n = len(entries)
+        task.add_done_callback(lambda done: self._published(lane, done, n))
 
-    def _published(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+    def _published(self, lane: _Lane, task: asyncio.Task[None], answered: int) -> None:
         self.tasks.discard(task)
         lane.in_flight -= 1
+        lane.expect += answered  # their clients may send as many again now
         if lane.entries and lane.timer is None:  # they waited for this confirm
-            lane.timer = self.loop.call_soon(self.flush, lane)
+            lane.timer = self.loop.call_soon(self._ready, lane)
 
     async def drain(self) -> None:
         for lane in self.lanes.values():
