@@ -109,6 +109,9 @@ _API_STATUS: Final[dict[MessageState, ApiStatus]] = {
     MessageState.SKIPPED: ApiStatus.FAIL,
 }
 _STATE_OF: Final[dict[int, MessageState]] = {int(m): m for m in MessageState}
+_STATE_OF_OCTET: Final[dict[bytes, MessageState]] = {bytes((m,)): m for m in MessageState}
+_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
+_MESSAGE_STATE: Final = Tag.MESSAGE_STATE
 
 
 def state_from_stat(stat: str) -> MessageState | None:
@@ -165,6 +168,9 @@ _STANDARD: Final = re.compile(
     r" err:(\S*)(?: text:(.*))?\Z",
     re.IGNORECASE | re.DOTALL,
 )
+#: The same in lower case only, as SMSCs write it: matched first (case-insensitive matching
+#: costs a third more), with the same groups wherever it matches.
+_STANDARD_LOWER: Final = re.compile(_STANDARD.pattern, re.DOTALL)
 _STANDARD_KEYS: Final = ("id", "sub", "dlvrd", "submitdate", "donedate", "stat", "err", "text")
 
 
@@ -277,19 +283,22 @@ def quick_receipt(
     and ``message_state`` TLVs, the Appendix B text exactly, an ``err:`` value — the same as
     :func:`parse_receipt` gives it, without building a :class:`Receipt`; None for any other
     receipt (then use :func:`parse_receipt`)."""
-    raw_id = tlvs.get(Tag.RECEIPTED_MESSAGE_ID)
-    raw_state = tlvs.get(Tag.MESSAGE_STATE)
+    raw_id = tlvs.get(_RECEIPTED_MESSAGE_ID)
+    raw_state = tlvs.get(_MESSAGE_STATE)
     if not raw_id or not raw_state or not short_message:
         return None
-    state = _STATE_OF.get(int.from_bytes(raw_state, "big"))
-    match = _STANDARD.match(short_message.decode("latin-1"))
-    if state is None or match is None or not match.group(7):
+    state = _STATE_OF_OCTET.get(raw_state) or _STATE_OF.get(int.from_bytes(raw_state, "big"))
+    text = short_message.decode("latin-1")
+    match = _STANDARD_LOWER.match(text) or _STANDARD.match(text)
+    if state is None or match is None:
+        return None
+    done, stat, err = match.group(5, 6, 7)
+    if not err:
         return None
     end = raw_id.find(0)
     message_id = (raw_id[:end] if end >= 0 else raw_id).decode("latin-1").strip()
     if not message_id:
         return None
-    done, stat, err = match.group(5, 6, 7)
     return message_id, state, stat.upper() or _STAT[state], err, done
 
 
@@ -402,8 +411,6 @@ def wants_receipt(registered_delivery: int, state: MessageState) -> bool:
 
 _PRINTABLE: Final = frozenset(string.ascii_letters + string.digits + " .,;:!?'-+/()#%&*=<>")
 _STATE_TLV: Final = {state: u8(state) for state in MessageState}
-_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
-_MESSAGE_STATE: Final = Tag.MESSAGE_STATE
 _DATES: dict[tuple[datetime, object], str] = {}  # (date, its UTC offset) → yyMMddhhmm
 _DATES_MAX: Final = 4096
 
