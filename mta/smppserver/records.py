@@ -32,25 +32,22 @@ __all__ = ["RECORD_TTL_S", "MessageRecord", "MessageRecords", "ReceiptDelivery"]
 
 RECORD_TTL_S: Final = 48 * 3600
 
-# KEYS: the batch's hash, then the key of each part id; ARGV: ttl, n, the n packed records
-# (fields 0..n-1), then the message id of each part id (one command for the whole batch)
+# KEYS: the batch's hash, then the key of each part id; ARGV: ttl, n, then n field/record
+# pairs (fields "0".."n-1"), then the message id of each part id: one command for the whole
+# batch, and the HSET's arguments taken from ARGV as they are (no Lua loop building them)
 _ADD_BATCH: Final = """
 local ttl = ARGV[1]
-local n = tonumber(ARGV[2])
-for i = 1, n, 500 do
-  local args = {}
-  for j = i, math.min(i + 499, n) do
-    args[#args + 1] = tostring(j - 1)
-    args[#args + 1] = ARGV[2 + j]
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
+local last = 2 + 2 * tonumber(ARGV[2])
+for i = 3, last, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, last)))
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 for k = 2, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[1 + n + k], 'EX', ttl)
+  redis.call('SET', KEYS[k], ARGV[last + k - 1], 'EX', ttl)
 end
-return n
+return 1
 """
+_FIELDS: Final = tuple(str(i) for i in range(1024))  # the hash's field names, built once
 _FINAL_STATES: Final = frozenset(int(s) for s in MessageState if s.final)
 
 
@@ -148,9 +145,11 @@ class MessageRecords:
         one command and one answer however many there are."""
         if not records:
             return
+        n = len(records)
         keys = [self.batch_key(batch_id)]
-        args: list[Any] = [RECORD_TTL_S, len(records)]
-        args += [r.pack() for r in records]
+        args: list[Any] = [RECORD_TTL_S, n, *([None] * (2 * n))]
+        args[2::2] = _FIELDS[:n] if n <= len(_FIELDS) else [str(i) for i in range(n)]
+        args[3::2] = [r.pack() for r in records]
         if parts:
             keys += [self.part_key(part_id) for part_id in parts]
             args += parts.values()

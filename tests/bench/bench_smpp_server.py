@@ -16,6 +16,12 @@ one transceiver (our Session, answering each deliver_sm at once) counts the rece
 publish to last receipt, ``--runs`` times (min/median/max). Then the same number is
 published while no client is bound (they go to the Redis stash) and drained by a bind:
 bind to last receipt.
+
+``--records`` times the server's Redis work alone, in this process (uvloop, the local Redis,
+a fresh prefix): CPU per message of writing micro-batches of ``-w`` records
+(:meth:`MessageRecords.add_batch`) and of reading and writing back a report's records
+(:meth:`MessageRecords.get` + :meth:`MessageRecords.put`, 250 results spread over batches),
+``--runs`` times, with Redis's own CPU per message.
 """
 
 from __future__ import annotations
@@ -305,15 +311,56 @@ async def run_receipts(total: int, runs: int) -> None:
         await store.close()
 
 
+async def run_records(total: int, batch: int, runs: int) -> None:
+    store = Store.connect(REDIS_URL, f"bench{uuid.uuid4().hex[:8]}")
+    records = MessageRecords(store)
+    record = MessageRecord(
+        1, 0, "bench", 1, 5, 0, "BENCH", 1, 1, "905330000000", int(time.time() * 1000), "bench"
+    )
+
+    async def redis_cpu() -> float:
+        info = await store.r.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    try:
+        print(f"MessageRecords: {total} records in batches of {batch}, reports of 250")
+        for _ in range(runs):
+            ids: list[str] = []
+            cpu0, redis0 = time.process_time(), await redis_cpu()
+            for _ in range(max(1, total // batch)):
+                batch_id = uuid.uuid4().hex
+                await records.add_batch(batch_id, [record] * batch, {})
+                ids += [f"{batch_id}:{i}" for i in range(batch)]
+            cpu1, redis1 = time.process_time(), await redis_cpu()
+            for start in range(0, len(ids), 250):
+                found = await records.get(ids[start : start + 250])
+                await records.put(found)
+            cpu2, redis2 = time.process_time(), await redis_cpu()
+            n = len(ids)
+            print(
+                f"  add_batch  {(cpu1 - cpu0) / n * 1e6:5.2f} us/msg (Redis"
+                f" {(redis1 - redis0) / n * 1e6:4.2f})   get + put"
+                f" {(cpu2 - cpu1) / n * 1e6:5.2f} us/msg (Redis {(redis2 - redis1) / n * 1e6:4.2f})"
+            )
+    finally:
+        await store.delete_all()
+        await store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=50_000)
     parser.add_argument("-w", "--window", type=int, default=200)
     parser.add_argument("--text", default="benchmark message from one SMPP session")
     parser.add_argument("--receipts", action="store_true", help="deliver_sm/s to one client")
+    parser.add_argument("--records", action="store_true", help="the Redis record work alone")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    if args.receipts:
+    if args.records:
+        import uvloop
+
+        uvloop.run(run_records(args.messages, args.window, args.runs))
+    elif args.receipts:
         asyncio.run(run_receipts(args.messages, args.runs))
     else:
         asyncio.run(run(args.messages, args.window, args.text))
