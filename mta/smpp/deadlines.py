@@ -72,7 +72,9 @@ class Deadlines:
         self._timer = None
         queue = self._queue
         pending = self._pending
-        due = self._loop.time() + _RESOLUTION
+        # what the timer was set for is due now: a loop may fire a timer a little early (uvloop
+        # rounds delays to the millisecond), as it did each request's own call_later timer
+        due = max(self._loop.time() + _RESOLUTION, self._armed_at)
         while queue:
             deadline, seq, waiter, delay = queue[0]
             if pending.get(seq) is not waiter:
