@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import socket
 import struct
@@ -572,3 +573,40 @@ async def test_frames_split_anywhere_are_read_whole(serve: Callable[..., Any]) -
         (i, f"id-{i}") for i in range(1, 7)
     ]
     writer.close()
+
+
+def test_response_deadlines_under_uvloop() -> None:
+    """uvloop (the processes' loop) rounds timers to the millisecond: every request still
+    expires at its deadline or later, each once, without the timer being turned over."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[tuple[float, BaseException | None]]:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            Session(reader, writer, on_request=lambda _s, _p: None).start()  # never answers
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = await connect("127.0.0.1", port, window=100, response_timeout=0.05)
+        loop = asyncio.get_running_loop()
+        got: list[tuple[float, BaseException | None]] = []
+
+        def note(sent: float, _response: P.Pdu | None, error: BaseException | None) -> None:
+            got.append((loop.time() - sent, error))
+
+        for _ in range(40):
+            sent = loop.time()
+            assert client.try_slot()
+            client.start_call(P.SubmitSm(), functools.partial(note, sent))
+            await asyncio.sleep(0.002)
+        for _ in range(300):
+            if len(got) == 40:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()
+        server.close()
+        return got
+
+    got = uvloop.run(main())
+    assert len(got) == 40
+    assert all(isinstance(error, ResponseTimeout) for _, error in got)
+    assert min(waited for waited, _ in got) >= 0.049
