@@ -492,7 +492,7 @@ class SmppAdapter:
                 self.stats["throttled"] += 1
                 part.throttled = True
                 if tries > self.throttle_retries:
-                    self._refused(part, status, f"{name} after {tries} tries")
+                    outcomes.refused(part, status, f"{name} after {tries} tries")
                     return
                 self._throttle(unit, session)
                 continue
@@ -500,7 +500,7 @@ class SmppAdapter:
                 await asyncio.sleep(self.throttle_pause_s * tries)
                 continue
             if kind is StatusKind.RETRY:
-                self._refused(part, status, f"{name} {tries} times")
+                outcomes.refused(part, status, f"{name} {tries} times")
                 return
             if kind is StatusKind.RETRY_FEW and tries < RETRY_FEW_TRIES:
                 await asyncio.sleep(self.throttle_pause_s * tries)
@@ -526,16 +526,7 @@ class SmppAdapter:
 
     def _unknown(self, part: outcomes.Part, why: str) -> None:
         self.stats["unknown"] += 1
-        part.state, part.status = outcomes.UNKNOWN, "UNKNOWN"
-        part.detail = (
-            f"{why}; the submit_sm was written, so the SMSC may have accepted (and delivered) "
-            "it: not sent again, to avoid a duplicate"
-        )
-
-    @staticmethod
-    def _refused(part: outcomes.Part, status: int, detail: str) -> None:
-        part.state, part.status_code, part.status = outcomes.REFUSED, status, status_name(status)
-        part.detail = detail
+        outcomes.unknown(part, why)
 
     # --- Report -------------------------------------------------------------------------------
     async def report(self, request: SmsReportRequest) -> SmsResponse:

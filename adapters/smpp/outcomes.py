@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mta.sdk import REASON_RETRY, REASON_SENDER, ApiStatus, SmsMessage, SmsResult
-from mta.smpp.pdu import CommandStatus, QuerySmResp, SubmitSm
+from mta.smpp.pdu import CommandStatus, QuerySmResp, SubmitSm, status_name
 from mta.smpp.receipt import MessageState, api_status, stat_name
 
 #: Refusals after which a message no part of which was accepted may be sent again later.
@@ -143,6 +143,20 @@ def add_records(out: dict[str, dict[str, Any]], job: Job, pid: str, now: float) 
         record["pr"] = [p.message_id for p in job.parts]
         for n, part_pid in enumerate(pids[1:], 2):
             out[part_pid] = {"f": pid, "i": n, "n": len(pids)}
+
+
+def unknown(part: Part, why: str) -> None:
+    """*part*'s submit_sm was written but its answer lost: never sent again (a duplicate)."""
+    part.state, part.status = UNKNOWN, "UNKNOWN"
+    part.detail = (
+        f"{why}; the submit_sm was written, so the SMSC may have accepted (and delivered) "
+        "it: not sent again, to avoid a duplicate"
+    )
+
+
+def refused(part: Part, status: int, detail: str) -> None:
+    part.state, part.status_code, part.status = REFUSED, status, status_name(status)
+    part.detail = detail
 
 
 def fail(status: str, detail: str) -> SmsResult:
