@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from mta.outbox import FORGET_EVERY_S, Forgetting
 from mta.store import BatchRecord, Pending, Store
 from mta.store.keys import outbox_entry_name, shard_of_message
-from tests.conftest import Env
+from tests.conftest import Env, eventually
 from tests.faults import PrivateRedis
 
 pytest_plugins = ["tests.faults"]  # the private_redis fixture
@@ -109,10 +109,13 @@ async def test_published_entries_are_deleted_by_the_next_record(env: Env) -> Non
         forget.add(list(second))
         loop = asyncio.create_task(forget.loop())
         try:
-            deadline = time.monotonic() + 20 * FORGET_EVERY_S
-            while (await store.counts())["outbox"] and time.monotonic() < deadline:
-                await asyncio.sleep(FORGET_EVERY_S / 2)
-            assert (await store.counts())["outbox"] == 0
+            started = time.monotonic()
+
+            async def emptied() -> bool:
+                return (await store.counts())["outbox"] == 0
+
+            await eventually(emptied, timeout=20 * FORGET_EVERY_S, what="outbox emptied")
+            assert time.monotonic() - started < 20 * FORGET_EVERY_S
             assert forget.take() == []
         finally:
             loop.cancel()
