@@ -15,10 +15,11 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -42,6 +43,7 @@ from mta.topology import Topology
 log = logging.getLogger(__name__)
 
 #: A comma that starts the next URL of a list (a comma inside a password stays in it).
+_PERSISTENT: Final = 2  # AMQP delivery_mode: written to disk
 _NEXT_URL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
@@ -225,6 +227,44 @@ class Broker:
             await self.connection.close()
             self.connection = None
 
+    async def publish_once(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm, once: raises
+        ``aiormq.exceptions.PublishError`` when the broker returns it (``mandatory``, no queue
+        bound), ``DeliveryError`` when it nacks it (a full queue), a connection error as is.
+
+        aiormq's ``basic_publish`` on the confirming channel, as aio-pika's
+        ``Exchange.publish`` does after building a ``Message`` and its properties (~30 us of
+        CPU per publish here): the same frames, confirm and errors."""
+        channel = self.channel
+        if channel is None:
+            raise aiormq.exceptions.ChannelInvalidStateError("not connected: connect() first")
+        if channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        name = self.exchanges[exchange].name  # only the topology's exchanges (and "")
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(
+            body,
+            exchange=name,
+            routing_key=routing_key,
+            properties=aiormq.spec.Basic.Properties(
+                content_type="application/json",
+                delivery_mode=_PERSISTENT,
+                headers=dict(headers) if headers else None,
+                message_id=message_id,
+            ),
+            mandatory=mandatory,
+            timeout=self.publish_timeout_s,
+        )
+
     async def publish(
         self,
         exchange: str,
@@ -237,6 +277,16 @@ class Broker:
     ) -> None:
         """Publish persistently and wait for the broker's confirm; retry through outages (for at
         most ``retry_for_s``; what is an outage is :func:`mta.outage.is_outage`'s call)."""
+        try:  # the common case, without the retry machinery's cost
+            await self.publish_once(
+                exchange, routing_key, body, headers=headers, message_id=message_id,
+                mandatory=mandatory,
+            )
+            return
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("publish to %r failed (%s); retrying", exchange, exc)
         message = aio_pika.Message(
             body,
             headers=dict(headers) if headers else None,
@@ -245,15 +295,6 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         target = self.exchanges[exchange]
-        try:  # the common case, without the retry machinery's cost
-            await target.publish(
-                message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
-            )
-            return
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            log.warning("publish to %r failed (%s); retrying", exchange, exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_outage),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),

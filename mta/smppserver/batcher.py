@@ -50,7 +50,6 @@ IN_FLIGHT = 1
 #: After a lane's batch was answered, how long its next batch waits (at most) for the submits
 #: those answers let the clients send, so that it carries them too.
 RESUBMIT_WAIT_S: Final = 0.002
-_PERSISTENT: Final = 2  # delivery_mode
 
 log = logging.getLogger(__name__)
 
@@ -176,22 +175,8 @@ class SubmitBatcher:
             part_map = {p: mid for e, mid in zip(entries, ids, strict=True) for p in e.parts}
             await self.records.add_batch(batch_id, [e.record for e in entries], part_map)
             body = orjson.dumps({"messages": [e.message for e in entries]})
-            assert self.broker.channel is not None
-            # aiormq's publish under aio-pika's Exchange.publish (which adds a Message object
-            # and its properties, ~30 us of CPU per batch): the same frames and confirm, the
-            # same PublishError (returned) and DeliveryError (nacked)
-            channel = await self.broker.channel.get_underlay_channel()
-            await channel.basic_publish(
-                body,
-                exchange=self.broker.topology.send_exchange,
-                routing_key=lane,
-                properties=aiormq.spec.Basic.Properties(
-                    content_type="application/json",
-                    delivery_mode=_PERSISTENT,
-                    message_id=batch_id,
-                ),
-                mandatory=True,
-                timeout=self.broker.publish_timeout_s,
+            await self.broker.publish_once(
+                self.broker.topology.send_exchange, lane, body, message_id=batch_id
             )
             self.stats["batches"] += 1
             self.stats["published"] += len(entries)
