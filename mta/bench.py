@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -67,6 +68,10 @@ window = {window}
 """
 
 _TICK = os.sysconf("SC_CLK_TCK")
+#: A result's messageId in a report body (orjson writes no spaces): finals are counted by id.
+_MESSAGE_ID = re.compile(rb'"messageId":"([^"]*)"')
+#: After the last final, how long the bench still listens for a copy of one.
+DUPLICATE_GRACE_S = 0.5
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -170,7 +175,9 @@ class _Follow:
     total: int = 0
 
     ok_count: int = 0
-    final_count: int = 0
+    final_count: int = 0  # distinct messages with a final
+    duplicates: int = 0  # finals for a message that had one already
+    final_ids: set[bytes] = field(default_factory=set)
     seen_ok: int = 0
     seen_final: int = 0
 
@@ -203,7 +210,13 @@ class _Follow:
             self.first_ok = self.first_ok or now
             self.last_ok = now
         else:
-            self.final_count += n
+            ids = self.final_ids
+            for message_id in _MESSAGE_ID.findall(body):
+                if message_id in ids:
+                    self.duplicates += 1
+                else:
+                    ids.add(message_id)
+            self.final_count = len(ids)
             self.first_final = self.first_final or now
             self.last_final = now
             if self.final_count >= self.total:
@@ -376,6 +389,7 @@ async def _measure(
     cpu = sum(cpu_each.values())
     machine = _machine_cpu() - machine0
     service_cpu = {name: _cpu_of(pids) - services0[name] for name, pids in services.items()}
+    await asyncio.sleep(DUPLICATE_GRACE_S)  # a late copy of a final still counts as doubled
     await connection.close()
     oks, finals = follow.ok_count, follow.final_count
     per_1000 = 1000 / max(1, finals)
@@ -386,6 +400,7 @@ async def _measure(
         ok=oks,
         adapter_ok_msg_s=oks / max(1e-9, follow.last_ok - started),
         finals=finals,
+        duplicate_finals=follow.duplicates,
         finals_msg_s=finals / max(1e-9, follow.last_final - started),
         finals_steady_msg_s=finals / max(1e-9, follow.last_final - follow.first_final),
         latency_ms={
@@ -469,6 +484,8 @@ class BenchResult:
     #: smpp: the SMSC sink's counters and CPU (None with the simulator)
     smsc: dict[str, Any] | None = None
     started_wall: float = 0.0
+    #: finals for a message that had one already (each message's first final is in ``finals``)
+    duplicate_finals: int = 0
     #: --ingress: what the SMPP client saw (submit_sm accepted, receipts back, their rates)
     ingress: dict[str, Any] | None = None
 
@@ -498,6 +515,7 @@ class BenchResult:
             "finals_msg_s": self.finals_msg_s,
             "finals_steady_msg_s": self.finals_steady_msg_s,
             "finals": self.finals,
+            "duplicate_finals": self.duplicate_finals,
             "complete": self.complete,
             "latency_ms": self.latency_ms,
             "cpu_s_per_1000": self.cpu_s_per_1000,
@@ -539,7 +557,8 @@ class BenchResult:
             f"   ({self.ok:,} OK)",
             *self._smsc_lines(),
             f"  finals out               {self.finals_msg_s:>10,.0f}"
-            f" msg/s   ({self.finals:,} finals{'' if self.complete else ', INCOMPLETE'})",
+            f" msg/s   ({self.finals:,} finals{'' if self.complete else ', INCOMPLETE'};"
+            f" {self.duplicate_finals:,} doubled)",
             f"  finals, steady window    {self.finals_steady_msg_s:>10,.0f} msg/s",
             f"  publish→OK      p50 {ms('publish_ok', 'p50')} ms"
             f"   p99 {ms('publish_ok', 'p99')} ms",

@@ -283,16 +283,35 @@ async def test_bench_json_shape(env: Env) -> None:
     doc = orjson.loads(out)
     assert set(doc) == {
         "config", "publish_msg_s", "adapter_ok_msg_s", "ok", "finals_msg_s",
-        "finals_steady_msg_s", "finals", "complete", "latency_ms", "cpu_s_per_1000",
+        "finals_steady_msg_s", "finals", "duplicate_finals", "complete", "latency_ms",
+        "cpu_s_per_1000",
         "redis_bytes_per_pending", "peak_pending", "wall_s", "processes",
     }  # fmt: skip
     assert doc["config"]["messages"] == 2000 and doc["config"]["receipts"] == "polled"
     assert doc["ok"] == 2000 and doc["finals"] == 2000 and doc["complete"] is True
+    assert doc["duplicate_finals"] == 0
     assert set(doc["latency_ms"]) == {"publish_ok", "publish_final", "receipt_final"}
     assert doc["latency_ms"]["publish_final"]["p50"] >= 200  # the report delay is in it
     assert {"mta", "machine"} <= set(doc["cpu_s_per_1000"])
     assert [p["role"] for p in doc["processes"]] == ["worker", "reporter"]
     assert set(doc["processes"][0]["rss_mb"]) == {"start", "max", "end"}
+
+
+def test_bench_counts_finals_by_message_and_a_copy_as_doubled() -> None:
+    from mta.bench import _Follow
+
+    def body(*ids: str) -> bytes:
+        results = [{"messageId": i, "partnerMessageId": f"p-{i}"} for i in ids]
+        return orjson.dumps({"partnerPacketId": "", "results": results})
+
+    follow = _Follow(sent_at={}, total=3, report_delay_s=1.0, receipt_time=lambda *_: None)
+    follow.on_body("0.OK", body("b0:0", "b0:1"))  # OKs are not finals
+    follow.on_body("0.DELIVERED", body("b0:0", "b0:1"))
+    assert (follow.final_count, follow.duplicates) == (2, 0) and not follow.done.is_set()
+    follow.on_body("0.DELIVERED", body("b0:0", "b0:1"))  # a copy of the same report message
+    assert (follow.final_count, follow.duplicates) == (2, 2)
+    follow.on_body("0.FAIL", body("b0:2", "b0:0"))
+    assert (follow.final_count, follow.duplicates) == (3, 3) and follow.done.is_set()
 
 
 @pytest.mark.parametrize(
