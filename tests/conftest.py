@@ -21,7 +21,7 @@ from mta.config import Settings, load_accounts
 from mta.contract import ApiStatus, SmsReportRequest, SmsResponse, SmsResult
 from mta.registry import Registry, discover
 from mta.service import Service
-from mta.store import Store
+from mta.store import BatchRecord, Pending, Store
 from mta.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,33 @@ report_delay_s = {delay}
 latency_ms = {latency}
 seed = "tests"
 """
+
+
+def batch_record(
+    batch_id: str,
+    size: int = 2,
+    account: str = "acct",
+    outbox: dict[str, bytes] | None = None,
+    partners: bool = True,
+) -> BatchRecord:
+    """What a worker writes for a batch of ``size`` OKs of ``account`` (its partner index too,
+    unless ``partners`` is False), due in a minute."""
+    now = int(time.time() * 1000)
+    mids = [f"{batch_id}:{i}" for i in range(size)]
+    pending = {
+        m: Pending(account, f"p-{m}", "447700900000", 5, 1, "S", now + 3_600_000, now, 1, "",
+                   "", 1).pack()
+        for m in mids
+    }
+    return BatchRecord(
+        markers={batch_id: {"*": "o"}},
+        pending=pending,
+        due=dict.fromkeys(mids, now + 60_000),
+        held={},
+        held_data={},
+        outbox=outbox or {},
+        partners={account: {f"p-{m}": m for m in mids}} if partners else {},
+    )
 
 
 def batch(n: int, start: int = 0, **fields: Any) -> dict[str, Any]:

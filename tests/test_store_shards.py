@@ -4,7 +4,6 @@ and the pipeline on both layouts (real Redis, real RabbitMQ)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,10 +11,10 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from mta.contract import ApiStatus, SmsResult, pack_result
-from mta.store import BatchRecord, LayoutError, Pending, Store
+from mta.store import LayoutError, Store
 from mta.store.connect import parse_sentinel_url
 from mta.store.keys import receipt_shard_of, shard_of
-from tests.conftest import REDIS_URL, Env, batch, run_mta
+from tests.conftest import REDIS_URL, Env, batch, batch_record, run_mta
 
 if TYPE_CHECKING:
     from tests.clusters import RedisCluster
@@ -25,25 +24,6 @@ pytest_plugins = ["tests.clusters"]  # the redis_cluster fixture
 
 def _slot(key: str) -> int:
     return int(key_slot(key.encode()))
-
-
-def _record(batch_id: str, account: str = "acct", size: int = 2) -> BatchRecord:
-    now = int(time.time() * 1000)
-    mids = [f"{batch_id}:{i}" for i in range(size)]
-    pending = {
-        m: Pending(account, f"p-{m}", "447700900000", 5, 1, "S", now + 3_600_000, now, 1, "",
-                   "", 1).pack()
-        for m in mids
-    }
-    return BatchRecord(
-        markers={batch_id: {"*": "o"}},
-        pending=pending,
-        due=dict.fromkeys(mids, now + 60_000),
-        held={},
-        held_data={},
-        outbox={},
-        partners={account: {f"p-{m}": m for m in mids}},
-    )
 
 
 def test_a_batchs_keys_share_one_slot_and_batches_spread_over_slots() -> None:
@@ -90,7 +70,7 @@ async def test_the_shard_count_is_recorded_and_another_refused(env: Env) -> None
 
 async def test_state_from_before_sharding_is_refused_until_migrated(env: Env) -> None:
     legacy = Store(aioredis.from_url(REDIS_URL), env.prefix, shards=1)
-    await legacy.record(_record("old-batch"))
+    await legacy.record(batch_record("old-batch"))
     assert legacy.shards[0].tag == "{" + env.prefix + "}"  # the layout before sharding
     with pytest.raises(LayoutError, match=r"before sharding.*mta migrate"):
         await Store.open(REDIS_URL, env.prefix, shards=16)
@@ -100,7 +80,7 @@ async def test_state_from_before_sharding_is_refused_until_migrated(env: Env) ->
 async def test_migrate_moves_every_kind_of_state_and_back(env: Env) -> None:
     legacy = Store(aioredis.from_url(REDIS_URL), env.prefix, shards=1)
     for n in range(20):
-        await legacy.record(_record(f"b{n}"))
+        await legacy.record(batch_record(f"b{n}"))
     await legacy.r.hset(legacy.shards[0].outbox, "w:tok:0", b"5.DELIVERED\n{}")
     await legacy.r.zadd(legacy.shards[0].outbox_due, {"w:tok:0": 0})
     await legacy.r.zadd(legacy.shards[0].held, {"h-batch:0": 0})
@@ -147,7 +127,7 @@ async def _lose_one_lease(store: Store) -> tuple[str, list[str]]:
     """40 one-message batches claimed, one lease taken by another reporter, the round
     committed: (the stolen id, every claimed id)."""
     for n in range(40):
-        await store.record(_record(f"lease-{n}", size=1))
+        await store.record(batch_record(f"lease-{n}", size=1))
     for keys in store.shards:  # all due now
         members = await store.r.zrange(keys.due, 0, -1)
         if members:
@@ -212,14 +192,14 @@ async def test_a_retried_write_that_had_landed_writes_no_pending_record_again(en
     """The worker retries a write whose answer an outage took; a reporter may have published
     the finals meanwhile: the retry must not bring their pending records back."""
     store = Store(aioredis.from_url(REDIS_URL), env.prefix)
-    outcome = _record("landed")
+    outcome = batch_record("landed")
     await store.record(outcome)
     keys = store.batch_shard("landed")
     await store.r.hdel(keys.pending, "landed:0", "landed:1")  # finals published
     await store.r.zrem(keys.due, "landed:0", "landed:1")
     await store.record(outcome)  # the retry
     assert (await store.counts())["pending"] == 0
-    fresh = _record("fresh")
+    fresh = batch_record("fresh")
     fresh.tried = True  # a retry whose first try never reached Redis writes everything
     await store.record(fresh)
     assert (await store.counts())["pending"] == 2

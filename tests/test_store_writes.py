@@ -11,32 +11,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from mta.outbox import FORGET_EVERY_S, Forgetting
-from mta.store import BatchRecord, Pending, Store
+from mta.store import Store
 from mta.store.keys import outbox_entry_name, shard_of_message
-from tests.conftest import Env, eventually
+from tests.conftest import Env, batch_record, eventually
 from tests.faults import PrivateRedis
 
 pytest_plugins = ["tests.faults"]  # the private_redis fixture
-
-
-def _record(batch_id: str, account: str = "acct", outbox: dict[str, bytes] | None = None,
-            partners: bool = True) -> BatchRecord:
-    now = int(time.time() * 1000)
-    mids = [f"{batch_id}:{i}" for i in range(3)]
-    pending = {
-        m: Pending(account, f"p-{m}", "447700900000", 5, 1, "S", now + 3_600_000, now, 1, "",
-                   "", 1).pack()
-        for m in mids
-    }
-    return BatchRecord(
-        markers={batch_id: {"*": "o"}},
-        pending=pending,
-        due=dict.fromkeys(mids, now + 60_000),
-        held={},
-        held_data={},
-        outbox=outbox or {},
-        partners={account: {f"p-{m}": m for m in mids}} if partners else {},
-    )
 
 
 def _name(store: Store, batch_id: str, token: str, n: int) -> str:
@@ -59,7 +39,7 @@ async def test_partner_index_is_written_in_the_batchs_multi(private_redis: Priva
         await store.push_receipts("acct", {"p-b1:2": b"DELIVERED"})
         await r.script_flush()
         await r.config_resetstat()
-        await store.record(_record("b1"))
+        await store.record(batch_record("b1", 3))
         # The EVALSHA inside the MULTI met NOSCRIPT: the script was run again on its own.
         assert (await _commands(r)).get("exec") == 1
         index = store.partner_index_key("acct", "p-b1:0")
@@ -70,7 +50,7 @@ async def test_partner_index_is_written_in_the_batchs_multi(private_redis: Priva
         assert later is not None and later > time.time() * 1000 + 30_000
 
         await r.config_resetstat()
-        await store.record(_record("b2"))
+        await store.record(batch_record("b2", 3))
         # Known script: one MULTI holding the HSETs, ZADDs and the EVALSHA; nothing after it
         # (another client sees EXEC as the last command of the store's connection).
         observer = aioredis.from_url(private_redis.url)
@@ -93,12 +73,12 @@ async def test_published_entries_are_deleted_by_the_next_record(env: Env) -> Non
     forget = Forgetting(store, asyncio.Event())
     try:
         first = {_name(store, "b1", "t1", 0): b"1.OK\n{}"}
-        await store.record(_record("b1", outbox=first, partners=False))
+        await store.record(batch_record("b1", 3, outbox=first, partners=False))
         forget.add(list(first))
         assert (await store.counts())["outbox"] == 1  # published, not yet deleted
 
         second = {_name(store, "b2", "t2", 0): b"1.OK\n{}"}
-        record = _record("b2", outbox=second, partners=False)
+        record = batch_record("b2", 3, outbox=second, partners=False)
         record.forget = forget.take()
         await store.record(record)
         outbox = store.message_shard("b1:0").outbox
@@ -128,7 +108,7 @@ async def test_a_failed_record_gives_its_deletes_back_and_close_makes_them(env: 
     forget = Forgetting(store, asyncio.Event())
     try:
         entries = {_name(store, "b3", "t3", i): b"1.OK\n{}" for i in range(2)}
-        await store.record(_record("b3", outbox=entries, partners=False))
+        await store.record(batch_record("b3", 3, outbox=entries, partners=False))
         forget.add(list(entries)[:1])
         taken = forget.take()
         forget.add(list(entries)[1:])

@@ -32,7 +32,15 @@ from mta.smpp.pdu.commands import (
     RawPdu,
     response_for,
 )
-from mta.smpp.pdu.compiled import Decoder, Encoder, build_decoder, build_encoder
+from mta.smpp.pdu.compiled import (
+    Decoder,
+    Encoder,
+    build_decoder,
+    build_encoder,
+    cstr_error,
+    sm_error,
+    truncated,
+)
 
 # --- encode -------------------------------------------------------------------------------
 
@@ -101,6 +109,13 @@ def decode(frame: bytes) -> Pdu:
     an over-long C-string (e.g. ``ESME_RINVSRCADR``), ``ESME_RINVOPTPARSTREAM`` /
     ``ESME_RINVPARLEN`` for broken TLVs.
     """
+    frame, cid, status, seq = _header(frame)
+    return decode_body(frame, cid, status, seq)
+
+
+def _header(frame: bytes) -> tuple[bytes, int, int, int]:
+    """The frame as bytes and its (command_id, command_status, sequence), once its
+    ``command_length`` is checked against the frame's length."""
     if not isinstance(frame, bytes):
         frame = bytes(frame)
     n = len(frame)
@@ -114,7 +129,7 @@ def decode(frame: bytes) -> Pdu:
             sequence=seq,
             command_id=cid,
         )
-    return decode_body(frame, cid, status, seq)
+    return frame, cid, status, seq
 
 
 def decode_body(frame: bytes, cid: int, status: int, seq: int) -> Pdu:
@@ -143,84 +158,39 @@ def _decode_rest(frame: bytes, cid: int, status: int, seq: int) -> Pdu:
 
 
 def decode_generic(frame: bytes) -> Pdu:
-    """:func:`decode` by the table-driven loop (the reference of the generated decoders).
-
-    Raises :class:`PduError` with the status to answer: ``ESME_RINVCMDLEN`` for a bad
-    ``command_length`` or a truncated body, ``ESME_RINVCMDID`` for an unknown command id,
-    ``ESME_RINVMSGLEN`` for a short_message longer than the body, the field's own status for
-    an over-long C-string (e.g. ``ESME_RINVSRCADR``), ``ESME_RINVOPTPARSTREAM`` /
-    ``ESME_RINVPARLEN`` for broken TLVs.
-    """
-    if not isinstance(frame, bytes):
-        frame = bytes(frame)
+    """:func:`decode` by the table-driven loop (the reference of the generated decoders):
+    the same PDU, or the same :class:`PduError`, for every frame."""
+    frame, cid, status, seq = _header(frame)
     n = len(frame)
-    if n < 16:
-        raise PduError(S.ESME_RINVCMDLEN, f"frame of {n} octets is shorter than a header")
-    length, cid, status, seq = HEADER.unpack_from(frame)
-    if length != n:
-        raise PduError(
-            S.ESME_RINVCMDLEN,
-            f"command_length {length} but frame of {n} octets",
-            sequence=seq,
-            command_id=cid,
-        )
     cls = _BY_ID.get(cid)
-    if cls is None:
-        if cid in _RAW_IDS:
-            return RawPdu(raw_id=cid, body=frame[16:], sequence=seq, status=status)
-        raise PduError(
-            S.ESME_RINVCMDID, f"unknown command_id 0x{cid:08X}", sequence=seq, command_id=cid
-        )
-    if n == 16:
-        if cid & RESPONSE_BIT or not cls._ops:
-            return cls(sequence=seq, status=status)
-        raise PduError(
-            S.ESME_RINVCMDLEN, f"{cls.__name__} without a body", sequence=seq, command_id=cid
-        )
+    if cls is None or n == 16:
+        return _decode_rest(frame, cid, status, seq)
     values: list[Any] = []
     pos = 16
     for kind, st, size, err, _count in cls._ops:
         if st is not None:
             if pos + st.size > n:
-                raise _truncated(cls, seq, cid)
+                raise truncated(cls, seq, cid)
             values.extend(st.unpack_from(frame, pos))
             pos += st.size
         elif kind is _CSTR:
             end = frame.find(0, pos, pos + size)
             if end < 0:
-                if frame.find(0, pos) < 0:
-                    raise _truncated(cls, seq, cid)
-                raise PduError(
-                    err,
-                    f"{cls.__name__}: C-string at offset {pos} exceeds {size} octets",
-                    sequence=seq,
-                    command_id=cid,
-                )
+                raise cstr_error(cls, frame, pos, size, err, seq, cid)
             values.append(frame[pos:end].decode("latin-1"))
             pos = end + 1
         else:
             if pos >= n:
-                raise _truncated(cls, seq, cid)
+                raise truncated(cls, seq, cid)
             sm_length = frame[pos]
             pos += 1
             end = pos + sm_length
             if end > n:
-                raise PduError(
-                    err,
-                    f"{cls.__name__}: sm_length {sm_length} exceeds the {n - pos} octets left",
-                    sequence=seq,
-                    command_id=cid,
-                )
+                raise sm_error(cls, sm_length, n - pos, err, seq, cid)
             values.append(frame[pos:end])
             pos = end
     tlvs = _decode_tlvs(frame, pos, n, seq, cid) if pos < n else {}
     return cls(*values, sequence=seq, status=status, tlvs=tlvs)
-
-
-def _truncated(cls: type[Pdu], seq: int, cid: int) -> PduError:
-    return PduError(
-        S.ESME_RINVCMDLEN, f"{cls.__name__}: body truncated", sequence=seq, command_id=cid
-    )
 
 
 #: TLV_SIZES keyed by plain ints (a lookup with an int key is then an int comparison).
