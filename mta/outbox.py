@@ -87,9 +87,15 @@ class Forgetting:
         self._names += names
 
     def take(self) -> list[str]:
-        """The names a record deletes (:meth:`give_back` them if the record fails)."""
+        """The names to delete now (:meth:`give_back` them if the write fails)."""
         names, self._names = self._names, []
         return names
+
+    def ride(self) -> list[str]:
+        """The names a batch's record deletes: on one node (where the record is one MULTI
+        anyway); none on a Redis Cluster, where deletes in other masters' shards would make
+        every record wait out a failover of any master — there :meth:`loop` deletes them."""
+        return [] if self.store.cluster else self.take()
 
     def give_back(self, names: list[str]) -> None:
         self._names[:0] = names

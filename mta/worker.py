@@ -406,7 +406,7 @@ class Worker:
             held_data=work.held_data,
             outbox=entries,
             partners=work.partners,
-            forget=self._forget.take(),  # earlier batches' published entries
+            forget=self._forget.ride(),  # earlier batches' published entries
         )
         try:
             await self._infra("record", lambda: self.store.record(outcome))

@@ -85,11 +85,16 @@ async def test_master_killed_mid_run(
         missing = sorted(expected - set(ledger.finals))
         batches_missing = sorted({m.rsplit(":", 1)[0] for m in missing})
         with_ok = sum(1 for m in missing if m in ledger.oks)
+        # What the run said about those batches, and every error, from the whole log.
+        said = [
+            line for line in mta.stderr.splitlines()
+            if " ERROR " in line or any(b in line for b in batches_missing)
+        ]
         raise AssertionError(
             f"{exc}: batches {batches_missing}, {with_ok} of them with an OK; "
             f"{await pending((other if victim is named else named).url, env.prefix)} pending; "
-            f"mta run:\n"
-            f"{mta.stderr[-6000:]}"
+            "mta run's lines about them and its errors:\n" + "\n".join(said[-40:])
+            + f"\nmta run:\n{mta.stderr[-6000:]}"
         ) from None
     took = time.monotonic() - started - 2.0  # ledger.wait lingers 2 s for late duplicates
     figures(

@@ -4,6 +4,7 @@ and the pipeline on both layouts (real Redis, real RabbitMQ)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,9 +12,10 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from mta.contract import ApiStatus, SmsResult, pack_result
+from mta.outbox import Forgetting
 from mta.store import LayoutError, Store
 from mta.store.connect import parse_sentinel_url
-from mta.store.keys import receipt_shard_of, shard_of
+from mta.store.keys import outbox_entry_name, receipt_shard_of, shard_of
 from tests.conftest import REDIS_URL, Env, batch, batch_record, run_mta
 
 if TYPE_CHECKING:
@@ -162,6 +164,27 @@ async def test_a_lost_lease_on_a_cluster_leaves_the_other_shards_committed(
     assert (await store.counts())["pending"] == len(same_shard)
     await store.delete_all()
     await store.close()
+
+
+async def test_on_a_cluster_outbox_deletes_do_not_ride_on_records(
+    env: Env, redis_cluster: RedisCluster
+) -> None:
+    """A batch's record on a cluster writes its own shard only: deletes of other batches'
+    outbox entries (in other masters' shards) go in the worker's delete loop, so a record
+    never waits out another master's failover."""
+    store = await Store.open(redis_cluster.url, env.prefix)
+    forget = Forgetting(store, asyncio.Event())
+    try:
+        entries = {outbox_entry_name("w", "tk", s, s): b"1.OK\n{}" for s in range(store.n)}
+        outcome = batch_record("one-shard", outbox=entries)
+        await store.record(outcome)
+        forget.add(list(entries))
+        assert forget.ride() == []  # nothing for the next record to carry
+        await forget.flush()  # the loop's step
+        assert (await store.counts())["outbox"] == 0
+    finally:
+        await store.delete_all()
+        await store.close()
 
 
 @pytest.mark.parametrize("shards", [1, 16])

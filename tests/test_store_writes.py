@@ -77,9 +77,11 @@ async def test_published_entries_are_deleted_by_the_next_record(env: Env) -> Non
         forget.add(list(first))
         assert (await store.counts())["outbox"] == 1  # published, not yet deleted
 
+        assert forget.ride() == list(first) and forget.take() == []  # one node: they ride
+        forget.add(list(first))
         second = {_name(store, "b2", "t2", 0): b"1.OK\n{}"}
         record = batch_record("b2", 3, outbox=second, partners=False)
-        record.forget = forget.take()
+        record.forget = forget.ride()
         await store.record(record)
         outbox = store.message_shard("b1:0").outbox
         assert await store.r.hexists(outbox, next(iter(first))) is False
