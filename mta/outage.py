@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -53,10 +54,31 @@ _AMQP_OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
+#: redis-py's asyncio connection module: where its connection races surface.
+_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
+
+
+def _redis_connection_race(exc: BaseException) -> bool:
+    """redis-py dropped a connection's reader/writer (a failover resets a cluster node's
+    connections) while a command was on it: an AttributeError on ``None`` raised inside its
+    connection module — a dropped connection, not a bug of ours (it dead-lettered a batch in a
+    Redis Cluster failover run)."""
+    if not isinstance(exc, AttributeError) or "'NoneType' object" not in str(exc):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION)
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when ``exc`` says Redis or RabbitMQ is away (worth waiting for)."""
     if isinstance(exc, _AMQP_REFUSALS):
         return False
+    if _redis_connection_race(exc):
+        return True
     if isinstance(exc, redis_errors.RedisError | redis_errors.SlotNotCoveredError):
         return isinstance(exc, _REDIS_OUTAGES)
     if isinstance(exc, redis_errors.RedisClusterException):

@@ -178,6 +178,22 @@ def test_deterministic_errors_are_not_outages() -> None:
     assert is_outage(aiormq.exceptions.AMQPConnectionError("gone"))
 
 
+async def test_a_connection_redis_py_dropped_mid_command_is_an_outage() -> None:
+    """In a Redis Cluster failover redis-py can drop a connection's writer while a command is
+    on it; the AttributeError it raises then dead-lettered a batch. It is an outage now; an
+    AttributeError of ours is still a bug."""
+    from redis.asyncio.connection import Connection
+
+    connection = Connection()
+    connection._writer = None  # what a concurrent disconnect leaves
+    with pytest.raises(AttributeError) as dropped:
+        await connection._send_packed_command([b"PING\r\n"])
+    assert is_outage(dropped.value)
+    with pytest.raises(AttributeError) as ours:
+        None.writelines([])  # type: ignore[attr-defined]
+    assert not is_outage(ours.value)
+
+
 class Gate:
     """A partner whose Send waits until the test opens the gate (one call at a time)."""
 
