@@ -42,8 +42,8 @@ from mta.topology import Topology
 
 log = logging.getLogger(__name__)
 
-#: A comma that starts the next URL of a list (a comma inside a password stays in it).
 _PERSISTENT: Final = 2  # AMQP delivery_mode: written to disk
+#: A comma that starts the next URL of a list (a comma inside a password stays in it).
 _NEXT_URL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
