@@ -318,10 +318,7 @@ class Store(ReceiptStore):
                 keys = self.shards[shard]
                 ops[shard].append(("hset", (keys.outbox,), {"mapping": entries}))
                 ops[shard].append(("zadd", (keys.outbox_due, dict.fromkeys(entries, grace)), {}))
-        for shard, names in self._group_entries(outcome.forget).items():
-            keys = self.shards[shard]
-            ops[shard] += [("hdel", (keys.outbox, *names), {}),
-                           ("zrem", (keys.outbox_due, *names), {})]
+        self._outbox_deletes(outcome.forget, ops)
         # A retry after an outage (the first try's answer lost, e.g. in a failover) must not
         # write pending records again: a reporter may have published their finals meanwhile.
         done = f"rec:{outcome.token}"
@@ -385,19 +382,20 @@ class Store(ReceiptStore):
         await self._multi(ops)
 
     # --- outbox -------------------------------------------------------------------------
-    def _group_entries(self, entries: Sequence[str]) -> dict[int, list[str]]:
+    def _outbox_deletes(self, entries: Sequence[str], ops: dict[int, list[Op]]) -> None:
+        """Add to ``ops`` the commands that delete these outbox entries, in their shards."""
         by_shard: dict[int, list[str]] = defaultdict(list)
         for name in entries:
             by_shard[shard_of_entry(name, self.n)].append(name)
-        return by_shard
+        for shard, names in by_shard.items():
+            keys = self.shards[shard]
+            ops[shard] += [("hdel", (keys.outbox, *names), {}),
+                           ("zrem", (keys.outbox_due, *names), {})]
 
     async def outbox_done(self, entries: Sequence[str]) -> None:
         """Delete published outbox entries (their writer's grace is then not needed)."""
         ops: dict[int, list[Op]] = defaultdict(list)
-        for shard, names in self._group_entries(entries).items():
-            keys = self.shards[shard]
-            ops[shard] += [("hdel", (keys.outbox, *names), {}),
-                           ("zrem", (keys.outbox_due, *names), {})]
+        self._outbox_deletes(entries, ops)
         await self._multi(ops)
         # A delete lost in a failover would publish these again (the recovery): replicated.
         await self.replicated(ops)
